@@ -1,0 +1,155 @@
+"""The composition root: build_app(settings) wires every object, route and middleware.
+
+The only module that constructs collaborators and writes app state. Clients are opened and closed
+in cleanup_ctx generators. The store backend is chosen here, once, from GATEWAY_SESSION_STORE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Final
+
+from aiohttp import ClientSession, ClientTimeout, DummyCookieJar, TCPConnector, web
+from yarl import URL
+
+from gateway import health, principal, proxy, signin
+from gateway.errors import GatewayError, NotFound
+from gateway.flows import FlowStore
+from gateway.keys import (
+    FLOWS,
+    MSAL,
+    REFRESHER,
+    SEALER,
+    SESSIONS,
+    SETTINGS,
+    STORAGE,
+    TOKEN_CACHES,
+    UPSTREAM,
+    UPSTREAM_BASE,
+)
+from gateway.memory_store import MemoryStorage
+from gateway.middleware import error_middleware
+from gateway.oidc import MsalClient
+from gateway.redis_store import RedisStorage
+from gateway.refresh import SessionRefresher
+from gateway.sealing import Sealer
+from gateway.sessions import SessionStore
+from gateway.settings import Settings
+from gateway.storage import Storage
+from gateway.token_cache import TokenCacheStore
+
+log = logging.getLogger(__name__)
+
+METADATA_RETRY_SECONDS: Final = 10.0
+
+
+def _storage(settings: Settings) -> Storage:
+    if settings.session_store == "redis":
+        assert settings.redis_url is not None
+        return RedisStorage(
+            settings.redis_url.get_secret_value(),
+            max_connections=settings.redis.max_connections,
+            socket_timeout=settings.redis.socket_timeout_seconds,
+            connect_timeout=settings.redis.connect_timeout_seconds,
+        )
+    memory = MemoryStorage()
+    return memory
+
+
+async def _stores(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    storage = _storage(settings)
+    if isinstance(storage, MemoryStorage):
+        storage.start_sweeping()
+    secret = settings.cookie_secret.get_secret_value().encode() if settings.cookie_secret else None
+    sealer = Sealer(secret)
+    app[STORAGE] = storage
+    app[SEALER] = sealer
+    app[SESSIONS] = SessionStore(storage, sealer, settings.session.idle_ttl_seconds, time.time)
+    app[FLOWS] = FlowStore(storage, sealer, settings.signin.flow_ttl_seconds)
+    app[TOKEN_CACHES] = TokenCacheStore(storage, sealer)
+    try:
+        await storage.ping()
+    except GatewayError:
+        log.error("the session store is unreachable at start-up; /.auth/readyz will say so")
+    yield
+    await storage.close()
+
+
+async def _upstream_client(app: web.Application) -> AsyncIterator[None]:
+    p = app[SETTINGS].proxy
+    app[UPSTREAM] = ClientSession(
+        connector=TCPConnector(limit=p.max_connections, limit_per_host=0),
+        auto_decompress=False,  # pass bytes through untouched
+        cookie_jar=DummyCookieJar(),  # never keep upstream cookies in the gateway
+        # Never add headers the client did not send (an Accept-Encoding would get it gzip).
+        skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+        timeout=ClientTimeout(
+            total=None, sock_connect=p.connect_timeout_seconds, sock_read=p.read_timeout_seconds
+        ),
+    )
+    app[UPSTREAM_BASE] = URL(str(app[SETTINGS].upstream))
+    yield
+    await app[UPSTREAM].close()
+
+
+async def _keep_loading_metadata(client: MsalClient) -> None:
+    while not client.ready:
+        try:
+            await client.start()
+            log.info("identity provider metadata loaded")
+        except GatewayError as exc:
+            log.error("%s; retrying in %.0fs", exc, METADATA_RETRY_SECONDS)
+            await asyncio.sleep(METADATA_RETRY_SECONDS)
+
+
+async def _msal(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    client = MsalClient(settings)
+    app[MSAL] = client
+    msal_timeouts = settings.msal.connect_timeout_seconds + settings.msal.read_timeout_seconds
+    app[REFRESHER] = SessionRefresher(
+        storage=app[STORAGE],
+        sessions=app[SESSIONS],
+        token_caches=app[TOKEN_CACHES],
+        msal=client,
+        scopes=settings.scopes,
+        # Long enough for one token call with retries; renewed while held anyway.
+        lock_ttl=2 * msal_timeouts + 5,
+        clock=time.time,
+    )
+    loader = asyncio.create_task(_keep_loading_metadata(client))
+    yield
+    loader.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await loader
+    await client.close()
+
+
+async def _reserved(request: web.Request) -> web.StreamResponse:
+    raise NotFound("there is nothing at this address")
+
+
+def build_app(settings: Settings) -> web.Application:
+    app = web.Application(middlewares=[error_middleware])
+    app[SETTINGS] = settings
+    app.cleanup_ctx.extend([_stores, _upstream_client, _msal])
+    router = app.router
+    router.add_get("/.auth/healthz", health.live, allow_head=True)
+    router.add_get("/.auth/readyz", health.ready, allow_head=True)
+    router.add_get("/.auth/login/aad", signin.start)
+    router.add_get("/.auth/login/aad/callback", signin.finish)  # response_mode=query
+    router.add_post("/.auth/login/aad/callback", signin.finish)  # response_mode=form_post
+    for method in ("GET", "POST"):
+        router.add_route(method, "/.auth/logout", signin.sign_out)
+        router.add_route(method, "/.auth/refresh", signin.refresh)
+    router.add_get("/.auth/me", principal.me)
+    router.add_get("/.auth/verify", principal.verify)
+    router.add_route("*", "/.auth/{tail:.*}", _reserved)  # the prefix is never proxied
+    router.add_route("*", "/.auth", _reserved)
+    router.add_route("*", "/{tail:.*}", proxy.handle)
+    return app

@@ -1,0 +1,88 @@
+"""The gateway's error tree. Every error a client can see is one of these; middleware.py renders them.
+
+    GatewayError                 500 internal
+      SignInRequired             401 (302 to sign-in for browser navigations)
+      SessionExpired             401 (same handling; the session ended by idle or absolute lifetime)
+      BadRequest                 400 e.g. bad state, tampered callback, unsafe return target
+      Forbidden                  403
+      NotFound                   404 unknown path under /.auth
+      IdentityProviderError      502 the identity provider refused or could not be reached
+      UpstreamUnavailable        502 connection to the application refused or reset
+      UpstreamTimeout            504
+      StoreUnavailable           503 the session store cannot be reached (fail closed)
+      CorruptRecordError         a stored record could not be decrypted or parsed; callers treat it
+                                 as "no record" after logging, never as an empty session
+
+Foreign exceptions are translated where they are raised (forward.py, redis_store.py, oidc.py);
+nothing above those modules sees a redis, aiohttp client or MSAL error. This module imports nothing
+from the gateway.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway renders.
+
+    `status` and `code` are what the client sees; `str(self)` is shown only when `expose` is true,
+    otherwise a generic sentence for the status is shown and the message goes to the log only.
+    """
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+    expose: ClassVar[bool] = False
+    title: ClassVar[str] = "Something went wrong"
+
+
+class SignInRequired(GatewayError):
+    """The request has no valid session. A control-flow signal, not logged as an error."""
+
+    status, code, expose, title = 401, "sign_in_required", True, "Sign-in required"
+
+
+class SessionExpired(SignInRequired):
+    code = "session_expired"
+    title = "Your session has ended"
+
+
+class BadRequest(GatewayError):
+    status, code, expose, title = 400, "bad_request", True, "The request could not be accepted"
+
+
+class Forbidden(GatewayError):
+    status, code, expose, title = 403, "forbidden", True, "Access denied"
+
+
+class NotFound(GatewayError):
+    status, code, expose, title = 404, "not_found", True, "Not found"
+
+
+class IdentityProviderError(GatewayError):
+    """The identity provider answered with an error or could not be reached."""
+
+    status, code, expose, title = 502, "identity_provider_error", True, "Sign-in failed"
+
+
+class UpstreamUnavailable(GatewayError):
+    status, code, expose, title = (
+        502,
+        "upstream_unavailable",
+        True,
+        "The application is unavailable",
+    )
+
+
+class UpstreamTimeout(GatewayError):
+    status, code, expose, title = 504, "upstream_timeout", True, "The application did not answer"
+
+
+class StoreUnavailable(GatewayError):
+    status, code, expose, title = 503, "store_unavailable", True, "Temporarily unavailable"
+
+
+class CorruptRecordError(GatewayError):
+    """A stored record failed authentication or parsing: tampered, wrong key, or a bug."""
+
+    code = "corrupt_record"

@@ -1,0 +1,59 @@
+"""Pending sign-ins: the MSAL auth-code flow saved server-side under a digest of its `state`.
+
+A flow is single use (taken atomically), expires after the sign-in window, and is bound to the
+browser that started it by a keyed digest of a short-lived cookie, so a callback URL replayed or
+planted in another browser signs no one in. It holds the PKCE verifier and nonce, so it is sealed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any, Final
+
+from gateway.errors import CorruptRecordError
+from gateway.sealing import Sealer
+from gateway.storage import Storage
+
+FLOW_PREFIX: Final = "gw:flow:"
+
+
+@dataclass(frozen=True, slots=True)
+class PendingSignIn:
+    msal_flow: dict[str, Any]  # initiate_auth_code_flow's dict without auth_uri
+    return_to: str  # a validated same-origin path
+    browser_binding: str  # Sealer.binding() of the sign-in cookie value
+    started_at: float
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> PendingSignIn:
+        try:
+            return cls(**json.loads(raw))
+        except (ValueError, TypeError) as exc:
+            raise CorruptRecordError("pending sign-in record does not parse") from exc
+
+
+class FlowStore:
+    def __init__(self, storage: Storage, sealer: Sealer, ttl: float) -> None:
+        self._storage = storage
+        self._sealer = sealer
+        self._ttl = ttl
+
+    def _key(self, state: str) -> str:
+        return FLOW_PREFIX + self._sealer.digest(state)
+
+    async def save(self, state: str, pending: PendingSignIn) -> None:
+        key = self._key(state)
+        await self._storage.set(key, self._sealer.seal(key, pending.encode()), self._ttl)
+
+    async def take(self, state: str) -> PendingSignIn | None:
+        """The pending sign-in for `state`, removed so that it can be used only once; None when
+        there is none (unknown, expired or already used). CorruptRecordError if it will not open."""
+        key = self._key(state)
+        sealed = await self._storage.take(key)
+        if sealed is None:
+            return None
+        return PendingSignIn.decode(self._sealer.open(key, sealed))

@@ -1,0 +1,152 @@
+"""Streaming requests to the upstream and responses back, over one shared keep-alive pool.
+
+Bodies are never buffered: request bytes flow from the client's stream into the upstream request,
+response bytes are written as they arrive, so memory does not grow with body size. aiohttp client
+errors are translated here into UpstreamUnavailable / UpstreamTimeout. Once the response has
+started streaming, a failure can only abort the connection; it is logged, not rendered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Final
+
+import aiohttp
+from aiohttp import ClientSession, WSMsgType, web
+from multidict import CIMultiDict
+from yarl import URL
+
+from gateway.errors import UpstreamTimeout, UpstreamUnavailable
+from gateway.headers import response_headers
+
+log = logging.getLogger(__name__)
+
+_NO_BODY_STATUSES: Final = frozenset({204, 304})
+_WS_HANDSHAKE: Final = frozenset(
+    {
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-protocol",
+        "sec-websocket-accept",
+    }
+)
+
+
+def upstream_url(base: URL, request: web.Request) -> URL:
+    """The upstream URL for this request: the upstream's origin plus the request's raw path and
+    query, byte for byte (never the absolute URL a client may put on the request line)."""
+    # Concatenate rather than URL.join: a path like "//evil.com/x" must stay a path.
+    return URL(str(base).rstrip("/") + request.rel_url.raw_path_qs, encoded=True)
+
+
+def is_websocket(request: web.Request) -> bool:
+    return (
+        request.method == "GET"
+        and request.headers.get("Upgrade", "").lower() == "websocket"
+        and "upgrade" in request.headers.get("Connection", "").lower()
+    )
+
+
+async def forward(
+    request: web.Request, headers: CIMultiDict[str], *, client: ClientSession, base: URL
+) -> web.StreamResponse:
+    """Send the request upstream and stream the answer back; redirects are passed through."""
+    body = request.content if request.body_exists else None
+    try:
+        upstream = await client.request(
+            request.method,
+            upstream_url(base, request),
+            headers=headers,
+            data=body,
+            allow_redirects=False,
+            compress=None,
+        )
+    except asyncio.TimeoutError as exc:
+        raise UpstreamTimeout("the application did not answer in time") from exc
+    except aiohttp.ClientError as exc:
+        raise UpstreamUnavailable("the application could not be reached") from exc
+    async with upstream:
+        response = web.StreamResponse(
+            status=upstream.status,
+            reason=upstream.reason,
+            headers=response_headers(upstream.headers.items()),
+        )
+        if upstream.status in _NO_BODY_STATUSES or request.method == "HEAD":
+            await response.prepare(request)
+            await response.write_eof()
+            return response
+        length = upstream.content_length
+        if length is not None:
+            response.content_length = length
+        await response.prepare(request)
+        try:
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+        except (asyncio.TimeoutError, aiohttp.ClientError):
+            # Headers are gone already: the only honest signal left is an aborted connection.
+            log.warning("upstream failed while streaming %s %s", request.method, request.path)
+            if request.transport is not None:
+                request.transport.abort()
+            return response
+        await response.write_eof()
+        return response
+
+
+async def forward_websocket(
+    request: web.Request, headers: CIMultiDict[str], *, client: ClientSession, base: URL
+) -> web.StreamResponse:
+    """Open the upstream WebSocket first, then accept the client's with the same subprotocol, and
+    relay messages both ways until either side closes."""
+    protocols = tuple(
+        p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()
+    )
+    for name in list(headers):
+        if name.lower() in _WS_HANDSHAKE:
+            del headers[name]
+    try:
+        upstream = await client.ws_connect(
+            upstream_url(base, request).with_scheme("ws" if base.scheme == "http" else "wss"),
+            headers=headers,
+            protocols=protocols,
+            autoping=True,
+        )
+    except asyncio.TimeoutError as exc:
+        raise UpstreamTimeout("the application did not answer in time") from exc
+    except aiohttp.ClientError as exc:
+        raise UpstreamUnavailable("the application refused the WebSocket") from exc
+    downstream = web.WebSocketResponse(
+        protocols=(upstream.protocol,) if upstream.protocol else (), autoping=True
+    )
+    await downstream.prepare(request)
+
+    async def relay(
+        source: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
+        sink: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
+    ) -> None:
+        async for message in source:
+            if message.type == WSMsgType.TEXT:
+                await sink.send_str(message.data)
+            elif message.type == WSMsgType.BINARY:
+                await sink.send_bytes(message.data)
+            else:
+                break
+        if not sink.closed:
+            code = source.close_code or aiohttp.WSCloseCode.OK
+            await sink.close(code=code)
+
+    async with upstream:
+        tasks = [
+            asyncio.create_task(relay(downstream, upstream)),
+            asyncio.create_task(relay(upstream, downstream)),
+        ]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    if not downstream.closed:
+        await downstream.close()
+    return downstream

@@ -1,0 +1,212 @@
+"""What the upstream is told: inbound headers cleaned of anything spoofable, plus the identity the
+gateway vouches for. Pure functions.
+
+Identity headers are matched after folding case, "_" and "." onto "-", because frameworks (CGI,
+PHP, WSGI) fold those spellings onto one variable. They are removed on every route before the
+gateway adds its own, and names listed in the client's Connection header are dropped first, so a
+client cannot use hop-by-hop rules to remove what the gateway adds.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+log = logging.getLogger(__name__)
+
+IDENTITY_HEADERS: Final = frozenset(
+    {
+        "x-ms-client-principal",
+        "x-ms-client-principal-name",
+        "x-ms-client-principal-id",
+        "x-ms-client-principal-idp",
+        "x-forwarded-user",
+        "x-forwarded-preferred-username",
+        "x-forwarded-email",
+        "x-forwarded-groups",
+        "x-forwarded-access-token",
+        "x-auth-request-user",
+        "x-auth-request-email",
+        "x-auth-request-preferred-username",
+        "x-auth-request-groups",
+        "x-auth-request-access-token",
+        "authorization",
+    }
+)
+# Whole families a client must never set: Easy Auth principal and token headers.
+IDENTITY_PREFIXES: Final = ("x-ms-client-principal", "x-ms-token-")
+# Forwarding facts are the gateway's to state; a client's own values are dropped.
+FORWARDING_HEADERS: Final = frozenset(
+    {
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-real-ip",
+        "x-original-url",
+        "x-original-uri",
+        "x-rewrite-url",
+    }
+)
+HOP_BY_HOP: Final = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+_FOLD: Final = str.maketrans({"_": "-", ".": "-"})
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def fold(name: str) -> str:
+    """The spelling frameworks see: lower case, with "_" and "." turned into "-"."""
+    return name.lower().translate(_FOLD)
+
+
+def is_identity_header(name: str) -> bool:
+    folded = fold(name)
+    return folded in IDENTITY_HEADERS or folded.startswith(IDENTITY_PREFIXES)
+
+
+def connection_tokens(headers: CIMultiDictProxy[str]) -> frozenset[str]:
+    """Header names the client's Connection header lists (they are hop-by-hop by declaration)."""
+    return frozenset(
+        fold(token.strip())
+        for value in headers.getall("Connection", [])
+        for token in value.split(",")
+        if token.strip()
+    )
+
+
+def inbound_headers(
+    headers: CIMultiDictProxy[str], *, cookie_names: frozenset[str]
+) -> CIMultiDict[str]:
+    """The client's headers minus hop-by-hop ones, identity and forwarding headers in every
+    spelling, the Host header (set by the forwarder) and the gateway's own cookies."""
+    dropped = connection_tokens(headers)
+    kept: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        folded = fold(name)
+        if (
+            folded in HOP_BY_HOP
+            or folded in dropped
+            or folded in FORWARDING_HEADERS
+            or folded == "host"
+            or is_identity_header(name)
+        ):
+            continue
+        if folded == "cookie":
+            value = without_named_cookies(value, cookie_names)
+            if not value:
+                continue
+        kept.add(name, value)
+    return kept
+
+
+def without_named_cookies(cookie_header: str, names: frozenset[str]) -> str:
+    kept = [
+        part
+        for part in cookie_header.split(";")
+        if part.strip() and part.split("=", 1)[0].strip() not in names
+    ]
+    return ";".join(kept).strip()
+
+
+def _claim_values(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return [v for item in value for v in _claim_values(item)]
+    if isinstance(value, bool):
+        return ["true" if value else "false"]
+    if isinstance(value, dict):
+        return [json.dumps(value, separators=(",", ":"), ensure_ascii=False)]
+    return [str(value)]
+
+
+def easy_auth_principal(claims: Mapping[str, Any]) -> dict[str, Any]:
+    """The Easy Auth principal: auth_typ, claims as {typ, val} pairs (lists flattened), and the
+    claim types that hold the name and the roles."""
+    return {
+        "auth_typ": "aad",
+        "claims": [
+            {"typ": typ, "val": val}
+            for typ, value in claims.items()
+            for val in _claim_values(value)
+        ],
+        "name_typ": "name",
+        "role_typ": "roles",
+    }
+
+
+def _plain(name: str, value: Any) -> str | None:
+    """A claim as a plain header value, or None when it is absent or cannot travel safely."""
+    values = _claim_values(value)
+    if not values:
+        return None
+    text = ",".join(values)
+    if _CONTROL.search(text):
+        # CR/LF/NUL in a claim would split or corrupt the header: leave it out (the base64
+        # principal still carries it) rather than send a "cleaned" value that means something else.
+        log.warning("claim for %s contains control characters; header not sent", name)
+        return None
+    return text
+
+
+def identity_headers(
+    claims: Mapping[str, Any], *, email_trusted: bool, access_token: str | None
+) -> list[tuple[str, str]]:
+    """The identity headers for a signed-in user (DESIGN.md). Headers whose claim is absent are
+    not sent. X-Forwarded-Email is sent only when the email claim can be trusted (nOAuth)."""
+    principal = base64.b64encode(
+        json.dumps(easy_auth_principal(claims), separators=(",", ":")).encode()
+    ).decode()
+    user_id = claims.get("oid") or claims.get("sub")
+    candidates = [
+        ("X-MS-CLIENT-PRINCIPAL", principal),
+        ("X-MS-CLIENT-PRINCIPAL-NAME", _plain("preferred_username", claims.get("preferred_username"))),
+        ("X-MS-CLIENT-PRINCIPAL-ID", _plain("oid", user_id)),
+        ("X-MS-CLIENT-PRINCIPAL-IDP", "aad"),
+        ("X-Forwarded-User", _plain("oid", user_id)),
+        (
+            "X-Forwarded-Preferred-Username",
+            _plain("preferred_username", claims.get("preferred_username")),
+        ),
+        ("X-Forwarded-Email", _plain("email", claims.get("email")) if email_trusted else None),
+        ("X-Forwarded-Groups", _plain("groups", claims.get("groups"))),
+        ("Authorization", f"Bearer {access_token}" if access_token else None),
+    ]
+    return [(name, value) for name, value in candidates if value is not None]
+
+
+def response_headers(headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
+    """The upstream's response headers minus hop-by-hop ones (and those its Connection names)."""
+    items = list(headers)
+    dropped = {
+        fold(token.strip())
+        for name, value in items
+        if fold(name) == "connection"
+        for token in value.split(",")
+    }
+    kept: CIMultiDict[str] = CIMultiDict()
+    for name, value in items:
+        folded = fold(name)
+        if folded in HOP_BY_HOP or folded in dropped:
+            continue
+        kept.add(name, value)
+    return kept

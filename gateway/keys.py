@@ -1,0 +1,34 @@
+"""Typed keys for application and request state. Only app.py writes app state; handlers read it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+from aiohttp import ClientSession, web
+from yarl import URL
+
+from gateway.flows import FlowStore
+from gateway.identity import Identity, Refresher
+from gateway.sealing import Sealer
+from gateway.sessions import SessionStore
+from gateway.settings import Settings
+from gateway.storage import Storage
+from gateway.token_cache import TokenCacheStore
+
+if TYPE_CHECKING:  # MSAL stays out of the hot path's imports.
+    from gateway.oidc import MsalClient
+
+SETTINGS: Final = web.AppKey("settings", Settings)
+UPSTREAM: Final = web.AppKey("upstream", ClientSession)
+UPSTREAM_BASE: Final = web.AppKey("upstream_base", URL)
+STORAGE: Final = web.AppKey[Storage]("storage")
+SEALER: Final = web.AppKey("sealer", Sealer)
+SESSIONS: Final = web.AppKey("sessions", SessionStore)
+FLOWS: Final = web.AppKey("flows", FlowStore)
+TOKEN_CACHES: Final = web.AppKey("token_caches", TokenCacheStore)
+MSAL: Final = web.AppKey["MsalClient"]("msal")
+# A Protocol: the hot path reaches MSAL only through this object.
+REFRESHER: Final = web.AppKey[Refresher]("refresher")
+
+REQUEST_ID: Final = web.RequestKey("request_id", str)
+IDENTITY: Final = web.RequestKey("identity", Identity)

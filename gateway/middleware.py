@@ -1,0 +1,100 @@
+"""The outermost layer: request ids, and rendering every GatewayError in one place.
+
+Browsers get a small HTML page; API clients get JSON `{"error", "message", "request_id"}`. A
+sign-in requirement becomes a redirect to sign-in for a browser navigation and a 401 with
+WWW-Authenticate for anything else (no pending sign-in is created for those). Unexpected errors
+become a 500 whose details go to the log only. Nothing from the request is reflected unescaped.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from typing import Final
+from urllib.parse import quote
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from gateway.errors import GatewayError, SignInRequired
+from gateway.keys import REQUEST_ID, SETTINGS
+from gateway.pages import page
+
+log = logging.getLogger(__name__)
+
+_SAFE_REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+SIGN_IN_PATH: Final = "/.auth/login/aad"
+
+
+def request_id(request: web.Request) -> str:
+    supplied = request.headers.get("X-Request-Id", "")
+    return supplied if _SAFE_REQUEST_ID.match(supplied) else uuid.uuid4().hex
+
+
+def wants_html(request: web.Request) -> bool:
+    """A browser navigation (as opposed to XHR/fetch/API calls)."""
+    mode = request.headers.get("Sec-Fetch-Mode")
+    if mode is not None:
+        return mode == "navigate"
+    if request.headers.get("X-Requested-With", "").lower() == "xmlhttprequest":
+        return False
+    return request.method in ("GET", "HEAD") and "text/html" in request.headers.get("Accept", "")
+
+
+def sign_in_location(request: web.Request) -> str:
+    # Path and query only (never the absolute URL of the request line): THREATS.md RD-17.
+    target = request.rel_url.raw_path_qs
+    if target == "/":
+        return SIGN_IN_PATH
+    return f"{SIGN_IN_PATH}?post_login_redirect_uri={quote(target, safe='')}"
+
+
+def render(request: web.Request, error: GatewayError, rid: str) -> web.Response:
+    message = str(error) if error.expose and str(error) else "The request could not be completed."
+    if isinstance(error, SignInRequired):
+        if wants_html(request) and not request.path.startswith("/.auth/"):
+            return web.Response(
+                status=302,
+                headers={"Location": sign_in_location(request), "Cache-Control": "no-store"},
+            )
+        origin = request.app[SETTINGS].public_origin
+        response = web.json_response(
+            {"error": error.code, "message": message, "request_id": rid}, status=401
+        )
+        response.headers["WWW-Authenticate"] = (
+            f'Bearer realm="{origin}", authorization_uri="{origin}{SIGN_IN_PATH}"'
+        )
+        return response
+    if wants_html(request):
+        body = page(error.title, message, request_id=rid, status=error.status,
+                    action_href="/", action_label="Go to the start page")
+        return web.Response(status=error.status, text=body, content_type="text/html")
+    return web.json_response(
+        {"error": error.code, "message": message, "request_id": rid}, status=error.status
+    )
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    rid = request_id(request)
+    request[REQUEST_ID] = rid
+    try:
+        response = await handler(request)
+    except GatewayError as error:
+        if not isinstance(error, SignInRequired):
+            level = logging.ERROR if error.status >= 500 else logging.WARNING
+            log.log(level, "%s %s -> %s %s: %s", request.method, request.path, error.status,
+                    error.code, error, extra={"request_id": rid})
+        response = render(request, error, rid)
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("unexpected error on %s %s", request.method, request.path,
+                      extra={"request_id": rid})
+        response = render(request, GatewayError("unexpected error"), rid)
+    if not response.prepared:
+        response.headers.setdefault("X-Request-Id", rid)
+        if request.path.startswith("/.auth/"):
+            response.headers.setdefault("Cache-Control", "no-store")
+    return response

@@ -1,0 +1,370 @@
+"""MsalClient: the asynchronous face of MSAL, and the only module that calls it.
+
+MSAL is synchronous and does network I/O in its constructor and token calls (ENTRA.md a.1), so every
+call runs in a dedicated thread pool, bounded by a semaphore, never on the event loop. Each call
+builds a short-lived ConfidentialClientApplication around one session's token cache (ENTRA.md d.2).
+Discovery responses are shared through a seed `http_cache` copied per call, so token-endpoint
+throttling entries never leak from one user's call into another's (ENTRA.md c.22). MSAL's result
+dicts and exceptions are translated here into the gateway's errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import functools
+import logging
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
+
+import jwt
+import msal
+import requests
+from requests.adapters import HTTPAdapter
+
+from gateway import id_tokens
+from gateway.errors import BadRequest, IdentityProviderError, SignInRequired
+from gateway.id_tokens import IdTokenPolicy
+from gateway.settings import Settings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+JWKS_REFETCH_INTERVAL_SECONDS: Final = 60.0
+# Errors after which the session's tokens can no longer be renewed silently.
+INTERACTION_ERRORS: Final = frozenset({"invalid_grant", "interaction_required", "consent_required"})
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderMetadata:
+    issuer: str
+    jwks_uri: str
+    end_session_endpoint: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    """What a redemption or refresh produced for the session record."""
+
+    access_token: str
+    expires_at: float
+    refresh_at: float
+    id_token: str | None
+    claims: dict[str, Any] | None  # verified id_token claims, when a new id_token came back
+    home_account_id: str | None
+    cache: str | None  # the serialized token cache, when it changed
+
+
+def _describe(result: Mapping[str, Any]) -> str:
+    error = str(result.get("error", "unknown_error"))
+    description = str(result.get("error_description", "")).split("\r\n")[0].split("\n")[0]
+    return f"{error}: {description}" if description else error
+
+
+class MsalClient:
+    """Sign-in and token operations against one authority, for one client registration."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._scopes = list(settings.scopes)
+        self._executor = ThreadPoolExecutor(
+            max_workers=settings.msal.worker_threads, thread_name_prefix="msal"
+        )
+        self._slots = asyncio.Semaphore(settings.msal.worker_threads)
+        self._http = self._http_session(settings)
+        self._credential = self._client_credential(settings)
+        self._seed_cache: dict[str, Any] = {}
+        self._metadata: ProviderMetadata | None = None
+        self._policy: IdTokenPolicy | None = None
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._keys_fetched_at = 0.0
+
+    # ---- construction helpers (no network) ----
+
+    @staticmethod
+    def _http_session(settings: Settings) -> requests.Session:
+        session = requests.Session()
+        # Env vars such as REQUESTS_CA_BUNDLE would silently replace `verify` (ENTRA.md c.1).
+        session.trust_env = False
+        session.verify = str(settings.ca_bundle) if settings.ca_bundle else True
+        session.mount("https://", HTTPAdapter(max_retries=1))
+        timeout = (settings.msal.connect_timeout_seconds, settings.msal.read_timeout_seconds)
+        # MSAL passes no timeout of its own to a custom http_client (ENTRA.md c.7).
+        session.request = functools.partial(session.request, timeout=timeout)  # type: ignore[method-assign]
+        return session
+
+    @staticmethod
+    def _client_credential(settings: Settings) -> str | dict[str, Any]:
+        if settings.client_secret is not None:
+            return settings.client_secret.get_secret_value()
+        if settings.client_certificate_file is not None:
+            pem = settings.client_certificate_file.read_text(encoding="utf-8")
+            return {"private_key": pem, "public_certificate": pem}
+        token_file = settings.federated_token_file
+        assert token_file is not None  # settings guarantee exactly one credential
+
+        def assertion() -> str:
+            # Re-read at every use: Kubernetes rotates the projected token file.
+            return token_file.read_text(encoding="utf-8").strip()
+
+        return {"client_assertion": assertion}
+
+    def _application(self, cache: msal.SerializableTokenCache) -> msal.ConfidentialClientApplication:
+        settings = self._settings
+        where: dict[str, Any] = (
+            {"oidc_authority": settings.oidc_authority}
+            if settings.oidc_authority
+            else {"authority": settings.authority_url}
+        )
+        return msal.ConfidentialClientApplication(
+            settings.client_id,
+            client_credential=self._credential,
+            token_cache=cache,
+            http_client=self._http,
+            # A private copy: throttling of one call must not refuse another user's (c.22).
+            http_cache=copy.deepcopy(self._seed_cache),
+            instance_discovery=False,
+            azure_region=False,
+            **where,
+        )
+
+    async def _run(self, func: Callable[[], T]) -> T:
+        async with self._slots:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, func)
+
+    # ---- start-up ----
+
+    @property
+    def ready(self) -> bool:
+        return self._policy is not None
+
+    @property
+    def end_session_endpoint(self) -> str | None:
+        return self._metadata.end_session_endpoint if self._metadata else None
+
+    async def start(self) -> None:
+        """Load the provider's metadata and keys and warm MSAL's discovery cache.
+
+        Raises IdentityProviderError naming what failed; the caller decides whether that is fatal.
+        """
+        await self._run(self._warm_up)
+
+    def _warm_up(self) -> None:
+        seed: dict[str, Any] = {}
+        settings = self._settings
+        try:
+            where: dict[str, Any] = (
+                {"oidc_authority": settings.oidc_authority}
+                if settings.oidc_authority
+                else {"authority": settings.authority_url}
+            )
+            msal.ConfidentialClientApplication(
+                settings.client_id,
+                client_credential=self._credential,
+                http_client=self._http,
+                http_cache=seed,
+                instance_discovery=False,
+                azure_region=False,
+                **where,
+            )
+            document = self._get_json(self._discovery_url())
+        except (requests.RequestException, ValueError, KeyError, msal.exceptions.MsalError) as exc:
+            raise IdentityProviderError(
+                f"cannot load the identity provider's metadata from {settings.authority_url}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        issuer = str(document.get("issuer", ""))
+        if settings.oidc_authority and issuer.rstrip("/") != settings.oidc_authority:
+            # MSAL accepts any issuer on the same host (DESIGN.md); we require the exact one.
+            raise IdentityProviderError(
+                f"GATEWAY_OIDC_AUTHORITY is {settings.oidc_authority} but the provider's "
+                f"discovery document names issuer {issuer!r}"
+            )
+        if not document.get("jwks_uri"):
+            raise IdentityProviderError("the provider's discovery document has no jwks_uri")
+        self._metadata = ProviderMetadata(
+            issuer=issuer,
+            jwks_uri=str(document["jwks_uri"]),
+            end_session_endpoint=document.get("end_session_endpoint"),
+        )
+        self._fetch_keys()
+        self._seed_cache = seed
+        self._policy = IdTokenPolicy(
+            issuer=issuer,
+            audience=settings.client_id,
+            allowed_tenants=frozenset(settings.allowed_tenants),
+            leeway_seconds=settings.signin.clock_skew_seconds,
+        )
+
+    def _discovery_url(self) -> str:
+        if self._settings.oidc_authority:
+            return self._settings.oidc_authority + "/.well-known/openid-configuration"
+        return self._settings.authority_url + "/v2.0/.well-known/openid-configuration"
+
+    def _get_json(self, url: str) -> dict[str, Any]:
+        response = self._http.get(url)
+        response.raise_for_status()
+        document = response.json()
+        if not isinstance(document, dict):
+            raise ValueError(f"{url} did not return a JSON object")
+        return document
+
+    def _fetch_keys(self) -> None:
+        assert self._metadata is not None
+        keys = jwt.PyJWKSet.from_dict(self._get_json(self._metadata.jwks_uri))
+        self._keys = {key.key_id: key for key in keys.keys if key.key_id}
+        self._keys_fetched_at = time.monotonic()
+
+    def _signing_key(self, kid: str | None) -> jwt.PyJWK:
+        if kid in self._keys:
+            return self._keys[kid]
+        # An unknown kid may be a key rollover: refetch, but at most once a minute.
+        if time.monotonic() - self._keys_fetched_at >= JWKS_REFETCH_INTERVAL_SECONDS:
+            try:
+                self._fetch_keys()
+            except (requests.RequestException, ValueError, jwt.PyJWTError) as exc:
+                raise IdentityProviderError("cannot fetch the provider's signing keys") from exc
+            if kid in self._keys:
+                return self._keys[kid]
+        raise id_tokens.InvalidIdToken("the id_token is signed with an unknown key")
+
+    # ---- sign-in ----
+
+    async def begin(self, *, prompt: str | None, domain_hint: str | None) -> dict[str, Any]:
+        """A new auth-code flow (state, PKCE verifier, nonce, auth_uri). No network I/O."""
+        settings = self._settings
+        if not self.ready:
+            raise IdentityProviderError("the identity provider's metadata is not loaded yet")
+
+        def initiate() -> dict[str, Any]:
+            app = self._application(msal.SerializableTokenCache())
+            flow: dict[str, Any] = app.initiate_auth_code_flow(
+                self._scopes,
+                redirect_uri=settings.redirect_uri,
+                response_mode=settings.response_mode,
+                prompt=prompt,
+                domain_hint=domain_hint,
+            )
+            return flow
+
+        try:
+            return await self._run(initiate)
+        except (requests.RequestException, ValueError, msal.exceptions.MsalError) as exc:
+            raise IdentityProviderError("the identity provider is unavailable") from exc
+
+    async def redeem(self, flow: dict[str, Any], auth_response: dict[str, str]) -> Tokens:
+        """Redeem the code and apply the id_token policy. BadRequest for a callback that does not
+        match its flow (state, nonce, PKCE, policy); IdentityProviderError when the provider says
+        no or cannot be reached."""
+        return await self._run(functools.partial(self._redeem, flow, auth_response))
+
+    def _redeem(self, flow: dict[str, Any], auth_response: dict[str, str]) -> Tokens:
+        cache = msal.SerializableTokenCache()
+        try:
+            app = self._application(cache)
+            result = app.acquire_token_by_auth_code_flow(flow, auth_response)
+        except ValueError as exc:  # state mismatch, malformed response
+            raise BadRequest("the sign-in response does not match the sign-in request") from exc
+        except RuntimeError as exc:
+            # Nonce or max_age failure, raised after MSAL already filled the cache (ENTRA.md c.9):
+            # the cache is dropped with this frame and never persisted.
+            raise BadRequest("the sign-in response failed verification (nonce)") from exc
+        except (requests.RequestException, msal.exceptions.MsalError) as exc:
+            raise IdentityProviderError("the identity provider could not be reached") from exc
+        if "error" in result:
+            raise IdentityProviderError(f"the identity provider refused the sign-in: {_describe(result)}")
+        id_token = result.get("id_token")
+        if not isinstance(id_token, str):
+            # Without an id_token MSAL skipped the nonce check, and we cannot know the user.
+            raise BadRequest("the identity provider returned no id_token")
+        assert self._policy is not None
+        claims = id_tokens.validate(id_token, self._signing_key(id_tokens.key_id(id_token)), self._policy)
+        return self._tokens(result, claims, cache, home_account_id=self._home_account_id(cache))
+
+    @staticmethod
+    def _home_account_id(cache: msal.SerializableTokenCache) -> str | None:
+        accounts = cache.find(msal.TokenCache.CredentialType.ACCOUNT)
+        if accounts:
+            return str(accounts[0]["home_account_id"])
+        id_tokens_found = cache.find(msal.TokenCache.CredentialType.ID_TOKEN)
+        return str(id_tokens_found[0]["home_account_id"]) if id_tokens_found else None
+
+    def _tokens(
+        self,
+        result: Mapping[str, Any],
+        claims: dict[str, Any] | None,
+        cache: msal.SerializableTokenCache,
+        *,
+        home_account_id: str | None,
+    ) -> Tokens:
+        now = time.time()
+        expires_at = now + float(result.get("expires_in", 0) or 0)
+        refresh_at = expires_at - self._settings.tokens.refresh_skew_seconds
+        if result.get("refresh_on"):
+            refresh_at = min(refresh_at, float(result["refresh_on"]))
+        return Tokens(
+            access_token=str(result.get("access_token", "")) if self._scopes else "",
+            expires_at=expires_at,
+            refresh_at=max(now, refresh_at),
+            id_token=result.get("id_token") if isinstance(result.get("id_token"), str) else None,
+            claims=claims,
+            home_account_id=home_account_id,
+            cache=cache.serialize() if cache.has_state_changed else None,
+        )
+
+    # ---- refresh ----
+
+    async def refresh(self, serialized_cache: str, home_account_id: str, *, force: bool) -> Tokens:
+        """Fresh tokens for the configured scopes from the session's cache (refresh token).
+
+        SignInRequired when the cache cannot produce them without the user (no account, revoked
+        or expired refresh token); IdentityProviderError when the provider cannot be reached.
+        """
+        return await self._run(
+            functools.partial(self._refresh, serialized_cache, home_account_id, force)
+        )
+
+    def _refresh(self, serialized_cache: str, home_account_id: str, force: bool) -> Tokens:
+        cache = msal.SerializableTokenCache()
+        cache.deserialize(serialized_cache)
+        skew = self._settings.tokens.refresh_skew_seconds
+        try:
+            app = self._application(cache)
+            account = next(
+                (a for a in app.get_accounts() if a.get("home_account_id") == home_account_id),
+                None,
+            )
+            if account is None:
+                raise SignInRequired("the session holds no tokens")
+            result = app.acquire_token_silent_with_error(self._scopes, account, force_refresh=force)
+            if (
+                result is not None
+                and "error" not in result
+                and result.get("token_source") == "cache"
+                and float(result.get("expires_in", 0)) < skew
+            ):
+                # MSAL reuses tokens with more than 5 minutes left; a larger skew must force it.
+                result = app.acquire_token_silent_with_error(self._scopes, account, force_refresh=True)
+        except (requests.RequestException, msal.exceptions.MsalError) as exc:
+            raise IdentityProviderError("the identity provider could not be reached") from exc
+        if result is None:
+            raise SignInRequired("the session's tokens cannot be renewed")
+        if "error" in result:
+            if result.get("error") in INTERACTION_ERRORS:
+                raise SignInRequired(f"sign-in needed again: {_describe(result)}")
+            raise IdentityProviderError(f"token refresh failed: {_describe(result)}")
+        claims = None
+        id_token = result.get("id_token")
+        if isinstance(id_token, str) and result.get("token_source") != "cache":
+            assert self._policy is not None
+            claims = id_tokens.validate(
+                id_token, self._signing_key(id_tokens.key_id(id_token)), self._policy
+            )
+        return self._tokens(result, claims, cache, home_account_id=home_account_id)
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._http.close()

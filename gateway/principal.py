@@ -1,0 +1,54 @@
+"""Who the gateway says the caller is: /.auth/me (Easy Auth's JSON) and /.auth/verify
+(forward-auth for nginx auth_request, Traefik ForwardAuth and Envoy ext_authz)."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from gateway.headers import easy_auth_principal, identity_headers
+from gateway.identity import authenticate, refresh_due
+from gateway.keys import REFRESHER, SESSIONS, SETTINGS
+
+
+async def me(request: web.Request) -> web.StreamResponse:
+    """The signed-in principal as Easy Auth returns it; 401 when signed out. Tokens only when
+    GATEWAY_TOKENS__EXPOSE_IN_ME is on; never the refresh token."""
+    settings = request.app[SETTINGS]
+    identity = await authenticate(request, request.app[SESSIONS], settings.session_cookie_name)
+    record = identity.record
+    claims = easy_auth_principal(record.claims)["claims"]
+    entry: dict[str, object] = {
+        "provider_name": "aad",
+        "user_id": record.claims.get("preferred_username") or record.claims.get("sub"),
+        "user_claims": claims,
+        "expires_on": datetime.fromtimestamp(record.expires_at, UTC).isoformat(),
+    }
+    if settings.tokens.expose_in_me:
+        entry["id_token"] = record.id_token
+        if record.access_token:
+            entry["access_token"] = record.access_token
+            entry["expires_on"] = datetime.fromtimestamp(
+                record.access_token_expires_at, UTC
+            ).isoformat()
+    return web.json_response([entry])
+
+
+async def verify(request: web.Request) -> web.StreamResponse:
+    """200 with the identity headers for a valid session; 401 otherwise (rendered by middleware).
+    Never 2xx on an internal error: every failure raises."""
+    settings = request.app[SETTINGS]
+    identity = await authenticate(request, request.app[SESSIONS], settings.session_cookie_name)
+    if refresh_due(identity.record, settings.scopes, time.time()):
+        identity = await request.app[REFRESHER].refresh(identity)
+    record = identity.record
+    response = web.Response(status=200)
+    for name, value in identity_headers(
+        record.claims,
+        email_trusted=not settings.is_multi_tenant or record.claims.get("xms_edov") is True,
+        access_token=record.access_token or None,
+    ):
+        response.headers[name] = value
+    return response

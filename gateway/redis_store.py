@@ -1,0 +1,139 @@
+"""The Redis Storage backend, for replicas that share sessions and for sessions that outlive a restart.
+
+Every redis failure is translated here into StoreUnavailable: callers answer 503 and never treat an
+outage as "signed out". Locks are a SET NX PX token renewed while held and released only by their
+owner (compare-and-delete), layered over an in-process lock so one process sends one contender.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Final
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.exceptions import RedisError
+
+from gateway.errors import StoreUnavailable
+
+_RELEASE: Final = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+_RENEW: Final = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
+return 0
+"""
+LOCK_POLL_SECONDS: Final = 0.02
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+class RedisStorage:
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_connections: int,
+        socket_timeout: float,
+        connect_timeout: float,
+    ) -> None:
+        pool = BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            # Waiting for a free connection is bounded like any other store call.
+            timeout=socket_timeout,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=connect_timeout,
+            health_check_interval=30,
+        )
+        self._redis = Redis.from_pool(pool)  # owns the pool: aclose() disconnects it
+        self._local_locks: dict[str, asyncio.Lock] = {}
+        self._release = self._redis.register_script(_RELEASE)
+        self._renew = self._redis.register_script(_RENEW)
+
+    async def get(self, key: str, *, slide_ttl: float | None = None) -> bytes | None:
+        try:
+            if slide_ttl is None:
+                value = await self._redis.get(key)
+            else:
+                value = await self._redis.getex(key, px=_ms(slide_ttl))
+        except (TimeoutError, RedisError, OSError) as exc:
+            raise StoreUnavailable("the session store is unreachable") from exc
+        return value if isinstance(value, bytes) else None
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        try:
+            await self._redis.set(key, value, px=_ms(ttl))
+        except (TimeoutError, RedisError, OSError) as exc:
+            raise StoreUnavailable("the session store is unreachable") from exc
+
+    async def take(self, key: str) -> bytes | None:
+        try:
+            value = await self._redis.getdel(key)
+        except (TimeoutError, RedisError, OSError) as exc:
+            raise StoreUnavailable("the session store is unreachable") from exc
+        return value if isinstance(value, bytes) else None
+
+    async def delete(self, *keys: str) -> None:
+        if not keys:
+            return
+        try:
+            await self._redis.delete(*keys)
+        except (TimeoutError, RedisError, OSError) as exc:
+            raise StoreUnavailable("the session store is unreachable") from exc
+
+    async def ping(self) -> None:
+        try:
+            await self._redis.ping()
+        except (TimeoutError, RedisError, OSError) as exc:
+            raise StoreUnavailable("the session store is unreachable") from exc
+
+    @asynccontextmanager
+    async def lock(self, name: str, ttl: float) -> AsyncIterator[None]:
+        local = self._local_locks.setdefault(name, asyncio.Lock())
+        async with local:
+            try:
+                token = await self._acquire(name, ttl)
+                renewer = asyncio.create_task(self._keep_alive(name, token, ttl))
+                try:
+                    yield
+                finally:
+                    renewer.cancel()
+                    try:
+                        await self._release(keys=[name], args=[token])
+                    except (TimeoutError, RedisError, OSError):
+                        # The lock expires by itself after ttl; nothing else to do.
+                        pass
+            finally:
+                if not local._waiters:  # Forget idle locks so the table stays bounded.
+                    self._local_locks.pop(name, None)
+
+    async def _acquire(self, name: str, ttl: float) -> str:
+        token = secrets.token_hex(16)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ttl
+        try:
+            while not await self._redis.set(name, token, nx=True, px=_ms(ttl)):
+                if loop.time() >= deadline:
+                    raise StoreUnavailable(f"lock {name} is still held after {ttl:.1f}s")
+                await asyncio.sleep(LOCK_POLL_SECONDS)
+        except (TimeoutError, RedisError, OSError) as exc:
+            raise StoreUnavailable("the session store is unreachable") from exc
+        return token
+
+    async def _keep_alive(self, name: str, token: str, ttl: float) -> None:
+        while True:
+            await asyncio.sleep(ttl / 3)
+            try:
+                if not await self._renew(keys=[name], args=[token, _ms(ttl)]):
+                    return  # Lost the lock (expired and taken); the holder's writes are guarded.
+            except (TimeoutError, RedisError, OSError):
+                return
+
+    async def close(self) -> None:
+        await self._redis.aclose()

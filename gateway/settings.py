@@ -1,0 +1,437 @@
+"""Configuration: one frozen model read from GATEWAY_* variables and an optional YAML file.
+
+The environment wins over the file. Every problem is collected and reported together, each naming
+the environment variable to fix (see `describe_errors`). Validators read local secret files but never
+touch the network: reachability of Redis and the authority is checked at start-up in app.py.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+ENV_PREFIX: Final = "GATEWAY_"
+DEFAULT_AUTHORITY_HOST: Final = "https://login.microsoftonline.com"
+MULTI_TENANT_ALIASES: Final = frozenset({"organizations", "common"})
+CALLBACK_PATH: Final = "/.auth/login/aad/callback"
+MIN_COOKIE_SECRET_BYTES: Final = 32
+RESERVED_SCOPES: Final = frozenset({"openid", "profile", "offline_access"})
+
+SpaceSeparated = Annotated[tuple[str, ...], NoDecode]
+
+
+def _split_words(value: object) -> object:
+    if isinstance(value, str):
+        return tuple(part for part in value.replace(",", " ").split() if part)
+    return value
+
+
+def is_loopback_host(host: str | None) -> bool:
+    if host in (None, ""):
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class SettingsGroup(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SessionSettings(SettingsGroup):
+    idle_ttl_seconds: PositiveInt = Field(
+        28_800, description="A session unused for this long ends (sliding)."
+    )
+    absolute_ttl_seconds: PositiveInt = Field(
+        86_400, description="A session ends this long after sign-in, however active it is."
+    )
+    cookie_name: str = Field(
+        "msal-gateway",
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="Session cookie name; prefixed with __Host- when the public URL is https.",
+    )
+
+
+class SignInSettings(SettingsGroup):
+    response_mode: Literal["form_post", "query"] | None = Field(
+        None,
+        description="How the identity provider returns the code. Default: form_post for an https "
+        "public URL, query for http (loopback development), where the cross-site POST could not "
+        "carry the browser-binding cookie.",
+    )
+    prompt: Literal["login", "consent", "select_account", "none"] | None = Field(
+        None,
+        description="OpenID prompt sent on sign-in. Some non-Entra providers issue refresh "
+        "tokens only with prompt=consent.",
+    )
+    domain_hint: str | None = Field(None, description="Entra domain_hint sent on sign-in.")
+    flow_ttl_seconds: PositiveInt = Field(
+        600, description="How long a started sign-in may take before its callback is refused."
+    )
+    clock_skew_seconds: int = Field(
+        120, ge=0, le=300, description="Leeway for id_token time claims (at most 5 minutes)."
+    )
+
+
+class ProxySettings(SettingsGroup):
+    connect_timeout_seconds: PositiveFloat = Field(5.0, description="Upstream connect timeout.")
+    read_timeout_seconds: PositiveFloat = Field(
+        60.0, description="Longest silence allowed while reading from the upstream."
+    )
+    max_connections: PositiveInt = Field(256, description="Most open connections to the upstream.")
+    preserve_host: bool = Field(
+        True, description="Send the client's Host header upstream (else the upstream's host)."
+    )
+    public_paths: SpaceSeparated = Field(
+        (),
+        description="Path prefixes served without sign-in (identity headers are still removed), "
+        "space-separated, e.g. '/health /static/'. A prefix ending in '/' matches below it; "
+        "otherwise the exact path and everything below it.",
+    )
+
+    @field_validator("public_paths", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        return _split_words(value)
+
+    @field_validator("public_paths")
+    @classmethod
+    def _absolute(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for path in value:
+            if not path.startswith("/") or path.startswith("/.auth"):
+                raise ValueError(f"{path!r} must start with '/' and not be under /.auth")
+        return value
+
+
+class MsalSettings(SettingsGroup):
+    worker_threads: PositiveInt = Field(
+        8, description="Threads for MSAL calls (MSAL is synchronous; never run on the event loop)."
+    )
+    connect_timeout_seconds: PositiveFloat = Field(
+        3.05, description="Connect timeout for calls to the identity provider."
+    )
+    read_timeout_seconds: PositiveFloat = Field(
+        10.0, description="Read timeout for calls to the identity provider."
+    )
+
+
+class RedisSettings(SettingsGroup):
+    max_connections: PositiveInt = Field(64, description="Most connections to Redis per process.")
+    socket_timeout_seconds: PositiveFloat = Field(
+        1.0, description="Longest wait for a Redis reply (or a free pooled connection)."
+    )
+    connect_timeout_seconds: PositiveFloat = Field(1.0, description="Redis connect timeout.")
+
+
+class TokenSettings(SettingsGroup):
+    refresh_skew_seconds: PositiveInt = Field(
+        300, description="Refresh the upstream access token this long before it expires."
+    )
+    expose_in_me: bool = Field(
+        False, description="Include the access and id tokens in /.auth/me (Easy Auth does)."
+    )
+
+
+class Settings(BaseSettings):
+    """Everything the gateway needs to run, validated once at start-up."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+        case_sensitive=False,
+    )
+
+    upstream: AnyHttpUrl = Field(
+        description="URL of the protected application, e.g. http://127.0.0.1:8080."
+    )
+    listen: str = Field("0.0.0.0:8000", description="host:port the gateway listens on.")
+    public_url: AnyHttpUrl = Field(
+        description="External origin of the application, e.g. https://app.contoso.com; the "
+        "redirect URI is this plus /.auth/login/aad/callback. http only for loopback development."
+    )
+    tenant_id: str | None = Field(
+        None,
+        description="Entra tenant GUID or domain; organizations/common need GATEWAY_ALLOWED_TENANTS.",
+    )
+    client_id: str = Field(description="Application (client) id of the gateway's registration.")
+    client_secret: SecretStr | None = Field(None, description="Client secret.")
+    client_secret_file: Path | None = Field(None, description="File holding the client secret.")
+    client_certificate_file: Path | None = Field(
+        None, description="PEM file with an RSA private key and its certificate."
+    )
+    federated_token_file: Path | None = Field(
+        None,
+        description="Workload identity federation token file, re-read at each use "
+        "(falls back to AZURE_FEDERATED_TOKEN_FILE).",
+    )
+    authority: str | None = Field(
+        None,
+        description="Entra authority URL including the tenant; default "
+        "https://login.microsoftonline.com/<tenant> (or AZURE_AUTHORITY_HOST/<tenant>).",
+    )
+    oidc_authority: str | None = Field(
+        None, description="Issuer URL of any standards-compliant OpenID provider (not Entra)."
+    )
+    allowed_tenants: SpaceSeparated = Field(
+        (),
+        description="Tenant ids allowed to sign in, space-separated; required with "
+        "organizations/common.",
+    )
+    ca_bundle: Path | None = Field(
+        None, description="PEM bundle trusted for the authority's TLS (private CAs)."
+    )
+    scopes: SpaceSeparated = Field(
+        (),
+        description="Space-separated scopes of the access token sent upstream as Authorization: "
+        "Bearer; empty: no bearer token.",
+    )
+    session_store: Literal["memory", "redis"] = Field(
+        "memory", description="memory (one replica) or redis (replicas share sessions)."
+    )
+    redis_url: SecretStr | None = Field(None, description="redis:// or rediss:// URL.")
+    cookie_secret: SecretStr | None = Field(
+        None,
+        description="At least 32 random bytes; keys for cookies and stored records are derived "
+        "from it. Required with redis so that replicas agree.",
+    )
+    cookie_secret_file: Path | None = Field(None, description="File holding the cookie secret.")
+    metrics_listen: str | None = Field(
+        None, description="host:port of the Prometheus metrics listener (off when empty)."
+    )
+
+    session: SessionSettings = Field(default_factory=SessionSettings)
+    signin: SignInSettings = Field(default_factory=SignInSettings)
+    proxy: ProxySettings = Field(default_factory=ProxySettings)
+    msal: MsalSettings = Field(default_factory=MsalSettings)
+    tokens: TokenSettings = Field(default_factory=TokenSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Explicit arguments (tests, the demo) first, then the environment. No .env, no secrets dir.
+        return (init_settings, env_settings)
+
+    @field_validator("allowed_tenants", "scopes", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        return _split_words(value)
+
+    @field_validator("scopes")
+    @classmethod
+    def _no_reserved_scopes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        reserved = RESERVED_SCOPES.intersection(value)
+        if reserved:
+            raise ValueError(
+                f"must not contain {' '.join(sorted(reserved))}: the gateway always asks for them"
+            )
+        return value
+
+    @field_validator("listen", "metrics_listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"must be host:port, got {value!r}")
+        return value
+
+    @field_validator("authority", "oidc_authority")
+    @classmethod
+    def _https_with_path(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        value = value.rstrip("/")
+        parts = urlsplit(value)
+        if parts.scheme != "https" or not parts.hostname or parts.path in ("", "/"):
+            raise ValueError(
+                "must be an https URL with at least one path segment, e.g. "
+                "https://login.microsoftonline.com/<tenant>"
+            )
+        if parts.query or parts.fragment:
+            raise ValueError("must not have a query or fragment")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _origin_only(cls, value: AnyHttpUrl) -> AnyHttpUrl:
+        if value.path not in (None, "", "/") or value.query or value.fragment:
+            raise ValueError("must be an origin only (scheme://host[:port]), without a path")
+        if value.scheme == "http" and not is_loopback_host(value.host):
+            raise ValueError("must be https (http is allowed only on loopback, for development)")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_secret_files(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for name in ("client_secret", "cookie_secret"):
+            file_key = f"{name}_file"
+            path = data.get(file_key)
+            if not path:
+                continue
+            if data.get(name):
+                raise ValueError(
+                    f"set only one of {ENV_PREFIX}{name.upper()} and {ENV_PREFIX}{file_key.upper()}"
+                )
+            try:
+                data[name] = Path(path).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ValueError(
+                    f"{ENV_PREFIX}{file_key.upper()}: cannot read {path}: {exc.strerror}"
+                ) from None
+        return data
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> Settings:
+        problems: list[str] = []
+        if self.oidc_authority and (self.authority or self.tenant_id):
+            problems.append(
+                "GATEWAY_OIDC_AUTHORITY cannot be combined with GATEWAY_AUTHORITY or "
+                "GATEWAY_TENANT_ID"
+            )
+        if not self.oidc_authority and not self.authority and not self.tenant_id:
+            problems.append("GATEWAY_TENANT_ID (or GATEWAY_AUTHORITY) is required")
+        if self.is_multi_tenant and not self.allowed_tenants:
+            problems.append(
+                "GATEWAY_ALLOWED_TENANTS is required when the tenant is organizations or common: "
+                "list the tenant ids that may sign in"
+            )
+        credentials = [
+            self.client_secret,
+            self.client_certificate_file,
+            self.federated_token_file,
+        ]
+        if sum(c is not None for c in credentials) != 1:
+            problems.append(
+                "set exactly one client credential: GATEWAY_CLIENT_SECRET, "
+                "GATEWAY_CLIENT_SECRET_FILE, GATEWAY_CLIENT_CERTIFICATE_FILE or "
+                "GATEWAY_FEDERATED_TOKEN_FILE"
+            )
+        for name in ("client_certificate_file", "federated_token_file", "ca_bundle"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                problems.append(f"{ENV_PREFIX}{name.upper()}: no such file: {path}")
+        if self.session_store == "redis":
+            if self.redis_url is None:
+                problems.append("GATEWAY_REDIS_URL is required when GATEWAY_SESSION_STORE is redis")
+            if self.cookie_secret is None:
+                problems.append(
+                    "GATEWAY_COOKIE_SECRET (or _FILE) is required when GATEWAY_SESSION_STORE is "
+                    "redis, so that replicas agree"
+                )
+        if self.redis_url is not None:
+            scheme = urlsplit(self.redis_url.get_secret_value()).scheme
+            if scheme not in ("redis", "rediss", "unix"):
+                problems.append("GATEWAY_REDIS_URL must start with redis://, rediss:// or unix://")
+        if self.cookie_secret is not None:
+            size = len(self.cookie_secret.get_secret_value().encode())
+            if size < MIN_COOKIE_SECRET_BYTES:
+                problems.append(
+                    f"GATEWAY_COOKIE_SECRET must be at least {MIN_COOKIE_SECRET_BYTES} bytes "
+                    f"(got {size}); generate one with: python3 -c 'import secrets; "
+                    "print(secrets.token_urlsafe(32))'"
+                )
+        if self.session.absolute_ttl_seconds < self.session.idle_ttl_seconds:
+            problems.append(
+                "GATEWAY_SESSION__ABSOLUTE_TTL_SECONDS must be at least "
+                "GATEWAY_SESSION__IDLE_TTL_SECONDS"
+            )
+        if self.signin.response_mode == "form_post" and not self.cookie_secure:
+            problems.append(
+                "GATEWAY_SIGNIN__RESPONSE_MODE=form_post needs an https GATEWAY_PUBLIC_URL: the "
+                "cross-site POST carries the sign-in binding cookie only with SameSite=None; Secure"
+            )
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    # ---- derived values (pure) ----
+
+    @property
+    def authority_url(self) -> str:
+        """The authority given to MSAL: normalised, no trailing slash."""
+        if self.oidc_authority:
+            return self.oidc_authority
+        if self.authority:
+            return self.authority
+        host = os.environ.get("AZURE_AUTHORITY_HOST", DEFAULT_AUTHORITY_HOST).rstrip("/")
+        return f"{host}/{self.tenant_id}"
+
+    @property
+    def tenant(self) -> str | None:
+        """The tenant segment of an Entra authority (None for a generic OpenID provider)."""
+        if self.oidc_authority:
+            return None
+        return urlsplit(self.authority_url).path.strip("/").split("/")[0]
+
+    @property
+    def is_multi_tenant(self) -> bool:
+        return (self.tenant or "").lower() in MULTI_TENANT_ALIASES
+
+    @property
+    def cookie_secure(self) -> bool:
+        return self.public_url.scheme == "https"
+
+    @property
+    def public_origin(self) -> str:
+        return str(self.public_url).rstrip("/")
+
+    @property
+    def redirect_uri(self) -> str:
+        return self.public_origin + CALLBACK_PATH
+
+    @property
+    def response_mode(self) -> Literal["form_post", "query"]:
+        if self.signin.response_mode is not None:
+            return self.signin.response_mode
+        return "form_post" if self.cookie_secure else "query"
+
+    @property
+    def session_cookie_name(self) -> str:
+        prefix = "__Host-" if self.cookie_secure else ""
+        return prefix + self.session.cookie_name
+
+    @property
+    def signin_cookie_name(self) -> str:
+        prefix = "__Host-" if self.cookie_secure else ""
+        return f"{prefix}{self.session.cookie_name}-signin"
+
+    def listen_address(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)

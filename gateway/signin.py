@@ -1,0 +1,194 @@
+"""The sign-in path: /.auth/login/aad, its callback, /.auth/logout and /.auth/refresh.
+
+Rare and allowed to be slow. A started sign-in is kept server-side by `state` (any replica can
+finish it), used once, and bound to the starting browser by the sign-in cookie. A successful
+callback always mints a brand-new session id, and the previous one, if any, is deleted (no session
+fixation).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from typing import Any, Final
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from gateway.cookies import clear_cookie, mint_id, read_id, set_cookie
+from gateway.errors import BadRequest, CorruptRecordError, IdentityProviderError
+from gateway.flows import PendingSignIn
+from gateway.identity import authenticate
+from gateway.keys import FLOWS, MSAL, REFRESHER, SEALER, SESSIONS, SETTINGS, TOKEN_CACHES
+from gateway.redirects import safe_return_path
+from gateway.sessions import SessionRecord
+from gateway.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Protocol and bookkeeping claims that mean nothing to the upstream.
+_DROPPED_CLAIMS: Final = frozenset({"nonce", "aio", "rh", "uti", "c_hash", "at_hash", "sid"})
+
+
+class SignInExpired(BadRequest):
+    code = "sign_in_expired"
+
+
+async def start(request: web.Request) -> web.StreamResponse:
+    """Start the auth-code flow and send the browser to the identity provider."""
+    settings = request.app[SETTINGS]
+    return_to = safe_return_path(
+        request.query.get("post_login_redirect_uri"), settings.public_origin
+    )
+    flow = await request.app[MSAL].begin(
+        prompt=settings.signin.prompt, domain_hint=settings.signin.domain_hint
+    )
+    # One binding value per browser, reused across tabs so parallel sign-ins do not clobber it.
+    binding = read_id(request, settings.signin_cookie_name) or mint_id()
+    pending = PendingSignIn(
+        msal_flow={k: v for k, v in flow.items() if k != "auth_uri"},
+        return_to=return_to,
+        browser_binding=request.app[SEALER].binding(binding),
+        started_at=time.time(),
+    )
+    await request.app[FLOWS].save(flow["state"], pending)
+    response = web.HTTPFound(flow["auth_uri"])
+    set_cookie(
+        response,
+        settings.signin_cookie_name,
+        binding,
+        secure=settings.cookie_secure,
+        max_age=settings.signin.flow_ttl_seconds,
+        # The form_post callback is a cross-site POST: only SameSite=None cookies ride along.
+        same_site="None" if settings.response_mode == "form_post" else "Lax",
+    )
+    return response
+
+
+async def _auth_response(request: web.Request) -> dict[str, str]:
+    if request.method == "POST":
+        form = await request.post()
+        fields = {key: value for key, value in form.items() if isinstance(value, str)}
+    else:
+        fields = dict(request.query)
+    return fields
+
+
+async def finish(request: web.Request) -> web.StreamResponse:
+    """The redirect URI: redeem the code, check the id_token, create a fresh session."""
+    settings, app = request.app[SETTINGS], request.app
+    auth_response = await _auth_response(request)
+    state = auth_response.get("state")
+    if not state:
+        raise BadRequest("the sign-in response has no state")
+    try:
+        pending = await app[FLOWS].take(state)
+    except CorruptRecordError as exc:
+        raise BadRequest("the sign-in could not be verified") from exc
+    if pending is None:
+        raise SignInExpired("this sign-in has expired or was already used; please sign in again")
+    binding = read_id(request, settings.signin_cookie_name)
+    if binding is None or not hmac.compare_digest(
+        app[SEALER].binding(binding), pending.browser_binding
+    ):
+        log.warning("sign-in callback from a browser that did not start it")
+        raise BadRequest("this sign-in was started in another browser; please sign in again")
+    if "error" in auth_response:
+        raise IdentityProviderError(
+            f"the identity provider refused the sign-in: {auth_response.get('error', '')}: "
+            f"{auth_response.get('error_description', '')[:300]}"
+        )
+    tokens = await app[MSAL].redeem(pending.msal_flow, auth_response)
+    assert tokens.claims is not None
+    now = time.time()
+    session_id = mint_id()
+    record = SessionRecord(
+        user_key=user_key(tokens.claims),
+        home_account_id=tokens.home_account_id or "",
+        claims={k: v for k, v in tokens.claims.items() if k not in _DROPPED_CLAIMS},
+        created_at=now,
+        expires_at=now + settings.session.absolute_ttl_seconds,
+        id_token=tokens.id_token or "",
+        access_token=tokens.access_token,
+        access_token_expires_at=tokens.expires_at,
+        refresh_at=tokens.refresh_at,
+        token_scopes=settings.scopes,
+    )
+    if tokens.cache is not None:
+        await app[TOKEN_CACHES].save(session_id, tokens.cache, settings.session.absolute_ttl_seconds)
+    await app[SESSIONS].save(session_id, record)
+    previous = read_id(request, settings.session_cookie_name)
+    if previous is not None:
+        await _delete_session(request, previous)
+    log.info("signed in %s", record.user_key)
+    response = web.HTTPFound(pending.return_to)
+    set_cookie(
+        response,
+        settings.session_cookie_name,
+        session_id,
+        secure=settings.cookie_secure,
+        max_age=settings.session.absolute_ttl_seconds,
+    )
+    clear_cookie(response, settings.signin_cookie_name, secure=settings.cookie_secure)
+    return response
+
+
+def user_key(claims: dict[str, Any]) -> str:
+    """The stable identity: oid.tid for Entra, iss|sub otherwise. Never an email (nOAuth)."""
+    if claims.get("oid") and claims.get("tid"):
+        return f"{claims['oid']}.{claims['tid']}"
+    return f"{claims.get('iss')}|{claims.get('sub')}"
+
+
+async def _delete_session(request: web.Request, session_id: str) -> None:
+    await request.app[SESSIONS].delete(session_id)
+    await request.app[TOKEN_CACHES].delete(session_id)
+
+
+async def sign_out(request: web.Request) -> web.StreamResponse:
+    """End the session here (record and token cache), then at the identity provider."""
+    settings = request.app[SETTINGS]
+    query: dict[str, Any] = dict(request.query)
+    if request.method == "POST":
+        query.update({k: v for k, v in (await request.post()).items() if isinstance(v, str)})
+    target = safe_return_path(query.get("post_logout_redirect_uri"), settings.public_origin)
+    session_id = read_id(request, settings.session_cookie_name)
+    id_token = ""
+    if session_id is not None:
+        record = await request.app[SESSIONS].load(session_id)
+        id_token = record.id_token if record else ""
+        await _delete_session(request, session_id)
+        log.info("signed out %s", record.user_key if record else "an ended session")
+    response = web.HTTPFound(_end_session_url(request, settings, target, id_token))
+    clear_cookie(response, settings.session_cookie_name, secure=settings.cookie_secure)
+    return response
+
+
+def _end_session_url(request: web.Request, settings: Settings, target: str, id_token: str) -> str:
+    endpoint = request.app[MSAL].end_session_endpoint
+    if not endpoint:
+        return target
+    params = {
+        "post_logout_redirect_uri": settings.public_origin + target,
+        "client_id": settings.client_id,
+    }
+    if settings.oidc_authority and id_token:
+        # Generic OpenID providers want the id_token to accept the redirect (RP-Initiated Logout).
+        params["id_token_hint"] = id_token
+    separator = "&" if "?" in endpoint else "?"
+    return f"{endpoint}{separator}{urlencode(params)}"
+
+
+async def refresh(request: web.Request) -> web.StreamResponse:
+    """Renew the session's tokens now (Easy Auth's /.auth/refresh)."""
+    settings = request.app[SETTINGS]
+    identity = await authenticate(request, request.app[SESSIONS], settings.session_cookie_name)
+    identity = await request.app[REFRESHER].refresh(identity, force=True)
+    record = identity.record
+    return web.json_response(
+        {
+            "status": "refreshed",
+            "expires_on": int(record.access_token_expires_at) if record.access_token else None,
+        }
+    )

@@ -1,0 +1,42 @@
+"""The byte store every record kind is kept in: a Protocol with an in-memory and a Redis backend.
+
+Records (sessions, pending sign-ins, token caches) are sealed bytes under string keys with a TTL;
+this layer knows nothing about what they mean or about HTTP. Backends translate their own failures
+into StoreUnavailable. The one contract test suite (tests/test_storage.py) runs against both.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def __call__(self) -> float: ...
+
+
+class Storage(Protocol):
+    """Bytes under keys, each with its own time to live (seconds)."""
+
+    async def get(self, key: str, *, slide_ttl: float | None = None) -> bytes | None:
+        """The value, or None. With `slide_ttl`, the key's TTL restarts at that value in the same
+        round trip (Redis GETEX)."""
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None: ...
+
+    async def take(self, key: str) -> bytes | None:
+        """Read and delete atomically (single-use records): at most one caller gets the value."""
+
+    async def delete(self, *keys: str) -> None: ...
+
+    async def ping(self) -> None:
+        """Return when the store answers; raise StoreUnavailable otherwise."""
+
+    def lock(self, name: str, ttl: float) -> AbstractAsyncContextManager[None]:
+        """Mutual exclusion for `name` across every process sharing the store.
+
+        Held until the block exits, renewed while it runs; `ttl` bounds how long a crashed holder
+        can block others. Raises StoreUnavailable if the lock cannot be taken in time.
+        """
+
+    async def close(self) -> None: ...

@@ -1,0 +1,43 @@
+"""Each session's MSAL token cache (it holds refresh tokens), sealed beside the session record.
+
+Read only on the sign-in and refresh paths, never on a normal proxied request. Written only when
+MSAL reports a change. Deleted with the session.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from gateway.sealing import Sealer
+from gateway.storage import Storage
+
+TOKENS_PREFIX: Final = "gw:tokens:"
+LOCK_PREFIX: Final = "gw:lock:refresh:"
+
+
+class TokenCacheStore:
+    def __init__(self, storage: Storage, sealer: Sealer) -> None:
+        self._storage = storage
+        self._sealer = sealer
+
+    def _key(self, session_id: str) -> str:
+        return TOKENS_PREFIX + self._sealer.digest(session_id)
+
+    def lock_name(self, session_id: str) -> str:
+        return LOCK_PREFIX + self._sealer.digest(session_id)
+
+    async def load(self, session_id: str) -> str | None:
+        """The serialized cache, or None. CorruptRecordError when it will not open."""
+        key = self._key(session_id)
+        sealed = await self._storage.get(key)
+        if sealed is None:
+            return None
+        return self._sealer.open(key, sealed).decode()
+
+    async def save(self, session_id: str, serialized: str, ttl: float) -> None:
+        key = self._key(session_id)
+        if ttl > 0:
+            await self._storage.set(key, self._sealer.seal(key, serialized.encode()), ttl)
+
+    async def delete(self, session_id: str) -> None:
+        await self._storage.delete(self._key(session_id))

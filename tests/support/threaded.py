@@ -1,0 +1,57 @@
+"""Running an aiohttp application in a background thread with its own event loop.
+
+Servers that must outlive one test's event loop (the upstream echo app, shared by gateway processes
+and in-process gateways alike) run this way, on 127.0.0.1 with an OS-chosen port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+
+from aiohttp import web
+
+
+class ThreadedServer:
+    def __init__(self, make_app: Callable[[], web.Application]) -> None:
+        self._make_app = make_app
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._start())
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _start(self) -> None:
+        self._runner = web.AppRunner(self._make_app(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        server = site._server
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    def start(self) -> ThreadedServer:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("server did not start")
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        async def shutdown() -> None:
+            assert self._runner is not None
+            await self._runner.cleanup()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)

@@ -1,0 +1,95 @@
+"""The protected application in tests: an echo server that reports exactly what it received.
+
+`/<anything>` answers JSON with the method, raw path, query, headers (as a list of pairs, in order)
+and the body's length and SHA-256, computed while streaming so large uploads use no memory.
+Special paths: `/_bytes?n=N[&length=1]` streams N bytes back; `/_slow?seconds=S` answers after S
+seconds; `/_redirect` answers 302; `/_cookie` sets a cookie; `/_ws` is a WebSocket echo.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import Final
+
+from aiohttp import WSMsgType, web
+
+CHUNK: Final = 64 * 1024
+
+
+async def echo(request: web.Request) -> web.StreamResponse:
+    digest = hashlib.sha256()
+    length = 0
+    async for chunk in request.content.iter_any():
+        digest.update(chunk)
+        length += len(chunk)
+    return web.json_response(
+        {
+            "method": request.method,
+            "path": request.path,
+            "raw_path": request.raw_path,
+            "query": request.query_string,
+            "headers": [[k, v] for k, v in request.headers.items()],
+            "body_length": length,
+            "body_sha256": digest.hexdigest(),
+        }
+    )
+
+
+async def send_bytes(request: web.Request) -> web.StreamResponse:
+    total = int(request.query["n"])
+    response = web.StreamResponse()
+    response.content_type = "application/octet-stream"
+    if request.query.get("length"):
+        response.content_length = total
+    await response.prepare(request)
+    block = b"x" * CHUNK
+    sent = 0
+    while sent < total:
+        piece = block[: min(CHUNK, total - sent)]
+        await response.write(piece)
+        sent += len(piece)
+    await response.write_eof()
+    return response
+
+
+async def slow(request: web.Request) -> web.StreamResponse:
+    await asyncio.sleep(float(request.query.get("seconds", "5")))
+    return web.json_response({"slow": True})
+
+
+async def redirect(request: web.Request) -> web.StreamResponse:
+    return web.Response(status=302, headers={"Location": "/elsewhere?from=upstream"})
+
+
+async def cookie(request: web.Request) -> web.StreamResponse:
+    response = web.json_response({"cookie": "set"})
+    response.set_cookie("app_pref", "dark", path="/")
+    response.set_cookie("app_lang", "en", path="/")
+    return response
+
+
+async def websocket(request: web.Request) -> web.StreamResponse:
+    ws = web.WebSocketResponse(protocols=("echo.v1",))
+    await ws.prepare(request)
+    await ws.send_json({"user": request.headers.get("X-MS-CLIENT-PRINCIPAL-NAME")})
+    async for message in ws:
+        if message.type == WSMsgType.TEXT:
+            if message.data == "close":
+                await ws.close(code=4001, message=b"asked to close")
+                break
+            await ws.send_str("echo:" + message.data)
+        elif message.type == WSMsgType.BINARY:
+            await ws.send_bytes(message.data[::-1])
+    return ws
+
+
+def make_upstream_app() -> web.Application:
+    app = web.Application(client_max_size=1024**3)
+    app.router.add_get("/_bytes", send_bytes)
+    app.router.add_get("/_slow", slow)
+    app.router.add_get("/_redirect", redirect)
+    app.router.add_get("/_cookie", cookie)
+    app.router.add_get("/_ws", websocket)
+    app.router.add_route("*", "/{tail:.*}", echo)
+    return app
