@@ -116,6 +116,9 @@ class Browser:
         auth = await self.authorize(authorize_url, user)
         return await self.deliver(auth)
 
+    def jar_origin(self) -> URL:
+        return URL(self.gateway_url)
+
     def cookie(self, name: str) -> str | None:
         for cookie in self.jar:
             if cookie.key == name:

@@ -1,0 +1,119 @@
+"""`msal-gateway demo`: the development identity provider, a sample "legacy" application and the
+gateway (in-memory store), all on loopback in one process. No Azure tenant, no Redis.
+
+The sample application knows nothing about OAuth: it trusts the headers the gateway sends and shows
+them, which is exactly what an unmodified legacy app behind msal-gateway sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import signal
+from html import escape
+from typing import Final
+
+from aiohttp import web
+
+from gateway.app import build_app
+from gateway.devidp.config import DevIdpConfig
+from gateway.devidp.server import start as start_devidp
+from gateway.settings import Settings
+
+DEMO_SCOPE: Final = "api://msal-gateway-demo/read"
+
+_PAGE: Final = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>Legacy app</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2rem auto;max-width:60rem;padding:0 1rem;
+color:#1b1f24}}table{{border-collapse:collapse;width:100%}}td,th{{border:1px solid #d0d7de;
+padding:.35rem .5rem;text-align:left;vertical-align:top;word-break:break-all;font-size:.9rem}}
+th{{background:#f6f8fa}}code{{font-size:.85rem}}</style></head><body>
+<h1>Hello, {name}</h1>
+<p>This page is served by a sample application that knows nothing about sign-in. Everything it
+knows about you comes from the headers msal-gateway added to your request.</p>
+<p><a href="/.auth/me">/.auth/me</a> · <a href="/.auth/logout">Sign out</a></p>
+<h2>Identity headers received</h2><table><tr><th>Header</th><th>Value</th></tr>{rows}</table>
+<h2>Decoded X-MS-CLIENT-PRINCIPAL</h2><pre><code>{principal}</code></pre>
+</body></html>"""
+
+
+async def _legacy_page(request: web.Request) -> web.Response:
+    identity = {
+        name: value
+        for name, value in request.headers.items()
+        if name.lower().startswith(("x-ms-", "x-forwarded-", "authorization"))
+    }
+    rows = "".join(
+        f"<tr><td>{escape(name)}</td><td><code>{escape(value[:400])}</code></td></tr>"
+        for name, value in sorted(identity.items())
+    )
+    try:
+        principal = json.dumps(
+            json.loads(base64.b64decode(request.headers.get("X-MS-CLIENT-PRINCIPAL", ""))),
+            indent=2,
+            ensure_ascii=False,
+        )
+    except (ValueError, binascii.Error):
+        principal = "(none)"
+    name = request.headers.get("X-MS-CLIENT-PRINCIPAL-NAME", "stranger")
+    return web.Response(
+        text=_PAGE.format(name=escape(name), rows=rows, principal=escape(principal)),
+        content_type="text/html",
+    )
+
+
+async def _start_site(app: web.Application, port: int) -> tuple[web.AppRunner, int]:
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    server = site._server
+    assert server is not None and server.sockets
+    return runner, int(server.sockets[0].getsockname()[1])
+
+
+async def _run(port: int) -> None:
+    idp = await start_devidp(DevIdpConfig(port=0))
+    legacy = web.Application()
+    legacy.router.add_route("*", "/{tail:.*}", _legacy_page)
+    legacy_runner, legacy_port = await _start_site(legacy, 0)
+    settings = Settings(
+        upstream=f"http://127.0.0.1:{legacy_port}",
+        listen=f"127.0.0.1:{port}",
+        public_url=f"http://127.0.0.1:{port}",
+        client_id=idp.client_id,
+        client_secret=idp.client_secret,
+        authority=idp.authority,
+        ca_bundle=idp.ca_path,
+        scopes=DEMO_SCOPE,
+    )
+    gateway_runner, _ = await _start_site(build_app(settings), port)
+    users = ", ".join(f"{user.username} ({user.name})" for user in idp.users)
+    print(
+        f"\nmsal-gateway demo is running.\n\n"
+        f"  Open:                 http://127.0.0.1:{port}/\n"
+        f"  Test users:           {users} (pick one on the sign-in page; no password)\n"
+        f"  Identity provider:    {idp.authority} (development only; CA at {idp.ca_path})\n"
+        f"  Sample legacy app:    http://127.0.0.1:{legacy_port}/ (loopback only; reach it "
+        f"through the gateway)\n\nPress Ctrl+C to stop.\n",
+        flush=True,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await gateway_runner.cleanup()
+        await legacy_runner.cleanup()
+        await idp.stop()
+
+
+def run_demo(port: int = 8000) -> int:
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_run(port))
+    return 0

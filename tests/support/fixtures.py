@@ -1,0 +1,75 @@
+"""Shared fixtures: the upstream echo app, Redis servers, and gateways with scripted browsers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from gateway.settings import Settings
+from support.browser import Browser
+from support.gateway import PUBLIC_URL, idp_ssl, in_process, settings_for
+from support.redis_server import RedisServer
+from support.threaded import ThreadedServer
+from support.upstream import make_upstream_app
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[ThreadedServer]:
+    """The echo app; stateless, so one per test session."""
+    server = ThreadedServer(make_upstream_app).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One redis-server for the session; tests that need a clean one flush it (see `redis_url`)."""
+    server = RedisServer().start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    redis_server.command("FLUSHALL")
+    return redis_server.url
+
+
+@dataclass
+class Running:
+    url: str
+    app: web.Application
+    settings: Settings
+    browser: Browser
+
+
+Launch = Callable[..., Awaitable[Running]]
+
+
+@pytest.fixture
+async def launch(idp: Any, upstream: ThreadedServer) -> AsyncIterator[Launch]:
+    """Start in-process gateways (with a fresh browser each) configured by keyword overrides."""
+    async with AsyncExitStack() as stack:
+
+        async def start(**overrides: Any) -> Running:
+            settings = settings_for(idp, upstream.url, **overrides)
+            url, app = await stack.enter_async_context(in_process(settings))
+            browser = Browser(url, str(settings.public_url), idp_ssl(idp.ca_path))
+            stack.push_async_callback(browser.close)
+            return Running(url, app, settings, browser)
+
+        yield start
+
+
+@pytest.fixture
+async def gateway(launch: Launch) -> Running:
+    """A gateway with default settings (memory store, form_post, no bearer scopes)."""
+    return await launch()
+
+
+__all__ = ["PUBLIC_URL", "gateway", "launch", "redis_server", "redis_url", "upstream"]

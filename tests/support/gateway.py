@@ -1,0 +1,137 @@
+"""Running the real gateway for tests: in-process on an aiohttp TestServer (fast, and the test can
+read the app's state), or as `python -m gateway serve` processes (replicas, memory measurements).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from gateway.app import build_app
+from gateway.settings import Settings
+from support.redis_server import free_port
+
+PUBLIC_URL = "https://app.test"
+
+
+def settings_for(idp: Any, upstream_url: str, **overrides: Any) -> Settings:
+    """Settings for a gateway in front of `upstream_url`, signing in at the development IdP."""
+    values: dict[str, Any] = {
+        "upstream": upstream_url,
+        "public_url": PUBLIC_URL,
+        "client_id": idp.client_id,
+        "client_secret": idp.client_secret,
+        "authority": idp.authority,
+        "ca_bundle": idp.ca_path,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def env_for(settings: Settings) -> dict[str, str]:
+    """The same settings as GATEWAY_* variables, for gateway processes."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "AZURE_"))}
+    data = settings.model_dump(mode="json", exclude_none=True)
+    for name, value in data.items():
+        if isinstance(value, dict):
+            for sub, subvalue in value.items():
+                if subvalue is None:
+                    continue
+                text = " ".join(subvalue) if isinstance(subvalue, list) else str(subvalue)
+                env[f"GATEWAY_{name.upper()}__{sub.upper()}"] = text
+        elif isinstance(value, list):
+            env[f"GATEWAY_{name.upper()}"] = " ".join(value)
+        else:
+            env[f"GATEWAY_{name.upper()}"] = str(value)
+    for secret in ("client_secret", "cookie_secret", "redis_url"):
+        field = getattr(settings, secret)
+        if field is not None:
+            env[f"GATEWAY_{secret.upper()}"] = field.get_secret_value()
+    return env
+
+
+@asynccontextmanager
+async def in_process(settings: Settings) -> AsyncIterator[tuple[str, web.Application]]:
+    """The gateway app on a loopback TestServer; yields its URL and the app (for its state)."""
+    app = build_app(settings)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        await wait_ready(str(server.make_url("")).rstrip("/"))
+        yield str(server.make_url("")).rstrip("/"), app
+    finally:
+        await server.close()
+
+
+async def wait_ready(url: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while True:
+            try:
+                async with session.get(url + "/.auth/readyz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"gateway at {url} not ready")
+            await asyncio.sleep(0.05)
+
+
+class GatewayProcess:
+    """`python -m gateway serve` on a free loopback port."""
+
+    def __init__(self, settings: Settings, extra_env: Mapping[str, str] | None = None) -> None:
+        self.port = free_port()
+        env = env_for(settings)
+        env["GATEWAY_LISTEN"] = f"127.0.0.1:{self.port}"
+        env.update(extra_env or {})
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def ready(self) -> GatewayProcess:
+        try:
+            await wait_ready(self.url)
+        except TimeoutError:
+            self.stop()
+            raise
+        return self
+
+    def rss_peak_kib(self) -> int:
+        with open(f"/proc/{self.process.pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+        raise RuntimeError("no VmHWM")
+
+    def stop(self) -> str:
+        self.process.terminate()
+        try:
+            _, err = self.process.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            _, err = self.process.communicate()
+        return err.decode(errors="replace")
+
+
+def idp_ssl(ca_path: str | os.PathLike[str]) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(ca_path))
