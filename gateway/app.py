@@ -32,7 +32,7 @@ from gateway.keys import (
     UPSTREAM_BASE,
 )
 from gateway.memory_store import MemoryStorage
-from gateway.middleware import error_middleware
+from gateway.middleware import error_middleware, stamp_request_id
 from gateway.oidc import MsalClient
 from gateway.redis_store import RedisStorage
 from gateway.refresh import SessionRefresher
@@ -138,6 +138,7 @@ def build_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[error_middleware])
     app[SETTINGS] = settings
     app.cleanup_ctx.extend([_stores, _upstream_client, _msal])
+    app.on_response_prepare.append(stamp_request_id)
     router = app.router
     router.add_get("/.auth/healthz", health.live, allow_head=True)
     router.add_get("/.auth/readyz", health.ready, allow_head=True)

@@ -93,8 +93,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         log.exception("unexpected error on %s %s", request.method, request.path,
                       extra={"request_id": rid})
         response = render(request, GatewayError("unexpected error"), rid)
-    if not response.prepared:
-        response.headers.setdefault("X-Request-Id", rid)
-        if request.path.startswith("/.auth/"):
-            response.headers.setdefault("Cache-Control", "no-store")
+    if not response.prepared and request.path.startswith("/.auth/"):
+        response.headers.setdefault("Cache-Control", "no-store")
     return response
+
+
+async def stamp_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: every response, proxied ones included, names its request id."""
+    if REQUEST_ID in request:
+        response.headers.setdefault("X-Request-Id", request[REQUEST_ID])

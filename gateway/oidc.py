@@ -286,10 +286,10 @@ class MsalClient:
 
     @staticmethod
     def _home_account_id(cache: msal.SerializableTokenCache) -> str | None:
-        accounts = cache.find(msal.TokenCache.CredentialType.ACCOUNT)
+        accounts = list(cache.search(msal.TokenCache.CredentialType.ACCOUNT))
         if accounts:
             return str(accounts[0]["home_account_id"])
-        id_tokens_found = cache.find(msal.TokenCache.CredentialType.ID_TOKEN)
+        id_tokens_found = list(cache.search(msal.TokenCache.CredentialType.ID_TOKEN))
         return str(id_tokens_found[0]["home_account_id"]) if id_tokens_found else None
 
     def _tokens(

@@ -35,6 +35,10 @@ class SignInExpired(BadRequest):
     code = "sign_in_expired"
 
 
+def redirect(location: str) -> web.Response:
+    return web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
+
+
 async def start(request: web.Request) -> web.StreamResponse:
     """Start the auth-code flow and send the browser to the identity provider."""
     settings = request.app[SETTINGS]
@@ -53,7 +57,7 @@ async def start(request: web.Request) -> web.StreamResponse:
         started_at=time.time(),
     )
     await request.app[FLOWS].save(flow["state"], pending)
-    response = web.HTTPFound(flow["auth_uri"])
+    response = redirect(flow["auth_uri"])
     set_cookie(
         response,
         settings.signin_cookie_name,
@@ -122,7 +126,7 @@ async def finish(request: web.Request) -> web.StreamResponse:
     if previous is not None:
         await _delete_session(request, previous)
     log.info("signed in %s", record.user_key)
-    response = web.HTTPFound(pending.return_to)
+    response = redirect(pending.return_to)
     set_cookie(
         response,
         settings.session_cookie_name,
@@ -160,7 +164,7 @@ async def sign_out(request: web.Request) -> web.StreamResponse:
         id_token = record.id_token if record else ""
         await _delete_session(request, session_id)
         log.info("signed out %s", record.user_key if record else "an ended session")
-    response = web.HTTPFound(_end_session_url(request, settings, target, id_token))
+    response = redirect(_end_session_url(request, settings, target, id_token))
     clear_cookie(response, settings.session_cookie_name, secure=settings.cookie_secure)
     return response
 

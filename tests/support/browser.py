@@ -98,8 +98,12 @@ class Browser:
         """Deliver the provider's answer to the callback, as the browser would."""
         target = self.local(auth.url)
         if auth.method == "post":
-            return await self.session.post(target, data=auth.fields, allow_redirects=False)
-        return await self.session.get(target, params=auth.fields, allow_redirects=False)
+            return await self.session.post(
+                target, data=auth.fields, headers=NAVIGATE, allow_redirects=False
+            )
+        return await self.session.get(
+            target, params=auth.fields, headers=NAVIGATE, allow_redirects=False
+        )
 
     async def start_sign_in(self, path: str = "/") -> str:
         """Request a protected page and follow the gateway to the provider; return its URL."""

@@ -1,0 +1,3 @@
+"""Fixtures for the whole suite live in tests/support; this file only registers them."""
+
+pytest_plugins = ["support.idp", "support.fixtures"]

@@ -1,0 +1,200 @@
+"""End to end: the hot path. Spoofed headers, forwarding facts, streaming, upstream failures,
+public paths and WebSockets, through the real gateway to the real echo upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import io
+import json
+from typing import Any
+
+import aiohttp
+import pytest
+from multidict import CIMultiDict
+from yarl import URL
+
+from support.fixtures import Launch, Running
+from support.redis_server import free_port
+from test_signin import API, signed_in, upstream_headers
+
+SPOOFED = [
+    ("X-Forwarded-User", "admin"),
+    ("X-Forwarded-Email", "admin@yourco.com"),
+    ("X-Forwarded-Groups", "admins"),
+    ("X-Forwarded-Preferred-Username", "admin"),
+    ("X-MS-CLIENT-PRINCIPAL", base64.b64encode(b'{"claims":[{"typ":"roles","val":"admin"}]}').decode()),
+    ("X-MS-CLIENT-PRINCIPAL-NAME", "admin"),
+    ("X-MS-CLIENT-PRINCIPAL-ID", "00000000-0000-0000-0000-000000000000"),
+    ("X-MS-CLIENT-PRINCIPAL-IDP", "evil"),
+    ("X-MS-TOKEN-AAD-ACCESS-TOKEN", "forged"),
+    ("Authorization", "Bearer forged"),
+    ("x_forwarded_user", "admin"),
+    ("X.Forwarded.User", "admin"),
+    ("x-ms-client-principal_name", "admin"),
+    ("X-Forwarded-Proto", "http"),
+    ("X-Forwarded-For", "127.0.0.1, 10.0.0.1"),
+    ("Forwarded", "for=127.0.0.1;proto=https"),
+    ("X-Real-IP", "127.0.0.1"),
+    ("Connection", "close, X-Forwarded-User, X-MS-CLIENT-PRINCIPAL"),
+]
+FORGED_VALUES = {"admin", "admin@yourco.com", "admins", "forged", "Bearer forged", "evil"}
+
+
+def assert_no_spoofed_values(seen: dict[str, list[str]]) -> None:
+    for values in seen.values():
+        for value in values:
+            assert value not in FORGED_VALUES, seen
+
+
+async def send_spoofed(running: Running, path: str) -> dict[str, list[str]]:
+    headers = CIMultiDict(SPOOFED)
+    headers["Accept"] = "application/json"
+    response = await running.browser.session.get(
+        running.url + path, headers=headers, allow_redirects=False
+    )
+    assert response.status == 200, await response.text()
+    return upstream_headers(await response.json())
+
+
+async def test_spoofed_identity_headers_are_replaced_when_signed_in(gateway: Running) -> None:
+    await signed_in(gateway)
+    seen = await send_spoofed(gateway, "/admin")
+    assert_no_spoofed_values(seen)
+    assert seen["x-ms-client-principal-name"] == ["alice@contoso.example"]
+    assert seen["x-forwarded-user"] != ["admin"]
+    assert "authorization" not in seen
+    assert "x-ms-token-aad-access-token" not in seen
+    assert seen["x-forwarded-for"] == ["127.0.0.1"]
+    assert seen["x-forwarded-proto"] == ["https"]
+    assert "forwarded" not in seen and "x-real-ip" not in seen
+    principal = json.loads(base64.b64decode(seen["x-ms-client-principal"][0]))
+    assert {"typ": "roles", "val": "admin"} not in principal["claims"]
+
+
+async def test_spoofed_identity_headers_are_removed_on_public_paths(launch: Launch) -> None:
+    running = await launch(proxy={"public_paths": "/public/"})
+    seen = await send_spoofed(running, "/public/page")
+    assert_no_spoofed_values(seen)
+    for name in ("x-forwarded-user", "x-ms-client-principal", "authorization", "x-forwarded-email"):
+        assert name not in seen
+
+
+async def test_public_path_does_not_cover_ambiguous_paths(launch: Launch) -> None:
+    running = await launch(proxy={"public_paths": "/public/"})
+    for raw in ("/public/..%2fadmin", "/public/%2e%2e/admin", "/public/./x"):
+        response = await running.browser.session.get(
+            URL(running.url + raw, encoded=True), headers=API, allow_redirects=False
+        )
+        assert response.status == 401, raw
+
+
+async def test_host_is_preserved_and_forwarding_facts_set(gateway: Running) -> None:
+    await signed_in(gateway)
+    response = await gateway.browser.get("/x", headers={"Host": "app.test", **API})
+    seen = upstream_headers(await response.json())
+    assert seen["host"] == ["app.test"]
+    assert seen["x-forwarded-host"] == ["app.test"]
+    assert response.headers["X-Request-Id"] == seen["x-request-id"][0]
+
+
+async def test_upstream_redirects_and_cookies_pass_through(gateway: Running) -> None:
+    await signed_in(gateway)
+    response = await gateway.browser.get("/_redirect", headers=API)
+    assert response.status == 302
+    assert response.headers["Location"] == "/elsewhere?from=upstream"
+    response = await gateway.browser.get("/_cookie", headers=API)
+    cookies = response.headers.getall("Set-Cookie")
+    assert any(c.startswith("app_pref=dark") for c in cookies)
+    assert any(c.startswith("app_lang=en") for c in cookies)
+    # The app's own cookies reach it; the gateway's do not.
+    echoed = upstream_headers(await (await gateway.browser.get("/x", headers=API)).json())
+    assert "app_pref=dark" in echoed["cookie"][0]
+    assert gateway.settings.session_cookie_name not in echoed["cookie"][0]
+
+
+async def test_request_and_response_bodies_stream(gateway: Running) -> None:
+    await signed_in(gateway)
+    payload = bytes(range(256)) * 4096 * 4  # 4 MiB
+    response = await gateway.browser.session.post(
+        gateway.url + "/upload", data=io.BytesIO(payload), headers=API
+    )
+    body = await response.json()
+    assert body["body_length"] == len(payload)
+    assert body["body_sha256"] == hashlib.sha256(payload).hexdigest()
+    response = await gateway.browser.get("/_bytes?n=3000000", headers=API)
+    assert len(await response.read()) == 3_000_000
+    response = await gateway.browser.get("/_bytes?n=1000&length=1", headers=API)
+    assert response.headers["Content-Length"] == "1000"
+
+
+async def test_upstream_down_is_502(launch: Launch) -> None:
+    running = await launch(upstream=f"http://127.0.0.1:{free_port()}", proxy={"public_paths": "/"})
+    response = await running.browser.get("/anything", headers=API)
+    assert response.status == 502
+    assert (await response.json())["error"] == "upstream_unavailable"
+
+
+async def test_upstream_timeout_is_504(launch: Launch) -> None:
+    running = await launch(proxy={"public_paths": "/", "read_timeout_seconds": 0.3})
+    response = await running.browser.get("/_slow?seconds=2", headers=API)
+    assert response.status == 504
+    page = await running.browser.get("/_slow?seconds=2")
+    assert page.status == 504
+    assert "did not answer" in await page.text()
+
+
+async def test_websocket_is_authenticated_and_relayed(gateway: Running) -> None:
+    anonymous = await gateway.browser.session.get(
+        gateway.url + "/_ws",
+        headers={"Upgrade": "websocket", "Connection": "Upgrade", **API,
+                 "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "13"},
+    )
+    assert anonymous.status == 401
+    await signed_in(gateway)
+    async with gateway.browser.session.ws_connect(
+        gateway.url + "/_ws", protocols=("echo.v1",)
+    ) as ws:
+        assert ws.protocol == "echo.v1"
+        hello = await ws.receive_json(timeout=5)
+        assert hello == {"user": "alice@contoso.example"}
+        await ws.send_str("ping")
+        assert (await ws.receive(timeout=5)).data == "echo:ping"
+        await ws.send_bytes(b"abc")
+        assert (await ws.receive(timeout=5)).data == b"cba"
+        await ws.send_str("close")
+        message = await ws.receive(timeout=5)
+        assert message.type == aiohttp.WSMsgType.CLOSE
+        assert ws.close_code == 4001
+
+
+async def test_refresh_is_single_flight_and_persisted(launch: Launch, idp: Any) -> None:
+    running = await launch(scopes="api://upstream/read")
+    await signed_in(running)
+    first = upstream_headers(await (await running.browser.get("/t", headers=API)).json())
+    idp.clear_log()
+    await asyncio.sleep(0)
+    response = await running.browser.session.post(running.url + "/.auth/refresh", headers=API)
+    assert response.status == 200, await response.text()
+    assert (await response.json())["status"] == "refreshed"
+    second = upstream_headers(await (await running.browser.get("/t", headers=API)).json())
+    assert first["authorization"] != second["authorization"]
+    grants = [r.form.get("grant_type") for r in idp.token_requests()]
+    assert grants == ["refresh_token"]
+
+
+@pytest.mark.parametrize("idle,absolute,sleeps", [(1, 100, [1.3]), (1, 2, [0.6, 0.6, 0.6, 0.6])])
+async def test_session_idle_and_absolute_lifetimes(
+    launch: Launch, idle: int, absolute: int, sleeps: list[float]
+) -> None:
+    running = await launch(session={"idle_ttl_seconds": idle, "absolute_ttl_seconds": absolute})
+    await signed_in(running)
+    assert (await running.browser.get("/x", headers=API)).status == 200
+    statuses = []
+    for pause in sleeps:
+        await asyncio.sleep(pause)
+        statuses.append((await running.browser.get("/x", headers=API)).status)
+    assert statuses[-1] == 401
+    if len(sleeps) > 1:
+        assert statuses[0] == 200  # activity kept it alive until the absolute limit

@@ -1,0 +1,249 @@
+"""End to end: the sign-in path against the development identity provider, driven by the real MSAL.
+
+A scripted browser walks the real redirects: gateway → identity provider → callback → the page it
+asked for. Every test checks what the upstream received or what the store holds, not only codes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import jwt
+
+from gateway.keys import STORAGE
+from gateway.memory_store import MemoryStorage
+from support.browser import NAVIGATE, Browser
+from support.fixtures import Launch, Running
+from support.gateway import idp_ssl
+
+API = {"Accept": "application/json"}
+
+
+def upstream_headers(body: dict[str, Any]) -> dict[str, list[str]]:
+    seen: dict[str, list[str]] = {}
+    for name, value in body["headers"]:
+        seen.setdefault(name.lower(), []).append(value)
+    return seen
+
+
+def stored_keys(running: Running) -> list[str]:
+    storage = running.app[STORAGE]
+    assert isinstance(storage, MemoryStorage)
+    return list(storage._items)
+
+
+async def signed_in(running: Running, path: str = "/", user: str = "alice") -> None:
+    response = await running.browser.sign_in(path, user)
+    assert response.status == 302, await response.text()
+    assert response.headers["Location"] == path
+
+
+async def test_sign_in_returns_to_the_page_asked_for(gateway: Running) -> None:
+    response = await gateway.browser.sign_in("/reports/2026?view=full", "alice")
+    assert response.status == 302
+    assert response.headers["Location"] == "/reports/2026?view=full"
+    page = await gateway.browser.get("/reports/2026?view=full")
+    assert page.status == 200
+    body = await page.json()
+    assert body["path"] == "/reports/2026"
+    assert body["query"] == "view=full"
+
+
+async def test_upstream_receives_identity_headers(gateway: Running, idp: Any) -> None:
+    await signed_in(gateway)
+    body = await (await gateway.browser.get("/whoami")).json()
+    seen = upstream_headers(body)
+    assert seen["x-ms-client-principal-name"] == ["alice@contoso.example"]
+    assert seen["x-forwarded-preferred-username"] == ["alice@contoso.example"]
+    assert seen["x-ms-client-principal-idp"] == ["aad"]
+    oid = seen["x-ms-client-principal-id"][0]
+    assert seen["x-forwarded-user"] == [oid]
+    assert seen["x-forwarded-email"] == ["alice@contoso.example"]
+    principal = json.loads(base64.b64decode(seen["x-ms-client-principal"][0]))
+    assert principal["auth_typ"] == "aad"
+    claims = {(c["typ"], c["val"]) for c in principal["claims"]}
+    assert ("oid", oid) in claims
+    assert ("tid", idp.tenant_id) in claims
+    # No bearer token without GATEWAY_SCOPES, and the gateway's cookies never reach the app.
+    assert "authorization" not in seen
+    assert "cookie" not in seen
+
+
+async def test_bearer_token_for_configured_scopes(launch: Launch, idp: Any) -> None:
+    running = await launch(scopes="api://upstream/read")
+    await signed_in(running)
+    body = await (await running.browser.get("/api/orders")).json()
+    authorization = upstream_headers(body)["authorization"]
+    assert len(authorization) == 1 and authorization[0].startswith("Bearer ")
+    token = authorization[0].removeprefix("Bearer ")
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert claims["aud"] == "api://upstream"
+    assert "read" in claims["scp"].split()
+    assert claims["tid"] == idp.tenant_id
+
+
+async def test_me_returns_the_principal_and_401_when_signed_out(gateway: Running) -> None:
+    response = await gateway.browser.get("/.auth/me", headers=API)
+    assert response.status == 401
+    assert (await response.json())["error"] == "sign_in_required"
+    await signed_in(gateway)
+    response = await gateway.browser.get("/.auth/me", headers=API)
+    assert response.status == 200
+    [entry] = await response.json()
+    assert entry["provider_name"] == "aad"
+    assert entry["user_id"] == "alice@contoso.example"
+    assert {"typ": "name", "val": "Alice Example"} in entry["user_claims"]
+    assert "access_token" not in entry and "id_token" not in entry
+
+
+async def test_logout_ends_the_session_everywhere(gateway: Running, idp: Any) -> None:
+    await signed_in(gateway)
+    cookie = gateway.browser.cookie(gateway.settings.session_cookie_name)
+    assert cookie is not None
+    assert any(key.startswith("gw:tokens:") for key in stored_keys(gateway))
+    response = await gateway.browser.get("/.auth/logout?post_logout_redirect_uri=/bye")
+    assert response.status == 302
+    location = response.headers["Location"]
+    assert location.startswith(idp.authority + "/oauth2/v2.0/logout?")
+    assert "post_logout_redirect_uri=https%3A%2F%2Fapp.test%2Fbye" in location
+    # The session record and the token cache are gone, not just the browser cookie.
+    assert not any(k.startswith(("gw:session:", "gw:tokens:")) for k in stored_keys(gateway))
+    replay = Browser(gateway.url, "https://app.test", idp_ssl(idp.ca_path))
+    try:
+        replay.jar.update_cookies(
+            {gateway.settings.session_cookie_name: cookie}, response_url=replay.jar_origin()
+        )
+        assert (await replay.get("/private")).status == 302
+        assert (await replay.get("/private", headers=API)).status == 401
+    finally:
+        await replay.close()
+
+
+async def test_state_mismatch_is_refused_without_redemption(gateway: Running, idp: Any) -> None:
+    authorize_url = await gateway.browser.start_sign_in("/")
+    auth = await gateway.browser.authorize(authorize_url)
+    auth.fields["state"] = "not-the-state-we-issued"
+    response = await gateway.browser.deliver(auth)
+    assert response.status == 400
+    assert idp.token_requests() == []
+    assert gateway.browser.cookie(gateway.settings.session_cookie_name) is None
+
+
+async def test_replayed_callback_is_refused(gateway: Running, idp: Any) -> None:
+    authorize_url = await gateway.browser.start_sign_in("/")
+    auth = await gateway.browser.authorize(authorize_url)
+    first = await gateway.browser.deliver(auth)
+    assert first.status == 302
+    second = await gateway.browser.deliver(auth)
+    assert second.status == 400
+    assert "expired or was already used" in await second.text()
+    assert len(idp.token_requests()) == 1  # the replay never reached the identity provider
+
+
+async def test_callback_in_another_browser_signs_no_one_in(gateway: Running, idp: Any) -> None:
+    authorize_url = await gateway.browser.start_sign_in("/")
+    auth = await gateway.browser.authorize(authorize_url)
+    other = Browser(gateway.url, "https://app.test", idp_ssl(idp.ca_path))
+    try:
+        response = await other.deliver(auth)
+        assert response.status == 400
+        assert other.cookie(gateway.settings.session_cookie_name) is None
+    finally:
+        await other.close()
+    assert idp.token_requests() == []
+
+
+async def test_wrong_nonce_is_refused_and_tokens_not_kept(gateway: Running, idp: Any) -> None:
+    idp.set_token_faults(nonce="not-the-right-nonce")
+    response = await gateway.browser.sign_in("/")
+    assert response.status == 400
+    assert "nonce" in await response.text()
+    assert not any(k.startswith(("gw:tokens:", "gw:session:")) for k in stored_keys(gateway))
+    assert gateway.browser.cookie(gateway.settings.session_cookie_name) is None
+
+
+async def test_identity_provider_error_is_shown_escaped(gateway: Running, idp: Any) -> None:
+    idp.fail_authorize("access_denied", "<script>alert(1)</script> user said no")
+    response = await gateway.browser.sign_in("/")
+    assert response.status == 502
+    text = await response.text()
+    assert "<script>" not in text
+    assert "&lt;script&gt;" in text
+    assert "access_denied" in text
+
+
+async def test_injected_code_fails_pkce_and_creates_no_session(gateway: Running, idp: Any) -> None:
+    """OA-07: an attacker's own code delivered with the victim's state fails the PKCE check."""
+    attacker = Browser(gateway.url, "https://app.test", idp_ssl(idp.ca_path))
+    try:
+        attacker_auth = await attacker.authorize(await attacker.start_sign_in("/"), "bob")
+    finally:
+        await attacker.close()
+    victim_auth = await gateway.browser.authorize(await gateway.browser.start_sign_in("/"))
+    victim_auth.fields["code"] = attacker_auth.fields["code"]
+    response = await gateway.browser.deliver(victim_auth)
+    assert response.status == 502
+    assert "invalid_grant" in await response.text()
+    assert gateway.browser.cookie(gateway.settings.session_cookie_name) is None
+    [token_request] = idp.token_requests()
+    assert token_request.form["code"] == attacker_auth.fields["code"]
+
+
+async def test_sign_in_mints_a_new_session_id(gateway: Running, idp: Any) -> None:
+    """OA-09: a session id planted before sign-in, or held from an earlier sign-in, is not the
+    one the user ends up with, and the earlier one stops working."""
+    name = gateway.settings.session_cookie_name
+    planted = "A" * 43
+    gateway.browser.jar.update_cookies({name: planted}, response_url=gateway.browser.jar_origin())
+    await signed_in(gateway)
+    first = gateway.browser.cookie(name)
+    assert first is not None and first != planted
+    again = await gateway.browser.get("/.auth/login/aad")
+    auth = await gateway.browser.authorize(again.headers["Location"])
+    assert (await gateway.browser.deliver(auth)).status == 302
+    second = gateway.browser.cookie(name)
+    assert second is not None and second != first
+    sessions = [k for k in stored_keys(gateway) if k.startswith("gw:session:")]
+    assert len(sessions) == 1  # the earlier session was deleted, not just replaced
+    gateway.browser.jar.update_cookies({name: first}, response_url=gateway.browser.jar_origin())
+    assert (await gateway.browser.get("/x", headers=API)).status == 401
+
+
+async def test_api_requests_get_401_and_start_no_sign_in(gateway: Running) -> None:
+    before = stored_keys(gateway)
+    for headers in (
+        API,
+        {"Accept": "text/html", "Sec-Fetch-Mode": "cors"},
+        {"Accept": "text/html", "X-Requested-With": "XMLHttpRequest"},
+    ):
+        response = await gateway.browser.get("/api/data", headers=headers)
+        assert response.status == 401
+        assert response.headers["WWW-Authenticate"].startswith("Bearer ")
+        assert (await response.json())["error"] == "sign_in_required"
+    assert stored_keys(gateway) == before
+
+
+async def test_navigation_redirects_to_sign_in_with_path_only(gateway: Running) -> None:
+    response = await gateway.browser.get("/a/b?c=d", headers=NAVIGATE)
+    assert response.status == 302
+    assert response.headers["Location"] == (
+        "/.auth/login/aad?post_login_redirect_uri=%2Fa%2Fb%3Fc%3Dd"
+    )
+
+
+async def test_unsafe_return_targets_are_refused_before_sign_in(gateway: Running) -> None:
+    for target in ("//evil.com", "https://evil.com/", "/\\evil.com", "javascript:alert(1)"):
+        response = await gateway.browser.get(
+            "/.auth/login/aad", params={"post_login_redirect_uri": target}
+        )
+        assert response.status == 400
+        assert "Location" not in response.headers
+    assert stored_keys(gateway) == []
+
+
+async def test_unknown_auth_path_is_404_and_never_proxied(gateway: Running) -> None:
+    response = await gateway.browser.get("/.auth/anything", headers=API)
+    assert response.status == 404
+    assert (await response.json())["error"] == "not_found"
