@@ -191,6 +191,12 @@ class MsalClient:
             end_session_endpoint=document.get("end_session_endpoint"),
         )
         self._fetch_keys()
+        if settings.oidc_authority and settings.signin.prompt != "consent":
+            log.warning(
+                "MSAL always asks for offline_access; some OpenID providers grant it (and a "
+                "refresh token) only with prompt=consent. If sessions cannot refresh, set "
+                "GATEWAY_SIGNIN__PROMPT=consent or let the provider grant offline_access."
+            )
         self._seed_cache = seed
         self._policy = IdTokenPolicy(
             issuer=issuer,
@@ -276,6 +282,12 @@ class MsalClient:
             raise IdentityProviderError("the identity provider could not be reached") from exc
         if "error" in result:
             raise IdentityProviderError(f"the identity provider refused the sign-in: {_describe(result)}")
+        if "refresh_token" not in result:
+            log.warning(
+                "the identity provider issued no refresh token, so sessions cannot renew tokens "
+                "silently; providers such as node oidc-provider grant offline_access only with "
+                "GATEWAY_SIGNIN__PROMPT=consent"
+            )
         id_token = result.get("id_token")
         if not isinstance(id_token, str):
             # Without an id_token MSAL skipped the nonce check, and we cannot know the user.
