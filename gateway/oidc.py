@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 JWKS_REFETCH_INTERVAL_SECONDS: Final = 60.0
+FAILED_REFRESH_RETRY_SECONDS: Final = 30.0
 # Errors after which the session's tokens can no longer be renewed silently.
 INTERACTION_ERRORS: Final = frozenset({"invalid_grant", "interaction_required", "consent_required"})
 
@@ -317,6 +318,10 @@ class MsalClient:
         refresh_at = expires_at - self._settings.tokens.refresh_skew_seconds
         if result.get("refresh_on"):
             refresh_at = min(refresh_at, float(result["refresh_on"]))
+        if result.get("token_source") == "cache" and refresh_at <= now:
+            # MSAL fell back to the still-valid cached token because the refresh failed: retry
+            # later, not on every request (the hot path must not call the provider each time).
+            refresh_at = min(now + FAILED_REFRESH_RETRY_SECONDS, expires_at - 300)
         return Tokens(
             access_token=str(result.get("access_token", "")) if self._scopes else "",
             expires_at=expires_at,

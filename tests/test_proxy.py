@@ -198,3 +198,45 @@ async def test_session_idle_and_absolute_lifetimes(
     assert statuses[-1] == 401
     if len(sleeps) > 1:
         assert statuses[0] == 200  # activity kept it alive until the absolute limit
+
+
+async def test_due_token_is_refreshed_once_for_concurrent_requests(
+    launch: Launch, idp: Any
+) -> None:
+    idp.set_lifetimes(refresh_in=1)  # the token is due one second after it is issued
+    running = await launch(scopes="api://upstream/read")
+    await signed_in(running)
+    first = upstream_headers(await (await running.browser.get("/t", headers=API)).json())
+    idp.clear_log()
+    await asyncio.sleep(1.2)
+    answers = await asyncio.gather(
+        *(running.browser.get(f"/t/{i}", headers=API) for i in range(20))
+    )
+    tokens = {upstream_headers(await a.json())["authorization"][0] for a in answers}
+    assert len(tokens) == 1 and tokens != set(first["authorization"])
+    grants = [r.form.get("grant_type") for r in idp.token_requests()]
+    assert grants == ["refresh_token"]
+
+
+async def test_revoked_refresh_token_keeps_the_valid_token_then_ends_the_session(
+    launch: Launch, idp: Any
+) -> None:
+    idp.set_lifetimes(refresh_in=1)
+    running = await launch(scopes="api://upstream/read")
+    await signed_in(running)
+    before = upstream_headers(await (await running.browser.get("/t", headers=API)).json())
+    idp.revoke_refresh_tokens("alice")
+    idp.clear_log()
+    await asyncio.sleep(1.2)
+    for _ in range(5):
+        # The refresh fails, but the access token is still valid: MSAL falls back to it, and the
+        # gateway waits before trying again instead of calling the provider on every request.
+        answer = await running.browser.get("/t", headers=API)
+        assert answer.status == 200
+        assert upstream_headers(await answer.json())["authorization"] == before["authorization"]
+    assert [r.form.get("grant_type") for r in idp.token_requests()] == ["refresh_token"]
+    forced = await running.browser.session.post(running.url + "/.auth/refresh", headers=API)
+    assert forced.status == 401  # invalid_grant: the session is over
+    assert (await running.browser.get("/t", headers=API)).status == 401
+    page = await running.browser.get("/t")
+    assert page.status == 302 and page.headers["Location"].startswith("/.auth/login/aad")
