@@ -36,7 +36,9 @@ def _parser() -> argparse.ArgumentParser:
         "demo", help="run the development identity provider, a sample app and the gateway"
     )
     demo.add_argument("--port", type=int, default=8000, help="gateway port (default 8000)")
-    commands.add_parser("devidp", help="run the development identity provider alone", add_help=False)
+    commands.add_parser(
+        "devidp", help="run the development identity provider alone", add_help=False
+    )
     return parser
 
 
@@ -75,8 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(loaded, list):
         return _report(loaded)
     if args.command == "check-config":
-        print(f"configuration OK: upstream {loaded.upstream}, authority {loaded.authority_url}, "
-              f"store {loaded.session_store}")
+        print(
+            f"configuration OK: upstream {loaded.upstream}, authority {loaded.authority_url}, "
+            f"store {loaded.session_store}"
+        )
         return 0
     from gateway.serve import serve
 

@@ -89,7 +89,7 @@ def load_settings(config_file: Path | None = None) -> Settings:
 
 
 def env_name(location: tuple[str | int, ...]) -> str:
-    """The environment variable spelling of a field location, e.g. GATEWAY_SESSION__IDLE_TTL_SECONDS."""
+    """The environment variable for a field location, e.g. GATEWAY_SESSION__IDLE_TTL_SECONDS."""
     return ENV_PREFIX + "__".join(str(part).upper() for part in location)
 
 

@@ -52,8 +52,4 @@ def set_cookie(
 
 
 def clear_cookie(response: web.StreamResponse, name: str, *, secure: bool) -> None:
-    response.set_cookie(
-        name, "", max_age=0, path="/", secure=secure, httponly=True, samesite="Lax"
-    )
-
-
+    response.set_cookie(name, "", max_age=0, path="/", secure=secure, httponly=True, samesite="Lax")

@@ -70,9 +70,7 @@ async def _start_site(app: web.Application, port: int) -> tuple[web.AppRunner, i
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
-    server = site._server
-    assert server is not None and server.sockets
-    return runner, int(server.sockets[0].getsockname()[1])
+    return runner, int(runner.addresses[0][1])
 
 
 async def _run(port: int) -> None:

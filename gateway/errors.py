@@ -1,4 +1,4 @@
-"""The gateway's error tree. Every error a client can see is one of these; middleware.py renders them.
+"""The gateway's error tree. Every error a client sees is one of these; middleware.py renders them.
 
     GatewayError                 500 internal
       SignInRequired             401 (302 to sign-in for browser navigations)

@@ -63,7 +63,7 @@ async def forward(
             allow_redirects=False,
             compress=None,
         )
-    except asyncio.TimeoutError as exc:
+    except TimeoutError as exc:
         raise UpstreamTimeout("the application did not answer in time") from exc
     except aiohttp.ClientError as exc:
         raise UpstreamUnavailable("the application could not be reached") from exc
@@ -84,7 +84,7 @@ async def forward(
         try:
             async for chunk in upstream.content.iter_any():
                 await response.write(chunk)
-        except (asyncio.TimeoutError, aiohttp.ClientError):
+        except (TimeoutError, aiohttp.ClientError):
             # Headers are gone already: the only honest signal left is an aborted connection.
             log.warning("upstream failed while streaming %s %s", request.method, request.path)
             if request.transport is not None:
@@ -112,7 +112,7 @@ async def forward_websocket(
             protocols=protocols,
             autoping=True,
         )
-    except asyncio.TimeoutError as exc:
+    except TimeoutError as exc:
         raise UpstreamTimeout("the application did not answer in time") from exc
     except aiohttp.ClientError as exc:
         raise UpstreamUnavailable("the application refused the WebSocket") from exc

@@ -179,7 +179,10 @@ def identity_headers(
     user_id = claims.get("oid") or claims.get("sub")
     candidates = [
         ("X-MS-CLIENT-PRINCIPAL", principal),
-        ("X-MS-CLIENT-PRINCIPAL-NAME", _plain("preferred_username", claims.get("preferred_username"))),
+        (
+            "X-MS-CLIENT-PRINCIPAL-NAME",
+            _plain("preferred_username", claims.get("preferred_username")),
+        ),
         ("X-MS-CLIENT-PRINCIPAL-ID", _plain("oid", user_id)),
         ("X-MS-CLIENT-PRINCIPAL-IDP", "aad"),
         ("X-Forwarded-User", _plain("oid", user_id)),

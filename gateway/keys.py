@@ -13,10 +13,10 @@ from gateway.sealing import Sealer
 from gateway.sessions import SessionStore
 from gateway.settings import Settings
 from gateway.storage import Storage
-from gateway.token_cache import TokenCacheStore
 
-if TYPE_CHECKING:  # MSAL stays out of the hot path's imports.
-    from gateway.oidc import MsalClient
+if TYPE_CHECKING:  # The sign-in path's types stay out of the hot path's imports.
+    from gateway.oidc import MsalClient  # noqa: F401
+    from gateway.token_cache import TokenCacheStore  # noqa: F401
 
 SETTINGS: Final = web.AppKey("settings", Settings)
 UPSTREAM: Final = web.AppKey("upstream", ClientSession)
@@ -25,7 +25,7 @@ STORAGE: Final = web.AppKey[Storage]("storage")
 SEALER: Final = web.AppKey("sealer", Sealer)
 SESSIONS: Final = web.AppKey("sessions", SessionStore)
 FLOWS: Final = web.AppKey("flows", FlowStore)
-TOKEN_CACHES: Final = web.AppKey("token_caches", TokenCacheStore)
+TOKEN_CACHES: Final = web.AppKey["TokenCacheStore"]("token_caches")
 MSAL: Final = web.AppKey["MsalClient"]("msal")
 # A Protocol: the hot path reaches MSAL only through this object.
 REFRESHER: Final = web.AppKey[Refresher]("refresher")

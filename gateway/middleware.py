@@ -67,8 +67,14 @@ def render(request: web.Request, error: GatewayError, rid: str) -> web.Response:
         )
         return response
     if wants_html(request):
-        body = page(error.title, message, request_id=rid, status=error.status,
-                    action_href="/", action_label="Go to the start page")
+        body = page(
+            error.title,
+            message,
+            request_id=rid,
+            status=error.status,
+            action_href="/",
+            action_label="Go to the start page",
+        )
         return web.Response(status=error.status, text=body, content_type="text/html")
     return web.json_response(
         {"error": error.code, "message": message, "request_id": rid}, status=error.status
@@ -84,14 +90,23 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except GatewayError as error:
         if not isinstance(error, SignInRequired):
             level = logging.ERROR if error.status >= 500 else logging.WARNING
-            log.log(level, "%s %s -> %s %s: %s", request.method, request.path, error.status,
-                    error.code, error, extra={"request_id": rid})
+            log.log(
+                level,
+                "%s %s -> %s %s: %s",
+                request.method,
+                request.path,
+                error.status,
+                error.code,
+                error,
+                extra={"request_id": rid},
+            )
         response = render(request, error, rid)
     except web.HTTPException:
         raise
     except Exception:
-        log.exception("unexpected error on %s %s", request.method, request.path,
-                      extra={"request_id": rid})
+        log.exception(
+            "unexpected error on %s %s", request.method, request.path, extra={"request_id": rid}
+        )
         response = render(request, GatewayError("unexpected error"), rid)
     if not response.prepared and request.path.startswith("/.auth/"):
         response.headers.setdefault("Cache-Control", "no-store")

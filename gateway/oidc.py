@@ -113,7 +113,9 @@ class MsalClient:
 
         return {"client_assertion": assertion}
 
-    def _application(self, cache: msal.SerializableTokenCache) -> msal.ConfidentialClientApplication:
+    def _application(
+        self, cache: msal.SerializableTokenCache
+    ) -> msal.ConfidentialClientApplication:
         settings = self._settings
         where: dict[str, Any] = (
             {"oidc_authority": settings.oidc_authority}
@@ -282,7 +284,9 @@ class MsalClient:
         except (requests.RequestException, msal.exceptions.MsalError) as exc:
             raise IdentityProviderError("the identity provider could not be reached") from exc
         if "error" in result:
-            raise IdentityProviderError(f"the identity provider refused the sign-in: {_describe(result)}")
+            raise IdentityProviderError(
+                f"the identity provider refused the sign-in: {_describe(result)}"
+            )
         if "refresh_token" not in result:
             log.warning(
                 "the identity provider issued no refresh token, so sessions cannot renew tokens "
@@ -294,7 +298,9 @@ class MsalClient:
             # Without an id_token MSAL skipped the nonce check, and we cannot know the user.
             raise BadRequest("the identity provider returned no id_token")
         assert self._policy is not None
-        claims = id_tokens.validate(id_token, self._signing_key(id_tokens.key_id(id_token)), self._policy)
+        claims = id_tokens.validate(
+            id_token, self._signing_key(id_tokens.key_id(id_token)), self._policy
+        )
         return self._tokens(result, claims, cache, home_account_id=self._home_account_id(cache))
 
     @staticmethod
@@ -364,7 +370,9 @@ class MsalClient:
                 and float(result.get("expires_in", 0)) < skew
             ):
                 # MSAL reuses tokens with more than 5 minutes left; a larger skew must force it.
-                result = app.acquire_token_silent_with_error(self._scopes, account, force_refresh=True)
+                result = app.acquire_token_silent_with_error(
+                    self._scopes, account, force_refresh=True
+                )
         except (requests.RequestException, msal.exceptions.MsalError) as exc:
             raise IdentityProviderError("the identity provider could not be reached") from exc
         if result is None:

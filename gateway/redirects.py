@@ -15,7 +15,11 @@ from urllib.parse import unquote, urlsplit
 from gateway.errors import BadRequest
 
 MAX_TARGET_LENGTH: Final = 2048
+# In the target as given: no whitespace, controls, backslash or non-ASCII at all.
 _UNSAFE_CHARS: Final = re.compile(r"[\x00-\x20\x7f\\]|[^\x00-\x7f]")
+# Once percent-decoded: still no controls or backslash (an encoded space or UTF-8 is fine).
+_UNSAFE_DECODED: Final = re.compile(r"[\x00-\x1f\x7f\\]")
+_DOT_SEGMENT: Final = re.compile(r"/\.\.?(?:/|$)")
 
 
 class UnsafeRedirect(BadRequest):
@@ -29,9 +33,11 @@ def _check_path(path: str) -> str:
     for candidate in (path, decoded):
         if not candidate.startswith("/") or candidate.startswith("//"):
             raise UnsafeRedirect("the return address must be a path on this site")
-        if _UNSAFE_CHARS.search(candidate):
-            raise UnsafeRedirect("the return address contains characters that are not allowed")
-    if decoded.startswith("/.auth/"):
+        if _DOT_SEGMENT.search(candidate):
+            raise UnsafeRedirect("the return address must not contain . or .. segments")
+    if _UNSAFE_DECODED.search(decoded):
+        raise UnsafeRedirect("the return address contains characters that are not allowed")
+    if decoded.startswith("/.auth/") or decoded == "/.auth":
         raise UnsafeRedirect("the return address cannot be a sign-in endpoint")
     return path
 
@@ -50,13 +56,18 @@ def safe_return_path(target: str | None, public_origin: str) -> str:
         raise UnsafeRedirect("the return address contains characters that are not allowed")
     if target.startswith("/"):
         return _check_path(target)
-    parts = urlsplit(target)
+    try:
+        parts = urlsplit(target)
+    except ValueError as exc:  # e.g. an unbalanced "[" in the host
+        raise UnsafeRedirect("the return address is not a valid URL") from exc
     origin = urlsplit(public_origin)
     if (
         parts.scheme.lower() != origin.scheme
         or "@" in parts.netloc
         or parts.netloc.lower() != origin.netloc.lower()
     ):
+        raise UnsafeRedirect("the return address must be on this site")
+    if parts.netloc != parts.netloc.strip() or parts.hostname is None:
         raise UnsafeRedirect("the return address must be on this site")
     path = parts.path or "/"
     rest = (f"?{parts.query}" if parts.query else "") + (

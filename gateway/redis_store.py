@@ -1,4 +1,4 @@
-"""The Redis Storage backend, for replicas that share sessions and for sessions that outlive a restart.
+"""The Redis Storage backend: replicas share sessions, and sessions outlive a restart.
 
 Every redis failure is translated here into StoreUnavailable: callers answer 503 and never treat an
 outage as "signed out". Locks are a SET NX PX token renewed while held and released only by their
@@ -8,6 +8,7 @@ owner (compare-and-delete), layered over an in-process lock so one process sends
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -104,11 +105,9 @@ class RedisStorage:
                     yield
                 finally:
                     renewer.cancel()
-                    try:
+                    # If Redis is unreachable the lock still expires by itself after ttl.
+                    with contextlib.suppress(TimeoutError, RedisError, OSError):
                         await self._release(keys=[name], args=[token])
-                    except (TimeoutError, RedisError, OSError):
-                        # The lock expires by itself after ttl; nothing else to do.
-                        pass
             finally:
                 if not local._waiters:  # Forget idle locks so the table stays bounded.
                     self._local_locks.pop(name, None)

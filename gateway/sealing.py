@@ -56,7 +56,7 @@ class Sealer:
         return _VERSION + nonce + self._aead.encrypt(nonce, plaintext, store_key.encode())
 
     def open(self, store_key: str, sealed: bytes) -> bytes:
-        """The plaintext, or CorruptRecordError for anything that is not our own seal for this key."""
+        """The plaintext; CorruptRecordError for anything but our own seal for this key."""
         if len(sealed) < 1 + _NONCE_BYTES + 16 or sealed[:1] != _VERSION:
             raise CorruptRecordError(f"record under {store_key} has an unknown format")
         nonce, body = sealed[1 : 1 + _NONCE_BYTES], sealed[1 + _NONCE_BYTES :]

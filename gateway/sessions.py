@@ -81,7 +81,7 @@ class SessionStore:
         return SESSION_PREFIX + self._sealer.digest(session_id)
 
     async def load(self, session_id: str) -> SessionRecord | None:
-        """One round trip: read and slide the idle TTL. StoreUnavailable propagates (fail closed)."""
+        """One round trip: read and slide the idle TTL. StoreUnavailable propagates."""
         key = self.key(session_id)
         sealed = await self._storage.get(key, slide_ttl=self._idle_ttl)
         if sealed is None:

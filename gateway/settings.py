@@ -1,8 +1,8 @@
 """Configuration: one frozen model read from GATEWAY_* variables and an optional YAML file.
 
 The environment wins over the file. Every problem is collected and reported together, each naming
-the environment variable to fix (see `describe_errors`). Validators read local secret files but never
-touch the network: reachability of Redis and the authority is checked at start-up in app.py.
+the environment variable to fix (configuration.describe_errors). Validators read local secret
+files but never touch the network: Redis and the authority are checked at start-up in app.py.
 """
 
 from __future__ import annotations
@@ -177,7 +177,8 @@ class Settings(BaseSettings):
     )
     tenant_id: str | None = Field(
         None,
-        description="Entra tenant GUID or domain; organizations/common need GATEWAY_ALLOWED_TENANTS.",
+        description="Entra tenant GUID or domain; organizations/common need "
+        "GATEWAY_ALLOWED_TENANTS.",
     )
     client_id: str = Field(description="Application (client) id of the gateway's registration.")
     client_secret: SecretStr | None = Field(None, description="Client secret.")

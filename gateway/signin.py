@@ -120,7 +120,9 @@ async def finish(request: web.Request) -> web.StreamResponse:
         token_scopes=settings.scopes,
     )
     if tokens.cache is not None:
-        await app[TOKEN_CACHES].save(session_id, tokens.cache, settings.session.absolute_ttl_seconds)
+        await app[TOKEN_CACHES].save(
+            session_id, tokens.cache, settings.session.absolute_ttl_seconds
+        )
     await app[SESSIONS].save(session_id, record)
     previous = read_id(request, settings.session_cookie_name)
     if previous is not None:

@@ -10,21 +10,19 @@ from contextlib import AsyncExitStack
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-
 from support.browser import AuthResponse, Browser
 from support.gateway import PUBLIC_URL, in_process
 from support.third_party_op import ThirdPartyOP, sign_in, third_party_op
 from support.threaded import ThreadedServer
-from gateway.settings import Settings
 from test_signin import API, upstream_headers
+
+from gateway.settings import Settings
 
 __all__ = ["third_party_op"]
 
 
 @pytest.fixture
-async def browser(
-    third_party_op: ThirdPartyOP, upstream: ThreadedServer
-) -> AsyncIterator[Browser]:
+async def browser(third_party_op: ThirdPartyOP, upstream: ThreadedServer) -> AsyncIterator[Browser]:
     settings = Settings(
         upstream=upstream.url,
         public_url=PUBLIC_URL,

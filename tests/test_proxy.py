@@ -13,18 +13,20 @@ from typing import Any
 import aiohttp
 import pytest
 from multidict import CIMultiDict
-from yarl import URL
-
 from support.fixtures import Launch, Running
 from support.redis_server import free_port
 from test_signin import API, signed_in, upstream_headers
+from yarl import URL
 
 SPOOFED = [
     ("X-Forwarded-User", "admin"),
     ("X-Forwarded-Email", "admin@yourco.com"),
     ("X-Forwarded-Groups", "admins"),
     ("X-Forwarded-Preferred-Username", "admin"),
-    ("X-MS-CLIENT-PRINCIPAL", base64.b64encode(b'{"claims":[{"typ":"roles","val":"admin"}]}').decode()),
+    (
+        "X-MS-CLIENT-PRINCIPAL",
+        base64.b64encode(b'{"claims":[{"typ":"roles","val":"admin"}]}').decode(),
+    ),
     ("X-MS-CLIENT-PRINCIPAL-NAME", "admin"),
     ("X-MS-CLIENT-PRINCIPAL-ID", "00000000-0000-0000-0000-000000000000"),
     ("X-MS-CLIENT-PRINCIPAL-IDP", "evil"),
@@ -87,6 +89,7 @@ async def test_public_path_does_not_cover_ambiguous_paths(launch: Launch) -> Non
         response = await running.browser.session.get(
             URL(running.url + raw, encoded=True), headers=API, allow_redirects=False
         )
+        await response.read()
         assert response.status == 401, raw
 
 
@@ -148,9 +151,15 @@ async def test_upstream_timeout_is_504(launch: Launch) -> None:
 async def test_websocket_is_authenticated_and_relayed(gateway: Running) -> None:
     anonymous = await gateway.browser.session.get(
         gateway.url + "/_ws",
-        headers={"Upgrade": "websocket", "Connection": "Upgrade", **API,
-                 "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "13"},
+        headers={
+            "Upgrade": "websocket",
+            "Connection": "Upgrade",
+            **API,
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            "Sec-WebSocket-Version": "13",
+        },
     )
+    await anonymous.read()
     assert anonymous.status == 401
     await signed_in(gateway)
     async with gateway.browser.session.ws_connect(
@@ -236,6 +245,7 @@ async def test_revoked_refresh_token_keeps_the_valid_token_then_ends_the_session
         assert upstream_headers(await answer.json())["authorization"] == before["authorization"]
     assert [r.form.get("grant_type") for r in idp.token_requests()] == ["refresh_token"]
     forced = await running.browser.session.post(running.url + "/.auth/refresh", headers=API)
+    await forced.read()
     assert forced.status == 401  # invalid_grant: the session is over
     assert (await running.browser.get("/t", headers=API)).status == 401
     page = await running.browser.get("/t")

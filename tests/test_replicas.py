@@ -9,7 +9,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-
 from support.browser import Browser
 from support.gateway import PUBLIC_URL, GatewayProcess, idp_ssl, settings_for
 from support.redis_server import RedisServer

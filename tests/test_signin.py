@@ -11,12 +11,12 @@ import json
 from typing import Any
 
 import jwt
-
-from gateway.keys import STORAGE
-from gateway.memory_store import MemoryStorage
 from support.browser import NAVIGATE, Browser
 from support.fixtures import Launch, Running
 from support.gateway import idp_ssl
+
+from gateway.keys import STORAGE
+from gateway.memory_store import MemoryStorage
 
 API = {"Accept": "application/json"}
 

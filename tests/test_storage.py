@@ -10,12 +10,12 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from support.redis_server import RedisServer
 
 from gateway.errors import StoreUnavailable
 from gateway.memory_store import MemoryStorage
 from gateway.redis_store import RedisStorage
 from gateway.storage import Storage
-from support.redis_server import RedisServer
 
 
 class FakeClock:

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from typing import Any, Final
 
 import aiohttp
-
 from support.browser import Browser
 from support.gateway import PUBLIC_URL, GatewayProcess, idp_ssl, settings_for
 from support.threaded import ThreadedServer
@@ -48,9 +47,10 @@ async def test_one_gib_each_way_with_bounded_memory(idp: Any, upstream: Threaded
         assert echoed["body_sha256"] == expected.hexdigest()
 
         received = 0
-        response = await browser.get(f"/_bytes?n={GIB}", headers=API)
-        async for chunk in response.content.iter_any():
-            received += len(chunk)
+        response = await browser.get(f"/_bytes?n={GIB}", headers=API, read=False)
+        async with response:
+            async for chunk in response.content.iter_any():
+                received += len(chunk)
         assert received == GIB
 
         growth = gateway.rss_peak_kib() - baseline

@@ -72,10 +72,22 @@ class Browser:
             return self.gateway_url + url
         return url
 
-    async def get(self, path: str, headers: dict[str, str] | None = None, **kw: Any) -> ClientResponse:
-        return await self.session.get(
+    async def get(
+        self,
+        path: str,
+        headers: dict[str, str] | None = None,
+        *,
+        read: bool = True,
+        **kw: Any,
+    ) -> ClientResponse:
+        """GET without following redirects. The body is read (so the connection goes back to
+        the pool) unless `read` is false, when the caller must consume or release it."""
+        response = await self.session.get(
             self.local(path), headers=headers or NAVIGATE, allow_redirects=False, **kw
         )
+        if read:
+            await response.read()
+        return response
 
     async def authorize(self, authorize_url: str, user: str = "alice") -> AuthResponse:
         """Visit the identity provider as `user`; return what it sends back to the gateway."""
@@ -98,12 +110,15 @@ class Browser:
         """Deliver the provider's answer to the callback, as the browser would."""
         target = self.local(auth.url)
         if auth.method == "post":
-            return await self.session.post(
+            response = await self.session.post(
                 target, data=auth.fields, headers=NAVIGATE, allow_redirects=False
             )
-        return await self.session.get(
-            target, params=auth.fields, headers=NAVIGATE, allow_redirects=False
-        )
+        else:
+            response = await self.session.get(
+                target, params=auth.fields, headers=NAVIGATE, allow_redirects=False
+            )
+        await response.read()
+        return response
 
     async def start_sign_in(self, path: str = "/") -> str:
         """Request a protected page and follow the gateway to the provider; return its URL."""

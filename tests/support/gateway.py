@@ -74,8 +74,8 @@ async def in_process(settings: Settings) -> AsyncIterator[tuple[str, web.Applica
         await server.close()
 
 
-async def wait_ready(url: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_ready(url: str, seconds: float = 15.0) -> None:
+    deadline = time.monotonic() + seconds
     async with aiohttp.ClientSession() as session:
         while True:
             try:

@@ -1,0 +1,88 @@
+"""Scope strings: which resource an access token is for and which permissions it carries.
+
+`api://upstream/read` is permission `read` on resource `api://upstream`; a bare name such as
+`User.Read` is a Microsoft Graph permission; `openid profile offline_access email` name no
+resource. Like Entra, one request may name only one resource (AADSTS28000).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from .errors import INVALID_SCOPE, OAuthError, missing
+
+OIDC_SCOPES: Final = frozenset({"openid", "profile", "offline_access", "email"})
+GRAPH_RESOURCE: Final = "00000003-0000-0000-c000-000000000000"
+DEFAULT_PERMISSION: Final = ".default"
+
+
+def split_scope(scope: str) -> tuple[str, str]:
+    """(resource, permission) for one non-OIDC scope string."""
+    if "://" in scope:
+        scheme, rest = scope.split("://", 1)
+        if "/" not in rest:
+            return scope, DEFAULT_PERMISSION
+        host_and_path, permission = rest.rsplit("/", 1)
+        return f"{scheme}://{host_and_path}", permission or DEFAULT_PERMISSION
+    if "/" in scope:
+        resource, permission = scope.rsplit("/", 1)
+        return resource, permission or DEFAULT_PERMISSION
+    return GRAPH_RESOURCE, scope
+
+
+@dataclass(frozen=True, slots=True)
+class Scopes:
+    """A parsed `scope` parameter. `requested` keeps the strings verbatim, in request order."""
+
+    requested: tuple[str, ...]
+    resource: str | None
+    permissions: tuple[str, ...]
+
+    @property
+    def openid(self) -> bool:
+        return "openid" in self.requested
+
+    @property
+    def offline_access(self) -> bool:
+        return "offline_access" in self.requested
+
+    @property
+    def is_default(self) -> bool:
+        return DEFAULT_PERMISSION in self.permissions
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.requested)
+
+    @property
+    def scp(self) -> str:
+        """The `scp` claim: the permissions, or the OIDC scopes when no resource was named."""
+        named = [p for p in self.permissions if p != DEFAULT_PERMISSION]
+        if self.resource is None:
+            return " ".join(s for s in self.requested if s != "offline_access")
+        return " ".join(named) if named else "user_impersonation"
+
+
+def parse_scopes(raw: str | None) -> Scopes:
+    """Parse a space-separated scope list. Raises OAuthError when empty or multi-resource."""
+    requested = tuple(dict.fromkeys((raw or "").split()))
+    if not requested:
+        raise missing("scope")
+    resources: list[str] = []
+    permissions: list[str] = []
+    for scope in requested:
+        if scope in OIDC_SCOPES:
+            continue
+        resource, permission = split_scope(scope)
+        if resource not in resources:
+            resources.append(resource)
+        permissions.append(permission)
+    if len(resources) > 1:
+        raise OAuthError(
+            INVALID_SCOPE,
+            28000,
+            "Provided value for the input parameter scope is not valid because it contains "
+            f"more than one resource. Scope {' '.join(requested)} is not valid.",
+        )
+    return Scopes(requested, resources[0] if resources else None, tuple(permissions))
