@@ -50,7 +50,12 @@ def is_websocket(request: web.Request) -> bool:
 
 
 async def forward(
-    request: web.Request, headers: CIMultiDict[str], *, client: ClientSession, base: URL
+    request: web.Request,
+    headers: CIMultiDict[str],
+    *,
+    client: ClientSession,
+    base: URL,
+    own_cookies: frozenset[str] = frozenset(),
 ) -> web.StreamResponse:
     """Send the request upstream and stream the answer back; redirects are passed through."""
     body = request.content if request.body_exists else None
@@ -71,7 +76,7 @@ async def forward(
         response = web.StreamResponse(
             status=upstream.status,
             reason=upstream.reason,
-            headers=response_headers(upstream.headers.items()),
+            headers=response_headers(upstream.headers.items(), own_cookies=own_cookies),
         )
         if upstream.status in _NO_BODY_STATUSES or request.method == "HEAD":
             await response.prepare(request)
@@ -95,7 +100,12 @@ async def forward(
 
 
 async def forward_websocket(
-    request: web.Request, headers: CIMultiDict[str], *, client: ClientSession, base: URL
+    request: web.Request,
+    headers: CIMultiDict[str],
+    *,
+    client: ClientSession,
+    base: URL,
+    own_cookies: frozenset[str] = frozenset(),
 ) -> web.StreamResponse:
     """Open the upstream WebSocket first, then accept the client's with the same subprotocol, and
     relay messages both ways until either side closes."""

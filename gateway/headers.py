@@ -197,8 +197,12 @@ def identity_headers(
     return [(name, value) for name, value in candidates if value is not None]
 
 
-def response_headers(headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
-    """The upstream's response headers minus hop-by-hop ones (and those its Connection names)."""
+def response_headers(
+    headers: Iterable[tuple[str, str]], *, own_cookies: frozenset[str] = frozenset()
+) -> CIMultiDict[str]:
+    """The upstream's response headers minus hop-by-hop ones (and those its Connection names),
+    and minus any Set-Cookie for the gateway's own cookies: the application cannot plant or
+    clear a session (session fixation through the upstream)."""
     items = list(headers)
     dropped = {
         fold(token.strip())
@@ -210,6 +214,8 @@ def response_headers(headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
     for name, value in items:
         folded = fold(name)
         if folded in HOP_BY_HOP or folded in dropped:
+            continue
+        if folded == "set-cookie" and value.split("=", 1)[0].strip() in own_cookies:
             continue
         kept.add(name, value)
     return kept

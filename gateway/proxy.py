@@ -39,7 +39,13 @@ async def handle(request: web.Request) -> web.StreamResponse:
         request[IDENTITY] = identity
     outbound = upstream_headers(request, identity, settings)
     send = forward_websocket if is_websocket(request) else forward
-    return await send(request, outbound, client=app[UPSTREAM], base=app[UPSTREAM_BASE])
+    return await send(
+        request,
+        outbound,
+        client=app[UPSTREAM],
+        base=app[UPSTREAM_BASE],
+        own_cookies=settings.own_cookie_names,
+    )
 
 
 def upstream_headers(
@@ -48,7 +54,7 @@ def upstream_headers(
     """The client's headers, cleaned, plus forwarding facts and the identity we vouch for."""
     outbound = hdrs.inbound_headers(
         request.headers,
-        cookie_names=frozenset({settings.session_cookie_name, settings.signin_cookie_name}),
+        cookie_names=settings.own_cookie_names,
     )
     client_host = request.headers.get("Host", "")
     if settings.proxy.preserve_host and client_host:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 from urllib.parse import urlsplit
@@ -423,15 +424,20 @@ class Settings(BaseSettings):
             return self.signin.response_mode
         return "form_post" if self.cookie_secure else "query"
 
-    @property
+    @cached_property
     def session_cookie_name(self) -> str:
         prefix = "__Host-" if self.cookie_secure else ""
         return prefix + self.session.cookie_name
 
-    @property
+    @cached_property
     def signin_cookie_name(self) -> str:
         prefix = "__Host-" if self.cookie_secure else ""
         return f"{prefix}{self.session.cookie_name}-signin"
+
+    @cached_property
+    def own_cookie_names(self) -> frozenset[str]:
+        """The gateway's cookies: never shown to the upstream, never set by it."""
+        return frozenset({self.session_cookie_name, self.signin_cookie_name})
 
     def listen_address(self) -> tuple[str, int]:
         host, _, port = self.listen.rpartition(":")

@@ -111,6 +111,7 @@ async def test_upstream_redirects_and_cookies_pass_through(gateway: Running) -> 
     cookies = response.headers.getall("Set-Cookie")
     assert any(c.startswith("app_pref=dark") for c in cookies)
     assert any(c.startswith("app_lang=en") for c in cookies)
+    assert not any(c.startswith("__Host-msal-gateway") for c in cookies)
     # The app's own cookies reach it; the gateway's do not.
     echoed = upstream_headers(await (await gateway.browser.get("/x", headers=API)).json())
     assert "app_pref=dark" in echoed["cookie"][0]

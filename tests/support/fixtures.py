@@ -56,9 +56,9 @@ async def launch(idp: Any, upstream: ThreadedServer) -> AsyncIterator[Launch]:
     """Start in-process gateways (with a fresh browser each) configured by keyword overrides."""
     async with AsyncExitStack() as stack:
 
-        async def start(**overrides: Any) -> Running:
+        async def start(*, wait_ready: bool = True, **overrides: Any) -> Running:
             settings = settings_for(idp, upstream.url, **overrides)
-            url, app = await stack.enter_async_context(in_process(settings))
+            url, app = await stack.enter_async_context(in_process(settings, wait=wait_ready))
             browser = Browser(url, str(settings.public_url), idp_ssl(idp.ca_path))
             stack.push_async_callback(browser.close)
             return Running(url, app, settings, browser)

@@ -62,13 +62,17 @@ def env_for(settings: Settings) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def in_process(settings: Settings) -> AsyncIterator[tuple[str, web.Application]]:
-    """The gateway app on a loopback TestServer; yields its URL and the app (for its state)."""
+async def in_process(
+    settings: Settings, *, wait: bool = True
+) -> AsyncIterator[tuple[str, web.Application]]:
+    """The gateway app on a loopback TestServer; yields its URL and the app (for its state).
+    With `wait`, only once /.auth/readyz says ready."""
     app = build_app(settings)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     try:
-        await wait_ready(str(server.make_url("")).rstrip("/"))
+        if wait:
+            await wait_ready(str(server.make_url("")).rstrip("/"))
         yield str(server.make_url("")).rstrip("/"), app
     finally:
         await server.close()

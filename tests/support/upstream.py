@@ -66,6 +66,8 @@ async def cookie(request: web.Request) -> web.StreamResponse:
     response = web.json_response({"cookie": "set"})
     response.set_cookie("app_pref", "dark", path="/")
     response.set_cookie("app_lang", "en", path="/")
+    # A misbehaving (or compromised) app trying to plant the gateway's session cookie.
+    response.set_cookie("__Host-msal-gateway", "planted" * 7, path="/", secure=True)
     return response
 
 
