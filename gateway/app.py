@@ -21,6 +21,7 @@ from gateway.errors import GatewayError, NotFound
 from gateway.flows import FlowStore
 from gateway.keys import (
     FLOWS,
+    METRICS,
     MSAL,
     REFRESHER,
     SEALER,
@@ -32,6 +33,7 @@ from gateway.keys import (
     UPSTREAM_BASE,
 )
 from gateway.memory_store import MemoryStorage
+from gateway.metrics import Metrics
 from gateway.middleware import error_middleware, stamp_request_id
 from gateway.oidc import MsalClient
 from gateway.redis_store import RedisStorage
@@ -121,6 +123,7 @@ async def _msal(app: web.Application) -> AsyncIterator[None]:
         # Long enough for one token call with retries; renewed while held anyway.
         lock_ttl=2 * msal_timeouts + 5,
         clock=time.time,
+        metrics=app[METRICS],
     )
     loader = asyncio.create_task(_keep_loading_metadata(client))
     yield
@@ -130,6 +133,19 @@ async def _msal(app: web.Application) -> AsyncIterator[None]:
     await client.close()
 
 
+async def _metrics_listener(app: web.Application) -> AsyncIterator[None]:
+    listen = app[SETTINGS].metrics_listen
+    if not listen:
+        yield
+        return
+    host, _, port = listen.rpartition(":")
+    runner = web.AppRunner(app[METRICS].application(), access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, host.strip("[]"), int(port)).start()
+    yield
+    await runner.cleanup()
+
+
 async def _reserved(request: web.Request) -> web.StreamResponse:
     raise NotFound("there is nothing at this address")
 
@@ -137,7 +153,8 @@ async def _reserved(request: web.Request) -> web.StreamResponse:
 def build_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[error_middleware])
     app[SETTINGS] = settings
-    app.cleanup_ctx.extend([_stores, _upstream_client, _msal])
+    app[METRICS] = Metrics()
+    app.cleanup_ctx.extend([_stores, _upstream_client, _msal, _metrics_listener])
     app.on_response_prepare.append(stamp_request_id)
     router = app.router
     router.add_get("/.auth/healthz", health.live, allow_head=True)

@@ -9,6 +9,7 @@ from yarl import URL
 
 from gateway.flows import FlowStore
 from gateway.identity import Identity, Refresher
+from gateway.metrics import Metrics
 from gateway.sealing import Sealer
 from gateway.sessions import SessionStore
 from gateway.settings import Settings
@@ -27,6 +28,7 @@ SESSIONS: Final = web.AppKey("sessions", SessionStore)
 FLOWS: Final = web.AppKey("flows", FlowStore)
 TOKEN_CACHES: Final = web.AppKey["TokenCacheStore"]("token_caches")
 MSAL: Final = web.AppKey["MsalClient"]("msal")
+METRICS: Final = web.AppKey("metrics", Metrics)
 # A Protocol: the hot path reaches MSAL only through this object.
 REFRESHER: Final = web.AppKey[Refresher]("refresher")
 

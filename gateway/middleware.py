@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import uuid
 from typing import Final
 from urllib.parse import quote
@@ -17,8 +18,14 @@ from urllib.parse import quote
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from gateway.errors import GatewayError, SignInRequired
-from gateway.keys import REQUEST_ID, SETTINGS
+from gateway.errors import (
+    GatewayError,
+    SignInRequired,
+    StoreUnavailable,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from gateway.keys import METRICS, REQUEST_ID, SETTINGS
 from gateway.pages import page
 
 log = logging.getLogger(__name__)
@@ -83,11 +90,17 @@ def render(request: web.Request, error: GatewayError, rid: str) -> web.Response:
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
     rid = request_id(request)
     request[REQUEST_ID] = rid
+    metrics = request.app[METRICS]
     try:
         response = await handler(request)
     except GatewayError as error:
+        if isinstance(error, StoreUnavailable):
+            metrics.store_errors.inc()
+        elif isinstance(error, UpstreamUnavailable | UpstreamTimeout):
+            metrics.upstream_errors.labels(error.code).inc()
         if not isinstance(error, SignInRequired):
             level = logging.ERROR if error.status >= 500 else logging.WARNING
             log.log(
@@ -108,7 +121,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             "unexpected error on %s %s", request.method, request.path, extra={"request_id": rid}
         )
         response = render(request, GatewayError("unexpected error"), rid)
-    if not response.prepared and request.path.startswith("/.auth/"):
+    route = "auth" if request.path.startswith("/.auth") else "proxy"
+    metrics.requests.labels(route, str(response.status)).inc()
+    metrics.duration.labels(route).observe(time.perf_counter() - started)
+    if not response.prepared and route == "auth":
         response.headers.setdefault("Cache-Control", "no-store")
     return response
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 
-from gateway.errors import CorruptRecordError, SignInRequired
+from gateway.errors import CorruptRecordError, GatewayError, SignInRequired
 from gateway.identity import Identity, refresh_due
+from gateway.metrics import Metrics
 from gateway.oidc import MsalClient
 from gateway.sessions import SessionStore
 from gateway.storage import Clock, Storage
@@ -33,7 +34,9 @@ class SessionRefresher:
         scopes: tuple[str, ...],
         lock_ttl: float,
         clock: Clock,
+        metrics: Metrics,
     ) -> None:
+        self._metrics = metrics
         self._storage = storage
         self._sessions = sessions
         self._token_caches = token_caches
@@ -60,9 +63,14 @@ class SessionRefresher:
                 raise SignInRequired("the session holds no tokens")
             try:
                 tokens = await self._msal.refresh(serialized, record.home_account_id, force=force)
-            except SignInRequired:
+            except SignInRequired as error:
+                self._metrics.refreshes.labels(error.code).inc()
                 await self._end(session_id)
                 raise
+            except GatewayError as error:
+                self._metrics.refreshes.labels(error.code).inc()
+                raise
+            self._metrics.refreshes.labels("success").inc()
             remaining = record.expires_at - self._clock()
             if tokens.cache is not None:
                 await self._token_caches.save(session_id, tokens.cache, remaining)

@@ -17,10 +17,19 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from gateway.cookies import clear_cookie, mint_id, read_id, set_cookie
-from gateway.errors import BadRequest, CorruptRecordError, IdentityProviderError
+from gateway.errors import BadRequest, CorruptRecordError, GatewayError, IdentityProviderError
 from gateway.flows import PendingSignIn
 from gateway.identity import authenticate
-from gateway.keys import FLOWS, MSAL, REFRESHER, SEALER, SESSIONS, SETTINGS, TOKEN_CACHES
+from gateway.keys import (
+    FLOWS,
+    METRICS,
+    MSAL,
+    REFRESHER,
+    SEALER,
+    SESSIONS,
+    SETTINGS,
+    TOKEN_CACHES,
+)
 from gateway.redirects import safe_return_path
 from gateway.sessions import SessionRecord
 from gateway.settings import Settings
@@ -81,6 +90,16 @@ async def _auth_response(request: web.Request) -> dict[str, str]:
 
 async def finish(request: web.Request) -> web.StreamResponse:
     """The redirect URI: redeem the code, check the id_token, create a fresh session."""
+    try:
+        response = await _finish(request)
+    except GatewayError as error:
+        request.app[METRICS].signins.labels(error.code).inc()
+        raise
+    request.app[METRICS].signins.labels("success").inc()
+    return response
+
+
+async def _finish(request: web.Request) -> web.StreamResponse:
     settings, app = request.app[SETTINGS], request.app
     auth_response = await _auth_response(request)
     state = auth_response.get("state")
