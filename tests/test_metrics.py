@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import aiohttp
-
 from support.fixtures import Launch
 from support.redis_server import free_port
 from test_signin import API, signed_in
@@ -19,6 +18,16 @@ def sample(text: str, name: str) -> float:
     raise AssertionError(f"{name} not exported:\n{text}")
 
 
+async def scrape(port: int) -> str:
+    async with (
+        aiohttp.ClientSession() as client,
+        client.get(f"http://127.0.0.1:{port}/metrics") as response,
+    ):
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/plain")
+        return await response.text()
+
+
 async def test_metrics_count_requests_signins_and_refreshes(launch: Launch, idp: Any) -> None:
     port = free_port()
     running = await launch(metrics_listen=f"127.0.0.1:{port}", scopes="api://upstream/read")
@@ -30,10 +39,7 @@ async def test_metrics_count_requests_signins_and_refreshes(launch: Launch, idp:
     # /metrics on the main listener is the application's, not the gateway's.
     proxied = await running.browser.get("/metrics", headers=API)
     assert (await proxied.json())["path"] == "/metrics"
-    async with aiohttp.ClientSession() as client:
-        async with client.get(f"http://127.0.0.1:{port}/metrics") as response:
-            assert response.status == 200
-            text = await response.text()
+    text = await scrape(port)
     assert sample(text, 'msal_gateway_signins_total{outcome="success"}') == 1
     assert sample(text, 'msal_gateway_token_refreshes_total{outcome="success"}') == 1
     assert sample(text, 'msal_gateway_requests_total{route="proxy",status="200"}') >= 2
@@ -49,7 +55,5 @@ async def test_upstream_errors_are_counted(launch: Launch) -> None:
         metrics_listen=f"127.0.0.1:{port}",
     )
     assert (await running.browser.get("/x", headers=API)).status == 502
-    async with aiohttp.ClientSession() as client:
-        async with client.get(f"http://127.0.0.1:{port}/metrics") as response:
-            text = await response.text()
+    text = await scrape(port)
     assert sample(text, 'msal_gateway_upstream_errors_total{kind="upstream_unavailable"}') == 1
