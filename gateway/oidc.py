@@ -77,6 +77,7 @@ class MsalClient:
         self._slots = asyncio.Semaphore(settings.msal.worker_threads)
         self._http = self._http_session(settings)
         self._credential = self._client_credential(settings)
+        self._credential_setting = self._credential_source(settings)
         self._seed_cache: dict[str, Any] = {}
         self._metadata: ProviderMetadata | None = None
         self._policy: IdTokenPolicy | None = None
@@ -96,6 +97,27 @@ class MsalClient:
         # MSAL passes no timeout of its own to a custom http_client (ENTRA.md c.7).
         session.request = functools.partial(session.request, timeout=timeout)  # type: ignore[method-assign]
         return session
+
+    @staticmethod
+    def _credential_source(settings: Settings) -> str:
+        if settings.client_secret is not None:
+            return (
+                "GATEWAY_CLIENT_SECRET_FILE"
+                if settings.client_secret_file
+                else "GATEWAY_CLIENT_SECRET"
+            )
+        if settings.client_certificate_file is not None:
+            return "GATEWAY_CLIENT_CERTIFICATE_FILE"
+        return "GATEWAY_FEDERATED_TOKEN_FILE"
+
+    def _check_credential(self, result: Mapping[str, Any]) -> None:
+        """Tell the operator which setting to fix when the provider rejects our credential."""
+        if result.get("error") == "invalid_client":
+            log.error(
+                "the identity provider rejected the client credential configured by %s: %s",
+                self._credential_setting,
+                _describe(result),
+            )
 
     @staticmethod
     def _client_credential(settings: Settings) -> str | dict[str, Any]:
@@ -284,6 +306,7 @@ class MsalClient:
         except (requests.RequestException, msal.exceptions.MsalError) as exc:
             raise IdentityProviderError("the identity provider could not be reached") from exc
         if "error" in result:
+            self._check_credential(result)
             raise IdentityProviderError(
                 f"the identity provider refused the sign-in: {_describe(result)}"
             )
@@ -378,6 +401,7 @@ class MsalClient:
         if result is None:
             raise SignInRequired("the session's tokens cannot be renewed")
         if "error" in result:
+            self._check_credential(result)
             if result.get("error") in INTERACTION_ERRORS:
                 raise SignInRequired(f"sign-in needed again: {_describe(result)}")
             raise IdentityProviderError(f"token refresh failed: {_describe(result)}")
