@@ -37,6 +37,13 @@ IDENTITY_HEADERS: Final = frozenset(
         "x-auth-request-groups",
         "x-auth-request-access-token",
         "authorization",
+        # Names other gateways use for the signed-in user; legacy apps may trust any of them.
+        "x-authenticated-user",
+        "x-authenticated-email",
+        "x-remote-user",
+        "x-remote-email",
+        "remote-user",
+        "x-webauth-user",
     }
 )
 # Whole families a client must never set: Easy Auth principal and token headers.
@@ -59,6 +66,7 @@ FORWARDING_HEADERS: Final = frozenset(
 HOP_BY_HOP: Final = frozenset(
     {
         "connection",
+        "expect",  # 100-continue is answered per hop
         "keep-alive",
         "proxy-authenticate",
         "proxy-authorization",

@@ -32,6 +32,17 @@ log = logging.getLogger(__name__)
 
 _SAFE_REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 SIGN_IN_PATH: Final = "/.auth/login/aad"
+# The gateway's own pages and answers: never cached, framed, sniffed or leaking a code in Referer.
+AUTH_RESPONSE_HEADERS: Final = (
+    ("Cache-Control", "no-store"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+    (
+        "Content-Security-Policy",
+        "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+    ),
+)
 
 
 def request_id(request: web.Request) -> str:
@@ -125,7 +136,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     metrics.requests.labels(route, str(response.status)).inc()
     metrics.duration.labels(route).observe(time.perf_counter() - started)
     if not response.prepared and route == "auth":
-        response.headers.setdefault("Cache-Control", "no-store")
+        for name, value in AUTH_RESPONSE_HEADERS:
+            response.headers.setdefault(name, value)
     return response
 
 

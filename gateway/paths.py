@@ -1,7 +1,8 @@
 """Which request paths are public (served without sign-in).
 
 Matching is deliberately conservative: a request whose raw path is ambiguous (encoded "/" or "\\",
-dot segments, NUL) is never public, because the upstream may normalise it into a protected path.
+dot segments, NUL, ";" path parameters) is never public, because the upstream may normalise it
+into a protected path.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from typing import Final
 
 from aiohttp import web
 
-_AMBIGUOUS: Final = re.compile(r"%2f|%5c|%2e|%00|\\|/\.\.?(?:/|$)", re.IGNORECASE)
+# ";" too: servlet containers strip ";params" from segments, so "/public/..;/admin" is "/admin".
+_AMBIGUOUS: Final = re.compile(r"%2f|%5c|%2e|%00|%3b|;|\\|/\.\.?(?:/|$)", re.IGNORECASE)
 
 
 def matches(path: str, prefix: str) -> bool:

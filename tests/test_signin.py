@@ -172,6 +172,9 @@ async def test_identity_provider_error_is_shown_escaped(gateway: Running, idp: A
     assert "<script>" not in text
     assert "&lt;script&gt;" in text
     assert "access_denied" in text
+    assert response.headers["Content-Security-Policy"].startswith("default-src 'none'")
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["X-Frame-Options"] == "DENY"
 
 
 async def test_injected_code_fails_pkce_and_creates_no_session(gateway: Running, idp: Any) -> None:
