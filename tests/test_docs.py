@@ -13,7 +13,7 @@ VARIABLE = re.compile(r"\bGATEWAY_[A-Z0-9_]+")
 
 
 def all_settings() -> set[str]:
-    names = set()
+    names: set[str] = set()
     for name, field in Settings.model_fields.items():
         group = field.annotation
         if isinstance(group, type) and issubclass(group, SettingsGroup):
