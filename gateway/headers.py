@@ -61,6 +61,24 @@ FORWARDING_HEADERS: Final = frozenset(
         "x-original-url",
         "x-original-uri",
         "x-rewrite-url",
+        # Other spellings of scheme, client address and mount point that common servers and
+        # libraries trust from a loopback proxy (gunicorn, Rack, Tornado, Rails, request-ip, CDNs).
+        "x-forwarded-ssl",
+        "x-forwarded-protocol",
+        "x-forwarded-scheme",
+        "x-forwarded-server",
+        "x-forwarded",
+        "forwarded-for",
+        "x-scheme",
+        "x-url-scheme",
+        "front-end-https",
+        "x-client-ip",
+        "client-ip",
+        "true-client-ip",
+        "cf-connecting-ip",
+        "fastly-client-ip",
+        "x-cluster-client-ip",
+        "script-name",
     }
 )
 HOP_BY_HOP: Final = frozenset(

@@ -181,8 +181,10 @@ class Settings(BaseSettings):
         description="Entra tenant GUID or domain; organizations/common need "
         "GATEWAY_ALLOWED_TENANTS.",
     )
-    client_id: str = Field(description="Application (client) id of the gateway's registration.")
-    client_secret: SecretStr | None = Field(None, description="Client secret.")
+    client_id: str = Field(
+        min_length=1, description="Application (client) id of the gateway's registration."
+    )
+    client_secret: SecretStr | None = Field(None, min_length=1, description="Client secret.")
     client_secret_file: Path | None = Field(None, description="File holding the client secret.")
     client_certificate_file: Path | None = Field(
         None, description="PEM file with an RSA private key and its certificate."
@@ -287,11 +289,20 @@ class Settings(BaseSettings):
             raise ValueError("must not have a query or fragment")
         return value
 
+    @field_validator("public_url", mode="before")
+    @classmethod
+    def _no_query_or_fragment(cls, value: object) -> object:
+        if isinstance(value, str) and ("?" in value or "#" in value):
+            raise ValueError("must be an origin only (scheme://host[:port]), without ? or #")
+        return value
+
     @field_validator("public_url")
     @classmethod
     def _origin_only(cls, value: AnyHttpUrl) -> AnyHttpUrl:
         if value.path not in (None, "", "/") or value.query or value.fragment:
             raise ValueError("must be an origin only (scheme://host[:port]), without a path")
+        if value.username or value.password:
+            raise ValueError("must not contain a user name or password")
         if value.scheme == "http" and not is_loopback_host(value.host):
             raise ValueError("must be https (http is allowed only on loopback, for development)")
         return value
