@@ -49,6 +49,8 @@ class ThreadedServer:
         async def shutdown() -> None:
             assert self._runner is not None
             await self._runner.cleanup()
+            # Let the closed connections' transports finish closing before the loop ends.
+            await asyncio.sleep(0.05)
 
         asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
