@@ -415,5 +415,7 @@ class MsalClient:
         return self._tokens(result, claims, cache, home_account_id=home_account_id)
 
     async def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Wait for MSAL calls in flight (bounded by the timeouts), then close the connections:
+        closing first would let a finishing call open a connection nobody closes."""
+        await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
         self._http.close()
