@@ -6,14 +6,16 @@ asked for. Every test checks what the upstream received or what the store holds,
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import jwt
-from support.browser import NAVIGATE, Browser
+from support.browser import NAVIGATE, AuthResponse, Browser
 from support.fixtures import Launch, Running
-from support.gateway import idp_ssl
+from support.gateway import PUBLIC_URL, idp_ssl
 
 from gateway.keys import STORAGE
 from gateway.memory_store import MemoryStorage
@@ -250,3 +252,63 @@ async def test_unknown_auth_path_is_404_and_never_proxied(gateway: Running) -> N
     response = await gateway.browser.get("/.auth/anything", headers=API)
     assert response.status == 404
     assert (await response.json())["error"] == "not_found"
+
+
+async def test_state_is_fresh_and_unguessable_for_each_sign_in(gateway: Running) -> None:
+    """OA-03: every sign-in gets its own high-entropy state; a constant is never accepted."""
+    states = set()
+    for _ in range(3):
+        response = await gateway.browser.get("/.auth/login/aad")
+        query = parse_qs(urlsplit(response.headers["Location"]).query)
+        [state] = query["state"]
+        assert len(state) >= 22  # at least 128 bits, url-safe base64
+        states.add(state)
+    assert len(states) == 3
+    auth = AuthResponse(
+        "post", PUBLIC_URL + "/.auth/login/aad/callback", {"state": "state", "code": "x"}
+    )
+    assert (await gateway.browser.deliver(auth)).status == 400
+
+
+async def test_health_user_agents_get_no_free_pass(gateway: Running) -> None:
+    """HD-11: authentication never depends on the User-Agent."""
+    for agent in ("kube-probe/1.29", "GoogleHC/1.0", ""):
+        response = await gateway.browser.get(
+            "/admin", headers={"User-Agent": agent, "Accept": "application/json"}
+        )
+        assert response.status == 401, agent
+
+
+async def test_absolute_form_request_line_never_names_a_foreign_host(gateway: Running) -> None:
+    """RD-17: the sign-in redirect is built from the path, never from the request line's URL."""
+    host, port = gateway.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        b"GET http://evil.com/evil.com HTTP/1.1\r\nHost: app.test\r\n"
+        b"Accept: text/html\r\nSec-Fetch-Mode: navigate\r\nConnection: close\r\n\r\n"
+    )
+    await writer.drain()
+    head = (await reader.read(4096)).decode("latin-1")
+    writer.close()
+    await writer.wait_closed()
+    location = next(line for line in head.split("\r\n") if line.lower().startswith("location:"))
+    target = location.split(":", 1)[1].strip()
+    assert target.startswith("/.auth/login/aad")
+    assert "evil.com" not in target.split("post_login_redirect_uri=")[0]
+    assert not unquote(target.split("post_login_redirect_uri=")[-1]).startswith("//")
+
+
+async def test_me_includes_tokens_only_when_configured(launch: Launch) -> None:
+    running = await launch(scopes="api://upstream/read", tokens={"expose_in_me": True})
+    await signed_in(running)
+    [entry] = await (await running.browser.get("/.auth/me", headers=API)).json()
+    assert entry["access_token"].count(".") == 2
+    assert entry["id_token"].count(".") == 2
+    assert "refresh_token" not in entry
+
+
+async def test_logout_refuses_a_foreign_return_target(gateway: Running) -> None:
+    await signed_in(gateway)
+    response = await gateway.browser.get("/.auth/logout?post_logout_redirect_uri=//evil.com")
+    assert response.status == 400
+    assert "Location" not in response.headers
