@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Final
 
 import aiohttp
@@ -32,6 +34,17 @@ _WS_HANDSHAKE: Final = frozenset(
         "sec-websocket-accept",
     }
 )
+
+
+@contextmanager
+def _translated(unavailable: str) -> Iterator[None]:
+    """aiohttp client failures before the response starts, as the gateway's errors."""
+    try:
+        yield
+    except TimeoutError as exc:
+        raise UpstreamTimeout("the application did not answer in time") from exc
+    except aiohttp.ClientError as exc:
+        raise UpstreamUnavailable(unavailable) from exc
 
 
 def upstream_url(base: URL, request: web.Request) -> URL:
@@ -59,7 +72,7 @@ async def forward(
 ) -> web.StreamResponse:
     """Send the request upstream and stream the answer back; redirects are passed through."""
     body = request.content if request.body_exists else None
-    try:
+    with _translated("the application could not be reached"):
         upstream = await client.request(
             request.method,
             upstream_url(base, request),
@@ -68,10 +81,6 @@ async def forward(
             allow_redirects=False,
             compress=None,
         )
-    except TimeoutError as exc:
-        raise UpstreamTimeout("the application did not answer in time") from exc
-    except aiohttp.ClientError as exc:
-        raise UpstreamUnavailable("the application could not be reached") from exc
     async with upstream:
         response = web.StreamResponse(
             status=upstream.status,
@@ -115,17 +124,13 @@ async def forward_websocket(
     for name in list(headers):
         if name.lower() in _WS_HANDSHAKE:
             del headers[name]
-    try:
+    with _translated("the application refused the WebSocket"):
         upstream = await client.ws_connect(
             upstream_url(base, request).with_scheme("ws" if base.scheme == "http" else "wss"),
             headers=headers,
             protocols=protocols,
             autoping=True,
         )
-    except TimeoutError as exc:
-        raise UpstreamTimeout("the application did not answer in time") from exc
-    except aiohttp.ClientError as exc:
-        raise UpstreamUnavailable("the application refused the WebSocket") from exc
     downstream = web.WebSocketResponse(
         protocols=(upstream.protocol,) if upstream.protocol else (), autoping=True
     )

@@ -4,7 +4,6 @@ provider, which verifies the assertions. Plus /.auth/verify for forward-auth."""
 
 from __future__ import annotations
 
-import datetime
 import time
 import uuid
 from pathlib import Path
@@ -12,10 +11,8 @@ from typing import Any
 
 import jwt
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
+from support.certificates import certificate_pem, private_key_pem, rsa_key
 from support.fixtures import Launch
 from test_signin import API, signed_in
 
@@ -23,34 +20,6 @@ from gateway.devidp.config import Client, FederatedCredential
 
 FEDERATION_ISSUER = "https://kubernetes.test/oidc"
 FEDERATION_SUBJECT = "system:serviceaccount:shop:gateway"
-
-
-def rsa_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-def certificate_pem(key: rsa.RSAPrivateKey) -> str:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "msal-gateway test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM).decode()
-
-
-def key_pem(key: rsa.RSAPrivateKey) -> str:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
 
 
 async def test_certificate_credential_signs_in_and_refreshes(
@@ -61,7 +30,7 @@ async def test_certificate_credential_signs_in_and_refreshes(
     client_id = str(uuid.uuid4())
     idp.register_client(Client(client_id=client_id, certificates_pem=(cert,)))
     pem_file = tmp_path / "gateway.pem"
-    pem_file.write_text(key_pem(key) + cert)
+    pem_file.write_text(private_key_pem(key) + cert)
     running = await launch(
         client_id=client_id,
         client_secret=None,
@@ -89,7 +58,7 @@ async def test_wrong_certificate_is_a_clear_sign_in_error(
         Client(client_id=client_id, certificates_pem=(certificate_pem(registered),))
     )
     pem_file = tmp_path / "gateway.pem"
-    pem_file.write_text(key_pem(used) + certificate_pem(used))
+    pem_file.write_text(private_key_pem(used) + certificate_pem(used))
     running = await launch(
         client_id=client_id, client_secret=None, client_certificate_file=pem_file
     )

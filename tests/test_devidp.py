@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import datetime as dt
 import hashlib
 import json
 import time
@@ -20,10 +19,9 @@ import jwt
 import msal
 import pytest
 import requests
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
+from support.certificates import certificate_pem, private_key_pem, rsa_key
 from support.idp import AuthorizeResult, authorize, msal_session, parse_form_post
 
 from gateway.devidp import (
@@ -358,23 +356,8 @@ def test_http_basic_client_authentication(idp: RunningDevIdp, http: requests.Ses
 
 
 def _certificate() -> tuple[rsa.RSAPrivateKey, str, str]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "devidp test client")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    return key, key_pem, cert.public_bytes(serialization.Encoding.PEM).decode()
+    key = rsa_key()
+    return key, private_key_pem(key), certificate_pem(key, "devidp test client")
 
 
 def test_certificate_and_federated_client_assertions(idp: RunningDevIdp, make_app: MakeApp) -> None:
