@@ -20,30 +20,21 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
-import jwt
 import msal
 import requests
-from requests.adapters import HTTPAdapter
 
-from gateway import id_tokens
+from gateway import client_auth, id_tokens
 from gateway.errors import BadRequest, IdentityProviderError, SignInRequired
 from gateway.id_tokens import IdTokenPolicy
+from gateway.provider import Provider
 from gateway.settings import Settings
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-JWKS_REFETCH_INTERVAL_SECONDS: Final = 60.0
 FAILED_REFRESH_RETRY_SECONDS: Final = 30.0
 # Errors after which the session's tokens can no longer be renewed silently.
 INTERACTION_ERRORS: Final = frozenset({"invalid_grant", "interaction_required", "consent_required"})
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderMetadata:
-    issuer: str
-    jwks_uri: str
-    end_session_endpoint: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,68 +66,14 @@ class MsalClient:
             max_workers=settings.msal.worker_threads, thread_name_prefix="msal"
         )
         self._slots = asyncio.Semaphore(settings.msal.worker_threads)
-        self._http = self._http_session(settings)
-        self._credential = self._client_credential(settings)
-        self._credential_setting = self._credential_source(settings)
+        self._http = client_auth.http_session(settings)
+        self._credential = client_auth.client_credential(settings)
         self._seed_cache: dict[str, Any] = {}
-        self._metadata: ProviderMetadata | None = None
+        self._provider: Provider | None = None
         self._policy: IdTokenPolicy | None = None
-        self._keys: dict[str, jwt.PyJWK] = {}
-        self._keys_fetched_at = 0.0
-
-    # ---- construction helpers (no network) ----
-
-    @staticmethod
-    def _http_session(settings: Settings) -> requests.Session:
-        session = requests.Session()
-        # Env vars such as REQUESTS_CA_BUNDLE would silently replace `verify` (ENTRA.md c.1).
-        session.trust_env = False
-        session.verify = str(settings.ca_bundle) if settings.ca_bundle else True
-        session.mount("https://", HTTPAdapter(max_retries=1))
-        timeout = (settings.msal.connect_timeout_seconds, settings.msal.read_timeout_seconds)
-        # MSAL passes no timeout of its own to a custom http_client (ENTRA.md c.7).
-        session.request = functools.partial(session.request, timeout=timeout)  # type: ignore[method-assign]
-        return session
-
-    @staticmethod
-    def _credential_source(settings: Settings) -> str:
-        if settings.client_secret is not None:
-            return (
-                "GATEWAY_CLIENT_SECRET_FILE"
-                if settings.client_secret_file
-                else "GATEWAY_CLIENT_SECRET"
-            )
-        if settings.client_certificate_file is not None:
-            return "GATEWAY_CLIENT_CERTIFICATE_FILE"
-        return "GATEWAY_FEDERATED_TOKEN_FILE"
-
-    def _check_credential(self, result: Mapping[str, Any]) -> None:
-        """Tell the operator which setting to fix when the provider rejects our credential."""
-        if result.get("error") == "invalid_client":
-            log.error(
-                "the identity provider rejected the client credential configured by %s: %s",
-                self._credential_setting,
-                _describe(result),
-            )
-
-    @staticmethod
-    def _client_credential(settings: Settings) -> str | dict[str, Any]:
-        if settings.client_secret is not None:
-            return settings.client_secret.get_secret_value()
-        if settings.client_certificate_file is not None:
-            pem = settings.client_certificate_file.read_text(encoding="utf-8")
-            return {"private_key": pem, "public_certificate": pem}
-        token_file = settings.federated_token_file
-        assert token_file is not None  # settings guarantee exactly one credential
-
-        def assertion() -> str:
-            # Re-read at every use: Kubernetes rotates the projected token file.
-            return token_file.read_text(encoding="utf-8").strip()
-
-        return {"client_assertion": assertion}
 
     def _application(
-        self, cache: msal.SerializableTokenCache
+        self, cache: msal.SerializableTokenCache, http_cache: dict[str, Any] | None = None
     ) -> msal.ConfidentialClientApplication:
         settings = self._settings
         where: dict[str, Any] = (
@@ -150,7 +87,7 @@ class MsalClient:
             token_cache=cache,
             http_client=self._http,
             # A private copy: throttling of one call must not refuse another user's (c.22).
-            http_cache=copy.deepcopy(self._seed_cache),
+            http_cache=copy.deepcopy(self._seed_cache) if http_cache is None else http_cache,
             instance_discovery=False,
             azure_region=False,
             **where,
@@ -160,15 +97,24 @@ class MsalClient:
         async with self._slots:
             return await asyncio.get_running_loop().run_in_executor(self._executor, func)
 
+    def _check_credential(self, result: Mapping[str, Any]) -> None:
+        """Tell the operator which setting to fix when the provider rejects our credential."""
+        if result.get("error") == "invalid_client":
+            log.error(
+                "the identity provider rejected the client credential configured by %s: %s",
+                client_auth.credential_setting(self._settings),
+                _describe(result),
+            )
+
     # ---- start-up ----
 
     @property
     def ready(self) -> bool:
-        return self._policy is not None
+        return self._provider is not None
 
     @property
     def end_session_endpoint(self) -> str | None:
-        return self._metadata.end_session_endpoint if self._metadata else None
+        return self._provider.end_session_endpoint if self._provider else None
 
     async def start(self) -> None:
         """Load the provider's metadata and keys and warm MSAL's discovery cache.
@@ -178,44 +124,20 @@ class MsalClient:
         await self._run(self._warm_up)
 
     def _warm_up(self) -> None:
-        seed: dict[str, Any] = {}
         settings = self._settings
+        seed: dict[str, Any] = {}
         try:
-            where: dict[str, Any] = (
-                {"oidc_authority": settings.oidc_authority}
-                if settings.oidc_authority
-                else {"authority": settings.authority_url}
-            )
-            msal.ConfidentialClientApplication(
-                settings.client_id,
-                client_credential=self._credential,
-                http_client=self._http,
-                http_cache=seed,
-                instance_discovery=False,
-                azure_region=False,
-                **where,
-            )
-            document = self._get_json(self._discovery_url())
+            self._application(msal.SerializableTokenCache(), http_cache=seed)
         except (requests.RequestException, ValueError, KeyError, msal.exceptions.MsalError) as exc:
             raise IdentityProviderError(
-                f"cannot load the identity provider's metadata from {settings.authority_url}: "
+                f"MSAL cannot use the authority {settings.authority_url}: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
-        issuer = str(document.get("issuer", ""))
-        if settings.oidc_authority and issuer.rstrip("/") != settings.oidc_authority:
-            # MSAL accepts any issuer on the same host (DESIGN.md); we require the exact one.
-            raise IdentityProviderError(
-                f"GATEWAY_OIDC_AUTHORITY is {settings.oidc_authority} but the provider's "
-                f"discovery document names issuer {issuer!r}"
-            )
-        if not document.get("jwks_uri"):
-            raise IdentityProviderError("the provider's discovery document has no jwks_uri")
-        self._metadata = ProviderMetadata(
-            issuer=issuer,
-            jwks_uri=str(document["jwks_uri"]),
-            end_session_endpoint=document.get("end_session_endpoint"),
-        )
-        self._fetch_keys()
+        if settings.oidc_authority:
+            discovery = settings.oidc_authority + "/.well-known/openid-configuration"
+        else:
+            discovery = settings.authority_url + "/v2.0/.well-known/openid-configuration"
+        provider = Provider.load(self._http, discovery, exact_issuer=settings.oidc_authority)
         if settings.oidc_authority and settings.signin.prompt != "consent":
             log.warning(
                 "MSAL always asks for offline_access; some OpenID providers grant it (and a "
@@ -224,43 +146,17 @@ class MsalClient:
             )
         self._seed_cache = seed
         self._policy = IdTokenPolicy(
-            issuer=issuer,
+            issuer=provider.issuer,
             audience=settings.client_id,
             allowed_tenants=frozenset(settings.allowed_tenants),
             leeway_seconds=settings.signin.clock_skew_seconds,
         )
+        self._provider = provider
 
-    def _discovery_url(self) -> str:
-        if self._settings.oidc_authority:
-            return self._settings.oidc_authority + "/.well-known/openid-configuration"
-        return self._settings.authority_url + "/v2.0/.well-known/openid-configuration"
-
-    def _get_json(self, url: str) -> dict[str, Any]:
-        response = self._http.get(url)
-        response.raise_for_status()
-        document = response.json()
-        if not isinstance(document, dict):
-            raise ValueError(f"{url} did not return a JSON object")
-        return document
-
-    def _fetch_keys(self) -> None:
-        assert self._metadata is not None
-        keys = jwt.PyJWKSet.from_dict(self._get_json(self._metadata.jwks_uri))
-        self._keys = {key.key_id: key for key in keys.keys if key.key_id}
-        self._keys_fetched_at = time.monotonic()
-
-    def _signing_key(self, kid: str | None) -> jwt.PyJWK:
-        if kid in self._keys:
-            return self._keys[kid]
-        # An unknown kid may be a key rollover: refetch, but at most once a minute.
-        if time.monotonic() - self._keys_fetched_at >= JWKS_REFETCH_INTERVAL_SECONDS:
-            try:
-                self._fetch_keys()
-            except (requests.RequestException, ValueError, jwt.PyJWTError) as exc:
-                raise IdentityProviderError("cannot fetch the provider's signing keys") from exc
-            if kid in self._keys:
-                return self._keys[kid]
-        raise id_tokens.InvalidIdToken("the id_token is signed with an unknown key")
+    def _verified_claims(self, id_token: str) -> dict[str, Any]:
+        assert self._provider is not None and self._policy is not None
+        key = self._provider.signing_key(id_tokens.key_id(id_token))
+        return id_tokens.validate(id_token, key, self._policy)
 
     # ---- sign-in ----
 
@@ -320,10 +216,7 @@ class MsalClient:
         if not isinstance(id_token, str):
             # Without an id_token MSAL skipped the nonce check, and we cannot know the user.
             raise BadRequest("the identity provider returned no id_token")
-        assert self._policy is not None
-        claims = id_tokens.validate(
-            id_token, self._signing_key(id_tokens.key_id(id_token)), self._policy
-        )
+        claims = self._verified_claims(id_token)
         return self._tokens(result, claims, cache, home_account_id=self._home_account_id(cache))
 
     @staticmethod
@@ -408,10 +301,7 @@ class MsalClient:
         claims = None
         id_token = result.get("id_token")
         if isinstance(id_token, str) and result.get("token_source") != "cache":
-            assert self._policy is not None
-            claims = id_tokens.validate(
-                id_token, self._signing_key(id_tokens.key_id(id_token)), self._policy
-            )
+            claims = self._verified_claims(id_token)
         return self._tokens(result, claims, cache, home_account_id=home_account_id)
 
     async def close(self) -> None:
