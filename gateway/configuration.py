@@ -16,7 +16,8 @@ import yaml
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource
 
-from gateway.settings import ENV_PREFIX, Settings, SettingsGroup
+from gateway.advanced_settings import SettingsGroup
+from gateway.settings import ENV_PREFIX, Settings
 
 
 class _YamlSource(InitSettingsSource):

@@ -11,25 +11,31 @@ import ipaddress
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal
+from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
     AnyHttpUrl,
-    BaseModel,
-    ConfigDict,
     Field,
-    PositiveFloat,
-    PositiveInt,
     SecretStr,
     field_validator,
     model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
-    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+)
+
+from gateway.advanced_settings import (
+    MsalSettings,
+    ProxySettings,
+    RedisSettings,
+    SessionSettings,
+    SignInSettings,
+    SpaceSeparated,
+    TokenSettings,
+    split_words,
 )
 
 ENV_PREFIX: Final = "GATEWAY_"
@@ -38,14 +44,6 @@ MULTI_TENANT_ALIASES: Final = frozenset({"organizations", "common"})
 CALLBACK_PATH: Final = "/.auth/login/aad/callback"
 MIN_COOKIE_SECRET_BYTES: Final = 32
 RESERVED_SCOPES: Final = frozenset({"openid", "profile", "offline_access"})
-
-SpaceSeparated = Annotated[tuple[str, ...], NoDecode]
-
-
-def _split_words(value: object) -> object:
-    if isinstance(value, str):
-        return tuple(part for part in value.replace(",", " ").split() if part)
-    return value
 
 
 def is_loopback_host(host: str | None) -> bool:
@@ -57,104 +55,6 @@ def is_loopback_host(host: str | None) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-class SettingsGroup(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class SessionSettings(SettingsGroup):
-    idle_ttl_seconds: PositiveInt = Field(
-        28_800, description="A session unused for this long ends (sliding)."
-    )
-    absolute_ttl_seconds: PositiveInt = Field(
-        86_400, description="A session ends this long after sign-in, however active it is."
-    )
-    cookie_name: str = Field(
-        "msal-gateway",
-        pattern=r"^[A-Za-z0-9_-]{1,64}$",
-        description="Session cookie name; prefixed with __Host- when the public URL is https.",
-    )
-
-
-class SignInSettings(SettingsGroup):
-    response_mode: Literal["form_post", "query"] | None = Field(
-        None,
-        description="How the identity provider returns the code. Default: form_post for an https "
-        "public URL, query for http (loopback development), where the cross-site POST could not "
-        "carry the browser-binding cookie.",
-    )
-    prompt: Literal["login", "consent", "select_account", "none"] | None = Field(
-        None,
-        description="OpenID prompt sent on sign-in. Some non-Entra providers issue refresh "
-        "tokens only with prompt=consent.",
-    )
-    domain_hint: str | None = Field(None, description="Entra domain_hint sent on sign-in.")
-    flow_ttl_seconds: PositiveInt = Field(
-        600, description="How long a started sign-in may take before its callback is refused."
-    )
-    clock_skew_seconds: int = Field(
-        120, ge=0, le=300, description="Leeway for id_token time claims (at most 5 minutes)."
-    )
-
-
-class ProxySettings(SettingsGroup):
-    connect_timeout_seconds: PositiveFloat = Field(5.0, description="Upstream connect timeout.")
-    read_timeout_seconds: PositiveFloat = Field(
-        60.0, description="Longest silence allowed while reading from the upstream."
-    )
-    max_connections: PositiveInt = Field(256, description="Most open connections to the upstream.")
-    preserve_host: bool = Field(
-        True, description="Send the client's Host header upstream (else the upstream's host)."
-    )
-    public_paths: SpaceSeparated = Field(
-        (),
-        description="Path prefixes served without sign-in (identity headers are still removed), "
-        "space-separated, e.g. '/health /static/'. A prefix ending in '/' matches below it; "
-        "otherwise the exact path and everything below it.",
-    )
-
-    @field_validator("public_paths", mode="before")
-    @classmethod
-    def _split(cls, value: object) -> object:
-        return _split_words(value)
-
-    @field_validator("public_paths")
-    @classmethod
-    def _absolute(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for path in value:
-            if not path.startswith("/") or path.startswith("/.auth"):
-                raise ValueError(f"{path!r} must start with '/' and not be under /.auth")
-        return value
-
-
-class MsalSettings(SettingsGroup):
-    worker_threads: PositiveInt = Field(
-        8, description="Threads for MSAL calls (MSAL is synchronous; never run on the event loop)."
-    )
-    connect_timeout_seconds: PositiveFloat = Field(
-        3.05, description="Connect timeout for calls to the identity provider."
-    )
-    read_timeout_seconds: PositiveFloat = Field(
-        10.0, description="Read timeout for calls to the identity provider."
-    )
-
-
-class RedisSettings(SettingsGroup):
-    max_connections: PositiveInt = Field(64, description="Most connections to Redis per process.")
-    socket_timeout_seconds: PositiveFloat = Field(
-        1.0, description="Longest wait for a Redis reply (or a free pooled connection)."
-    )
-    connect_timeout_seconds: PositiveFloat = Field(1.0, description="Redis connect timeout.")
-
-
-class TokenSettings(SettingsGroup):
-    refresh_skew_seconds: PositiveInt = Field(
-        300, description="Refresh the upstream access token this long before it expires."
-    )
-    expose_in_me: bool = Field(
-        False, description="Include the access and id tokens in /.auth/me (Easy Auth does)."
-    )
 
 
 class Settings(BaseSettings):
@@ -251,7 +151,7 @@ class Settings(BaseSettings):
     @field_validator("allowed_tenants", "scopes", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
-        return _split_words(value)
+        return split_words(value)
 
     @field_validator("scopes")
     @classmethod

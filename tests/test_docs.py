@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from gateway.advanced_settings import SettingsGroup
 from gateway.configuration import env_name, unknown_variables
-from gateway.settings import Settings, SettingsGroup
+from gateway.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIABLE = re.compile(r"\bGATEWAY_[A-Z0-9_]+")
