@@ -34,8 +34,10 @@ async def replicas(
         await second.ready()
         yield first, second
     finally:
-        first.stop()
-        second.stop()
+        for replica in (first, second):
+            log = replica.stop()
+            assert replica.returncode == 0, log  # SIGTERM is a clean shutdown
+            assert "Traceback" not in log
 
 
 async def test_sign_in_started_on_one_replica_finishes_on_the_other(

@@ -127,7 +127,12 @@ class GatewayProcess:
                     return int(line.split()[1])
         raise RuntimeError("no VmHWM")
 
+    @property
+    def returncode(self) -> int | None:
+        return self.process.returncode
+
     def stop(self) -> str:
+        """SIGTERM, then the process's stderr; `returncode` tells how it ended."""
         self.process.terminate()
         try:
             _, err = self.process.communicate(timeout=15)
