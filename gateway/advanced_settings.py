@@ -3,12 +3,13 @@ GATEWAY_SESSION__IDLE_TTL_SECONDS). Common settings are flat fields of settings.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator
 from pydantic_settings import NoDecode
 
 SpaceSeparated = Annotated[tuple[str, ...], NoDecode]
+RESERVED_SCOPES: Final = frozenset({"openid", "profile", "offline_access"})
 
 
 def split_words(value: object) -> object:
@@ -107,6 +108,43 @@ class RedisSettings(SettingsGroup):
     connect_timeout_seconds: PositiveFloat = Field(1.0, description="Redis connect timeout.")
 
 
+class TokenRoute(SettingsGroup):
+    """Requests matching `path` (and `methods`, if any) carry a token for `scopes`."""
+
+    path: str = Field(
+        description="Path prefix; ending in '/' matches below it, else exact or below."
+    )
+    methods: SpaceSeparated = Field((), description="HTTP methods; empty: any.")
+    scopes: SpaceSeparated = Field(
+        description="Scopes of the bearer token for these requests; empty: no bearer token."
+    )
+
+    @field_validator("methods", "scopes", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        return split_words(value)
+
+    @field_validator("methods")
+    @classmethod
+    def _upper(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(method.upper() for method in value)
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/") or value.startswith("/.auth"):
+            raise ValueError(f"{value!r} must start with '/' and not be under /.auth")
+        return value
+
+    @field_validator("scopes")
+    @classmethod
+    def _no_reserved(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        reserved = RESERVED_SCOPES.intersection(value)
+        if reserved:
+            raise ValueError(f"must not contain {' '.join(sorted(reserved))}")
+        return value
+
+
 class TokenSettings(SettingsGroup):
     refresh_skew_seconds: PositiveInt = Field(
         300, description="Refresh the upstream access token this long before it expires."
@@ -114,3 +152,29 @@ class TokenSettings(SettingsGroup):
     expose_in_me: bool = Field(
         False, description="Include the access and id tokens in /.auth/me (Easy Auth does)."
     )
+    routes: tuple[TokenRoute, ...] = Field(
+        (),
+        description="Per-route bearer scopes, first match wins, as JSON (env) or a YAML list: "
+        '[{"path": "/api/", "methods": "GET POST", "scopes": "api://orders/.default"}]. '
+        "Requests no route matches carry GATEWAY_SCOPES.",
+    )
+    client_capabilities: SpaceSeparated = Field(
+        (),
+        description="MSAL client capabilities, e.g. CP1 to receive Continuous Access "
+        "Evaluation claims challenges from the upstream.",
+    )
+    refresh_lock_seconds: PositiveFloat | None = Field(
+        None,
+        description="Initial lifetime of the per-session refresh lock (renewed while a refresh "
+        "runs); default: twice the identity provider timeouts plus 5 s.",
+    )
+
+    @field_validator("client_capabilities", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        return split_words(value)
+
+    @field_validator("routes", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return () if isinstance(value, str) and not value.strip() else value

@@ -119,9 +119,8 @@ async def _msal(app: web.Application) -> AsyncIterator[None]:
         sessions=app[SESSIONS],
         token_caches=app[TOKEN_CACHES],
         msal=client,
-        scopes=settings.scopes,
         # Long enough for one token call with retries; renewed while held anyway.
-        lock_ttl=2 * msal_timeouts + 5,
+        lock_ttl=settings.tokens.refresh_lock_seconds or 2 * msal_timeouts + 5,
         clock=time.time,
         metrics=app[METRICS],
     )

@@ -3,6 +3,8 @@
     GatewayError                 500 internal
       SignInRequired             401 (302 to sign-in for browser navigations)
       SessionExpired             401 (same handling; the session ended by idle or absolute lifetime)
+      StepUpRequired             401 (same handling, asking the provider for scopes or claims; the
+                                 session itself stays)
       BadRequest                 400 e.g. bad state, tampered callback, unsafe return target
       Forbidden                  403
       NotFound                   404 unknown path under /.auth
@@ -45,6 +47,19 @@ class SignInRequired(GatewayError):
 class SessionExpired(SignInRequired):
     code = "session_expired"
     title = "Your session has ended"
+
+
+class StepUpRequired(SignInRequired):
+    """The user must visit the identity provider for more: consent to `scopes`, or satisfy a
+    claims challenge (Conditional Access). The session is still valid for everything else."""
+
+    code = "interaction_required"
+    title = "Sign-in needed for this page"
+
+    def __init__(self, message: str, *, scopes: tuple[str, ...], claims: str | None) -> None:
+        super().__init__(message)
+        self.scopes = scopes
+        self.claims = claims
 
 
 class BadRequest(GatewayError):

@@ -24,6 +24,7 @@ class PendingSignIn:
     return_to: str  # a validated same-origin path
     browser_binding: str  # Sealer.binding() of the sign-in cookie value
     started_at: float
+    scopes: tuple[str, ...] = ()  # what the flow asked for; its token is stored under them
 
     def encode(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
@@ -31,7 +32,9 @@ class PendingSignIn:
     @classmethod
     def decode(cls, raw: bytes) -> PendingSignIn:
         try:
-            return cls(**json.loads(raw))
+            data = json.loads(raw)
+            data["scopes"] = tuple(data.get("scopes", ()))
+            return cls(**data)
         except (ValueError, TypeError) as exc:
             raise CorruptRecordError("pending sign-in record does not parse") from exc
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Final
 
@@ -19,6 +19,7 @@ from aiohttp import ClientSession, WSMsgType, web
 from multidict import CIMultiDict
 from yarl import URL
 
+from gateway.challenges import ClaimsChallenge, claims_from, replayable
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
 from gateway.headers import response_headers
 
@@ -69,8 +70,13 @@ async def forward(
     client: ClientSession,
     base: URL,
     own_cookies: frozenset[str] = frozenset(),
+    on_claims_challenge: Callable[[str], Awaitable[None]] | None = None,
 ) -> web.StreamResponse:
-    """Send the request upstream and stream the answer back; redirects are passed through."""
+    """Send the request upstream and stream the answer back; redirects are passed through.
+
+    With `on_claims_challenge`, an upstream 401 claims challenge raises ClaimsChallenge when the
+    request can be replayed; otherwise the callback gets the claims (so that the client's retry
+    finds a suitable token) and the 401 is passed through."""
     body = request.content if request.body_exists else None
     with _translated("the application could not be reached"):
         upstream = await client.request(
@@ -82,6 +88,12 @@ async def forward(
             compress=None,
         )
     async with upstream:
+        if on_claims_challenge is not None and upstream.status == 401:
+            claims = claims_from(upstream.headers.getall("WWW-Authenticate", []))
+            if claims is not None:
+                if replayable(request.method, request.body_exists):
+                    raise ClaimsChallenge(claims)
+                await on_claims_challenge(claims)
         response = web.StreamResponse(
             status=upstream.status,
             reason=upstream.reason,
@@ -115,6 +127,7 @@ async def forward_websocket(
     client: ClientSession,
     base: URL,
     own_cookies: frozenset[str] = frozenset(),
+    on_claims_challenge: Callable[[str], Awaitable[None]] | None = None,
 ) -> web.StreamResponse:
     """Open the upstream WebSocket first, then accept the client's with the same subprotocol, and
     relay messages both ways until either side closes."""

@@ -24,11 +24,21 @@ class Identity:
 
 
 class Refresher(Protocol):
-    async def refresh(self, identity: Identity, *, force: bool = False) -> Identity:
-        """The identity with fresh upstream tokens, persisted before it returns.
+    async def refresh(
+        self,
+        identity: Identity,
+        scopes: tuple[str, ...],
+        *,
+        force: bool = False,
+        claims: str | None = None,
+    ) -> Identity:
+        """The identity with a fresh token for `scopes` (and a claims challenge, if given),
+        persisted before it returns.
 
-        Raises SignInRequired when the session can no longer get tokens (revoked, expired
-        refresh token), IdentityProviderError or StoreUnavailable when it cannot tell.
+        Raises SignInRequired when the user must sign in again (the session is over: revoked or
+        expired refresh token), StepUpRequired when only these scopes or claims need the user
+        (consent, Conditional Access; the session stays), IdentityProviderError or
+        StoreUnavailable when it cannot tell.
         """
 
 
@@ -56,7 +66,8 @@ async def authenticate_optional(
 
 
 def refresh_due(record: SessionRecord, scopes: tuple[str, ...], now: float) -> bool:
-    """Whether the upstream access token must be renewed before this request is forwarded."""
+    """Whether the token for `scopes` must be acquired or renewed before forwarding."""
     if not scopes:
         return False
-    return not record.access_token or record.token_scopes != scopes or now >= record.refresh_at
+    token = record.token(scopes)
+    return token is None or now >= token.refresh_at

@@ -62,6 +62,12 @@ class MemoryStorage:
     async def set(self, key: str, value: bytes, ttl: float) -> None:
         self._items[key] = (value, self._clock() + ttl)
 
+    async def replace(self, key: str, expected: bytes | None, value: bytes, ttl: float) -> bool:
+        if self._live(key) != expected:
+            return False
+        self._items[key] = (value, self._clock() + ttl)
+        return True
+
     async def take(self, key: str) -> bytes | None:
         value = self._live(key)
         self._items.pop(key, None)

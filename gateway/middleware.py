@@ -8,12 +8,13 @@ become a 500 whose details go to the log only. Nothing from the request is refle
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 import time
 import uuid
 from typing import Final
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -21,6 +22,7 @@ from aiohttp.typedefs import Handler
 from gateway.errors import (
     GatewayError,
     SignInRequired,
+    StepUpRequired,
     StoreUnavailable,
     UpstreamTimeout,
     UpstreamUnavailable,
@@ -60,12 +62,33 @@ def wants_html(request: web.Request) -> bool:
     return request.method in ("GET", "HEAD") and "text/html" in request.headers.get("Accept", "")
 
 
-def sign_in_location(request: web.Request) -> str:
+def sign_in_location(request: web.Request, error: SignInRequired) -> str:
     # Path and query only (never the absolute URL of the request line): THREATS.md RD-17.
     target = request.rel_url.raw_path_qs
-    if target == "/":
+    parameters: dict[str, str] = {}
+    if target != "/":
+        parameters["post_login_redirect_uri"] = target
+    if isinstance(error, StepUpRequired):
+        if error.scopes:
+            parameters["scope"] = " ".join(error.scopes)
+        if error.claims:
+            parameters["claims"] = error.claims
+    if not parameters:
         return SIGN_IN_PATH
-    return f"{SIGN_IN_PATH}?post_login_redirect_uri={quote(target, safe='')}"
+    return f"{SIGN_IN_PATH}?{urlencode(parameters, quote_via=quote, safe='')}"
+
+
+def challenge(origin: str, error: SignInRequired) -> str:
+    """WWW-Authenticate for a client that must send the user through sign-in."""
+    value = f'Bearer realm="{origin}", authorization_uri="{origin}{SIGN_IN_PATH}"'
+    if isinstance(error, StepUpRequired):
+        if error.claims:
+            claims = base64.b64encode(error.claims.encode()).decode()
+            value += f', error="insufficient_claims", claims="{claims}"'
+        else:
+            scopes = " ".join(error.scopes)
+            value += f', error="interaction_required", scope="{scopes}"'
+    return value
 
 
 def render(request: web.Request, error: GatewayError, rid: str) -> web.Response:
@@ -74,15 +97,16 @@ def render(request: web.Request, error: GatewayError, rid: str) -> web.Response:
         if wants_html(request) and not request.path.startswith("/.auth/"):
             return web.Response(
                 status=302,
-                headers={"Location": sign_in_location(request), "Cache-Control": "no-store"},
+                headers={
+                    "Location": sign_in_location(request, error),
+                    "Cache-Control": "no-store",
+                },
             )
         origin = request.app[SETTINGS].public_origin
         response = web.json_response(
             {"error": error.code, "message": message, "request_id": rid}, status=401
         )
-        response.headers["WWW-Authenticate"] = (
-            f'Bearer realm="{origin}", authorization_uri="{origin}{SIGN_IN_PATH}"'
-        )
+        response.headers["WWW-Authenticate"] = challenge(origin, error)
         return response
     if wants_html(request):
         body = page(

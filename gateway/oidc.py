@@ -24,7 +24,7 @@ import msal
 import requests
 
 from gateway import client_auth, id_tokens
-from gateway.errors import BadRequest, IdentityProviderError, SignInRequired
+from gateway.errors import BadRequest, IdentityProviderError, SignInRequired, StepUpRequired
 from gateway.id_tokens import IdTokenPolicy
 from gateway.provider import Provider
 from gateway.settings import Settings
@@ -33,8 +33,10 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 FAILED_REFRESH_RETRY_SECONDS: Final = 30.0
-# Errors after which the session's tokens can no longer be renewed silently.
-INTERACTION_ERRORS: Final = frozenset({"invalid_grant", "interaction_required", "consent_required"})
+# Errors after which the session's refresh token is useless: the session is over.
+INTERACTION_ERRORS: Final = frozenset({"invalid_grant"})
+# Errors (or suberrors) after which only these scopes or claims need the user; the session stays.
+STEP_UP_ERRORS: Final = frozenset({"interaction_required", "consent_required"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +63,6 @@ class MsalClient:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._scopes = list(settings.scopes)
         self._executor = ThreadPoolExecutor(
             max_workers=settings.msal.worker_threads, thread_name_prefix="msal"
         )
@@ -90,6 +91,7 @@ class MsalClient:
             http_cache=copy.deepcopy(self._seed_cache) if http_cache is None else http_cache,
             instance_discovery=False,
             azure_region=False,
+            client_capabilities=list(settings.tokens.client_capabilities) or None,
             **where,
         )
 
@@ -160,8 +162,16 @@ class MsalClient:
 
     # ---- sign-in ----
 
-    async def begin(self, *, prompt: str | None, domain_hint: str | None) -> dict[str, Any]:
-        """A new auth-code flow (state, PKCE verifier, nonce, auth_uri). No network I/O."""
+    async def begin(
+        self,
+        *,
+        scopes: tuple[str, ...],
+        prompt: str | None,
+        domain_hint: str | None,
+        claims: str | None = None,
+    ) -> dict[str, Any]:
+        """A new auth-code flow (state, PKCE verifier, nonce, auth_uri) asking for `scopes` and,
+        if given, a claims challenge. No network I/O."""
         settings = self._settings
         if not self.ready:
             raise IdentityProviderError("the identity provider's metadata is not loaded yet")
@@ -169,11 +179,12 @@ class MsalClient:
         def initiate() -> dict[str, Any]:
             app = self._application(msal.SerializableTokenCache())
             flow: dict[str, Any] = app.initiate_auth_code_flow(
-                self._scopes,
+                list(scopes),
                 redirect_uri=settings.redirect_uri,
                 response_mode=settings.response_mode,
                 prompt=prompt,
                 domain_hint=domain_hint,
+                claims_challenge=claims,
             )
             return flow
 
@@ -245,7 +256,7 @@ class MsalClient:
             # later, not on every request (the hot path must not call the provider each time).
             refresh_at = min(now + FAILED_REFRESH_RETRY_SECONDS, expires_at - 300)
         return Tokens(
-            access_token=str(result.get("access_token", "")) if self._scopes else "",
+            access_token=str(result.get("access_token", "")),
             expires_at=expires_at,
             refresh_at=max(now, refresh_at),
             id_token=result.get("id_token") if isinstance(result.get("id_token"), str) else None,
@@ -256,17 +267,37 @@ class MsalClient:
 
     # ---- refresh ----
 
-    async def refresh(self, serialized_cache: str, home_account_id: str, *, force: bool) -> Tokens:
-        """Fresh tokens for the configured scopes from the session's cache (refresh token).
+    async def refresh(
+        self,
+        serialized_cache: str,
+        home_account_id: str,
+        scopes: tuple[str, ...],
+        *,
+        force: bool,
+        claims: str | None = None,
+    ) -> Tokens:
+        """A token for `scopes` (and a claims challenge) from the session's cache: from the
+        cache when still good, else through the refresh token.
 
-        SignInRequired when the cache cannot produce them without the user (no account, revoked
-        or expired refresh token); IdentityProviderError when the provider cannot be reached.
+        SignInRequired when the session can no longer get tokens (no account, revoked or
+        expired refresh token); StepUpRequired when only the user can provide what these scopes
+        or claims need (consent, Conditional Access); IdentityProviderError when the provider
+        cannot be reached or fails.
         """
         return await self._run(
-            functools.partial(self._refresh, serialized_cache, home_account_id, force)
+            functools.partial(
+                self._refresh, serialized_cache, home_account_id, scopes, force, claims
+            )
         )
 
-    def _refresh(self, serialized_cache: str, home_account_id: str, force: bool) -> Tokens:
+    def _refresh(
+        self,
+        serialized_cache: str,
+        home_account_id: str,
+        scopes: tuple[str, ...],
+        force: bool,
+        claims: str | None,
+    ) -> Tokens:
         cache = msal.SerializableTokenCache()
         cache.deserialize(serialized_cache)
         skew = self._settings.tokens.refresh_skew_seconds
@@ -278,7 +309,9 @@ class MsalClient:
             )
             if account is None:
                 raise SignInRequired("the session holds no tokens")
-            result = app.acquire_token_silent_with_error(self._scopes, account, force_refresh=force)
+            result = app.acquire_token_silent_with_error(
+                list(scopes), account, force_refresh=force, claims_challenge=claims
+            )
             if (
                 result is not None
                 and "error" not in result
@@ -287,7 +320,7 @@ class MsalClient:
             ):
                 # MSAL reuses tokens with more than 5 minutes left; a larger skew must force it.
                 result = app.acquire_token_silent_with_error(
-                    self._scopes, account, force_refresh=True
+                    list(scopes), account, force_refresh=True
                 )
         except (requests.RequestException, msal.exceptions.MsalError) as exc:
             raise IdentityProviderError("the identity provider could not be reached") from exc
@@ -295,14 +328,29 @@ class MsalClient:
             raise SignInRequired("the session's tokens cannot be renewed")
         if "error" in result:
             self._check_credential(result)
-            if result.get("error") in INTERACTION_ERRORS:
-                raise SignInRequired(f"sign-in needed again: {_describe(result)}")
-            raise IdentityProviderError(f"token refresh failed: {_describe(result)}")
-        claims = None
+            self._raise_for(result, scopes, claims)
+        id_claims = None
         id_token = result.get("id_token")
         if isinstance(id_token, str) and result.get("token_source") != "cache":
-            claims = self._verified_claims(id_token)
-        return self._tokens(result, claims, cache, home_account_id=home_account_id)
+            id_claims = self._verified_claims(id_token)
+        return self._tokens(result, id_claims, cache, home_account_id=home_account_id)
+
+    @staticmethod
+    def _raise_for(result: Mapping[str, Any], scopes: tuple[str, ...], claims: str | None) -> None:
+        error, described = result.get("error"), _describe(result)
+        if (
+            error in STEP_UP_ERRORS
+            or result.get("suberror") in STEP_UP_ERRORS
+            or (error == "invalid_grant" and claims is not None)
+        ):
+            raise StepUpRequired(
+                f"the identity provider needs the user: {described}",
+                scopes=scopes,
+                claims=result.get("claims") or claims,
+            )
+        if error in INTERACTION_ERRORS:
+            raise SignInRequired(f"sign-in needed again: {described}")
+        raise IdentityProviderError(f"token refresh failed: {described}")
 
     async def close(self) -> None:
         """Wait for MSAL calls in flight (bounded by the timeouts), then close the connections:

@@ -26,13 +26,12 @@ async def me(request: web.Request) -> web.StreamResponse:
         "user_claims": claims,
         "expires_on": datetime.fromtimestamp(record.expires_at, UTC).isoformat(),
     }
+    token = record.token(settings.scopes) if settings.scopes else None
     if settings.tokens.expose_in_me:
         entry["id_token"] = record.id_token
-        if record.access_token:
-            entry["access_token"] = record.access_token
-            entry["expires_on"] = datetime.fromtimestamp(
-                record.access_token_expires_at, UTC
-            ).isoformat()
+        if token is not None:
+            entry["access_token"] = token.access_token
+            entry["expires_on"] = datetime.fromtimestamp(token.expires_at, UTC).isoformat()
     return web.json_response([entry])
 
 
@@ -42,13 +41,14 @@ async def verify(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     identity = await authenticate(request, request.app[SESSIONS], settings.session_cookie_name)
     if refresh_due(identity.record, settings.scopes, time.time()):
-        identity = await request.app[REFRESHER].refresh(identity)
+        identity = await request.app[REFRESHER].refresh(identity, settings.scopes)
     record = identity.record
+    token = record.token(settings.scopes) if settings.scopes else None
     response = web.Response(status=200)
     for name, value in identity_headers(
         record.claims,
         email_trusted=not settings.is_multi_tenant or record.claims.get("xms_edov") is True,
-        access_token=record.access_token or None,
+        access_token=token.access_token if token else None,
     ):
         response.headers[name] = value
     return response

@@ -4,12 +4,15 @@ and only when a token is due."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway import headers as hdrs
+from gateway.challenges import ClaimsChallenge
+from gateway.errors import GatewayError
 from gateway.forward import forward, forward_websocket, is_websocket
 from gateway.identity import Identity, authenticate, authenticate_optional, refresh_due
 from gateway.keys import (
@@ -22,6 +25,7 @@ from gateway.keys import (
     UPSTREAM_BASE,
 )
 from gateway.paths import is_public
+from gateway.routes import bearer_scopes
 from gateway.settings import Settings
 
 
@@ -33,23 +37,47 @@ async def handle(request: web.Request) -> web.StreamResponse:
         identity = await authenticate_optional(request, app[SESSIONS], cookie)
     else:
         identity = await authenticate(request, app[SESSIONS], cookie)
-    if identity is not None:
-        if refresh_due(identity.record, settings.scopes, time.time()):
-            identity = await app[REFRESHER].refresh(identity)
-        request[IDENTITY] = identity
-    outbound = upstream_headers(request, identity, settings)
-    send = forward_websocket if is_websocket(request) else forward
-    return await send(
-        request,
-        outbound,
-        client=app[UPSTREAM],
-        base=app[UPSTREAM_BASE],
-        own_cookies=settings.own_cookie_names,
+    scopes = bearer_scopes(
+        request.method, request.rel_url.raw_path, settings.tokens.routes, settings.scopes
     )
+    if identity is not None and refresh_due(identity.record, scopes, time.time()):
+        identity = await app[REFRESHER].refresh(identity, scopes)
+    send = forward_websocket if is_websocket(request) else forward
+    on_challenge = None
+    if identity is not None and scopes:
+        signed_in = identity
+
+        async def on_challenge(claims: str) -> None:
+            # The client will retry; make sure a token with these claims is waiting for it.
+            with contextlib.suppress(GatewayError):
+                await app[REFRESHER].refresh(signed_in, scopes, claims=claims)
+
+    try:
+        return await send(
+            request,
+            upstream_headers(request, identity, scopes, settings),
+            client=app[UPSTREAM],
+            base=app[UPSTREAM_BASE],
+            own_cookies=settings.own_cookie_names,
+            on_claims_challenge=on_challenge,
+        )
+    except ClaimsChallenge as challenge:
+        assert identity is not None  # only raised when on_challenge was given
+        identity = await app[REFRESHER].refresh(identity, scopes, claims=challenge.claims)
+        return await send(  # once: a second challenge goes to the client
+            request,
+            upstream_headers(request, identity, scopes, settings),
+            client=app[UPSTREAM],
+            base=app[UPSTREAM_BASE],
+            own_cookies=settings.own_cookie_names,
+        )
 
 
 def upstream_headers(
-    request: web.Request, identity: Identity | None, settings: Settings
+    request: web.Request,
+    identity: Identity | None,
+    scopes: tuple[str, ...],
+    settings: Settings,
 ) -> CIMultiDict[str]:
     """The client's headers, cleaned, plus forwarding facts and the identity we vouch for."""
     outbound = hdrs.inbound_headers(
@@ -65,12 +93,14 @@ def upstream_headers(
         outbound["X-Forwarded-Host"] = client_host
     outbound["X-Request-Id"] = request[REQUEST_ID]
     if identity is not None:
+        request[IDENTITY] = identity
         record = identity.record
+        token = record.token(scopes) if scopes else None
         outbound.extend(
             hdrs.identity_headers(
                 record.claims,
                 email_trusted=not settings.is_multi_tenant or record.claims.get("xms_edov") is True,
-                access_token=record.access_token or None,
+                access_token=token.access_token if token else None,
             )
         )
     return outbound

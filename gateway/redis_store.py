@@ -27,6 +27,14 @@ _RENEW: Final = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
 return 0
 """
+_REPLACE: Final = """
+local current = redis.call('get', KEYS[1])
+if (ARGV[1] == '0' and current == false) or (ARGV[1] == '1' and current == ARGV[2]) then
+  redis.call('set', KEYS[1], ARGV[3], 'PX', ARGV[4])
+  return 1
+end
+return 0
+"""
 LOCK_POLL_SECONDS: Final = 0.02
 
 
@@ -56,6 +64,7 @@ class RedisStorage:
         self._local_locks: dict[str, asyncio.Lock] = {}
         self._release = self._redis.register_script(_RELEASE)
         self._renew = self._redis.register_script(_RENEW)
+        self._replace = self._redis.register_script(_REPLACE)
 
     async def get(self, key: str, *, slide_ttl: float | None = None) -> bytes | None:
         try:
@@ -72,6 +81,14 @@ class RedisStorage:
             await self._redis.set(key, value, px=_ms(ttl))
         except (TimeoutError, RedisError, OSError) as exc:
             raise StoreUnavailable("the session store is unreachable") from exc
+
+    async def replace(self, key: str, expected: bytes | None, value: bytes, ttl: float) -> bool:
+        args: list[str | bytes] = ["0", b""] if expected is None else ["1", expected]
+        try:
+            done = await self._replace(keys=[key], args=[*args, value, _ms(ttl)])
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise StoreUnavailable("the session store is unreachable") from exc
+        return bool(done)
 
     async def take(self, key: str) -> bytes | None:
         try:

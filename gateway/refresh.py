@@ -1,22 +1,25 @@
-"""SessionRefresher: renewing a session's upstream tokens, once at a time per session.
+"""SessionRefresher: renewing a session's upstream tokens, once at a time per session, across
+every replica.
 
 The critical section load → silent acquire → save runs under the session's lock (in-process and,
-with Redis, across replicas), re-reads the session after taking the lock so that a request that
-waited finds the work done, and persists the token cache and the record before it returns, i.e.
-before any response byte is streamed.
+with Redis, across replicas, renewed while it runs), re-reads the session after taking the lock so
+that a request that waited finds the work done, writes the token cache with compare-and-set so a
+holder whose lock lapsed cannot overwrite a newer cache, and persists everything before it
+returns, i.e. before any response byte is streamed. A refresh token refused as invalid is checked
+against a fresh read of the cache first: another replica may have rotated it.
 """
 
 from __future__ import annotations
 
 import logging
 
-from gateway.errors import CorruptRecordError, GatewayError, SignInRequired
+from gateway.errors import CorruptRecordError, GatewayError, SignInRequired, StepUpRequired
 from gateway.identity import Identity, refresh_due
 from gateway.metrics import Metrics
-from gateway.oidc import MsalClient
-from gateway.sessions import SessionStore
+from gateway.oidc import MsalClient, Tokens
+from gateway.sessions import SessionRecord, SessionStore, UpstreamToken, session_claims
 from gateway.storage import Clock, Storage
-from gateway.token_cache import TokenCacheStore
+from gateway.token_cache import StoredCache, TokenCacheStore
 
 log = logging.getLogger(__name__)
 
@@ -31,38 +34,41 @@ class SessionRefresher:
         sessions: SessionStore,
         token_caches: TokenCacheStore,
         msal: MsalClient,
-        scopes: tuple[str, ...],
         lock_ttl: float,
         clock: Clock,
         metrics: Metrics,
     ) -> None:
-        self._metrics = metrics
         self._storage = storage
         self._sessions = sessions
         self._token_caches = token_caches
         self._msal = msal
-        self._scopes = scopes
         self._lock_ttl = lock_ttl
         self._clock = clock
+        self._metrics = metrics
 
-    async def refresh(self, identity: Identity, *, force: bool = False) -> Identity:
+    async def refresh(
+        self,
+        identity: Identity,
+        scopes: tuple[str, ...],
+        *,
+        force: bool = False,
+        claims: str | None = None,
+    ) -> Identity:
         session_id = identity.session_id
         async with self._storage.lock(self._token_caches.lock_name(session_id), self._lock_ttl):
             record = await self._sessions.load(session_id)
             if record is None:
                 raise SignInRequired("the session has ended")
-            if not force and not refresh_due(record, self._scopes, self._clock()):
+            if not force and claims is None and not refresh_due(record, scopes, self._clock()):
                 return Identity(session_id, record)  # another request refreshed meanwhile
+            stored = await self._load_cache(session_id)
             try:
-                serialized = await self._token_caches.load(session_id)
-            except CorruptRecordError:
-                log.warning("token cache failed to open; the user must sign in again")
-                serialized = None
-            if serialized is None:
-                await self._end(session_id)
-                raise SignInRequired("the session holds no tokens")
-            try:
-                tokens = await self._msal.refresh(serialized, record.home_account_id, force=force)
+                tokens, stored = await self._acquire(
+                    session_id, record, stored, scopes, force, claims
+                )
+            except StepUpRequired as error:
+                self._metrics.refreshes.labels(error.code).inc()
+                raise  # only these scopes or claims need the user: the session stays
             except SignInRequired as error:
                 self._metrics.refreshes.labels(error.code).inc()
                 await self._end(session_id)
@@ -72,17 +78,62 @@ class SessionRefresher:
                 raise
             self._metrics.refreshes.labels("success").inc()
             remaining = record.expires_at - self._clock()
-            if tokens.cache is not None:
-                await self._token_caches.save(session_id, tokens.cache, remaining)
-            updated = record.with_tokens(
-                access_token=tokens.access_token,
-                expires_at=tokens.expires_at,
-                refresh_at=tokens.refresh_at,
+            if tokens.cache is not None and not await self._token_caches.replace(
+                session_id, stored, tokens.cache, remaining
+            ):
+                # A holder whose turn came after ours already wrote a newer cache: keep it.
+                log.warning("token cache changed during a refresh; kept the newer one")
+            updated = record.with_token(
+                scopes,
+                UpstreamToken(tokens.access_token, tokens.expires_at, tokens.refresh_at)
+                if scopes
+                else None,
                 id_token=tokens.id_token,
-                scopes=self._scopes,
+                claims=session_claims(tokens.claims, record.claims) if tokens.claims else None,
             )
             await self._sessions.save(session_id, updated)
             return Identity(session_id, updated)
+
+    async def _load_cache(self, session_id: str) -> StoredCache:
+        try:
+            stored = await self._token_caches.load(session_id)
+        except CorruptRecordError:
+            log.warning("token cache failed to open; the user must sign in again")
+            stored = None
+        if stored is None:
+            await self._end(session_id)
+            raise SignInRequired("the session holds no tokens")
+        return stored
+
+    async def _acquire(
+        self,
+        session_id: str,
+        record: SessionRecord,
+        stored: StoredCache,
+        scopes: tuple[str, ...],
+        force: bool,
+        claims: str | None,
+    ) -> tuple[Tokens, StoredCache]:
+        """Tokens from the cache as stored, and the stored cache they came from."""
+        account = record.home_account_id
+        try:
+            tokens = await self._msal.refresh(
+                stored.serialized, account, scopes, force=force, claims=claims
+            )
+        except StepUpRequired:
+            raise
+        except SignInRequired:
+            # Under strict rotation a replica whose lock lapsed may have rotated the refresh
+            # token after we read the cache: only a refusal of the newest cache ends the session.
+            newer = await self._token_caches.load(session_id)
+            if newer is None or newer.stored == stored.stored:
+                raise
+            log.info("refresh token was rotated by another replica; retrying with its cache")
+            tokens = await self._msal.refresh(
+                newer.serialized, account, scopes, force=force, claims=claims
+            )
+            stored = newer
+        return tokens, stored
 
     async def _end(self, session_id: str) -> None:
         await self._sessions.delete(session_id)

@@ -20,6 +20,33 @@ from gateway.storage import Clock, Storage
 log = logging.getLogger(__name__)
 
 SESSION_PREFIX: Final = "gw:session:"
+# Protocol and bookkeeping claims of an id_token that mean nothing to the upstream.
+_DROPPED_CLAIMS: Final = frozenset({"nonce", "aio", "rh", "uti", "c_hash", "at_hash", "sid"})
+
+
+def session_claims(
+    id_token_claims: dict[str, Any], previous: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The claims a session keeps from a verified id_token. Groups resolved earlier (because the
+    token only carried the overage marker) are kept when a newer token carries the marker too."""
+    claims = {k: v for k, v in id_token_claims.items() if k not in _DROPPED_CLAIMS}
+    if previous and "groups" not in claims and "groups" in previous and "_claim_names" in claims:
+        claims["groups"] = previous["groups"]
+    return claims
+
+
+def scope_key(scopes: tuple[str, ...]) -> str:
+    """The key a token for these scopes is kept under in a session record."""
+    return " ".join(scopes)
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamToken:
+    """An access token for one set of scopes. Times are epoch seconds."""
+
+    access_token: str
+    expires_at: float
+    refresh_at: float  # when it is due for renewal (ahead of expiry)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,27 +59,29 @@ class SessionRecord:
     created_at: float
     expires_at: float  # absolute end of the session
     id_token: str = ""
-    access_token: str = ""
-    access_token_expires_at: float = 0.0
-    refresh_at: float = 0.0  # when the access token is due for refresh
-    token_scopes: tuple[str, ...] = field(default_factory=tuple)
+    tokens: dict[str, UpstreamToken] = field(default_factory=dict)  # by scope_key()
 
-    def with_tokens(
+    def token(self, scopes: tuple[str, ...]) -> UpstreamToken | None:
+        return self.tokens.get(scope_key(scopes))
+
+    def with_token(
         self,
-        *,
-        access_token: str,
-        expires_at: float,
-        refresh_at: float,
-        id_token: str | None,
         scopes: tuple[str, ...],
+        token: UpstreamToken | None,
+        *,
+        id_token: str | None = None,
+        claims: dict[str, Any] | None = None,
     ) -> SessionRecord:
+        """A copy holding `token` for `scopes` (none: no bearer token for them), and the newer
+        id_token and claims when a refresh brought them."""
+        tokens = dict(self.tokens)
+        if token is not None:
+            tokens[scope_key(scopes)] = token
         return replace(
             self,
-            token_scopes=scopes,
-            access_token=access_token,
-            access_token_expires_at=expires_at,
-            refresh_at=refresh_at,
+            tokens=tokens,
             id_token=id_token or self.id_token,
+            claims=claims if claims is not None else self.claims,
         )
 
     def encode(self) -> bytes:
@@ -62,9 +91,9 @@ class SessionRecord:
     def decode(cls, raw: bytes) -> SessionRecord:
         try:
             data = json.loads(raw)
-            data["token_scopes"] = tuple(data.get("token_scopes", ()))
+            data["tokens"] = {k: UpstreamToken(**v) for k, v in data.get("tokens", {}).items()}
             return cls(**data)
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise CorruptRecordError("session record does not parse") from exc
 
 

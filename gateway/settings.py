@@ -28,6 +28,7 @@ from pydantic_settings import (
 )
 
 from gateway.advanced_settings import (
+    RESERVED_SCOPES,
     MsalSettings,
     ProxySettings,
     RedisSettings,
@@ -43,7 +44,6 @@ DEFAULT_AUTHORITY_HOST: Final = "https://login.microsoftonline.com"
 MULTI_TENANT_ALIASES: Final = frozenset({"organizations", "common"})
 CALLBACK_PATH: Final = "/.auth/login/aad/callback"
 MIN_COOKIE_SECRET_BYTES: Final = 32
-RESERVED_SCOPES: Final = frozenset({"openid", "profile", "offline_access"})
 
 
 def is_loopback_host(host: str | None) -> bool:

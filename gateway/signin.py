@@ -9,13 +9,15 @@ fixation).
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import time
-from typing import Any, Final
+from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
 
+from gateway.challenges import MAX_CLAIMS_LENGTH
 from gateway.cookies import clear_cookie, mint_id, read_id, set_cookie
 from gateway.errors import BadRequest, CorruptRecordError, GatewayError, IdentityProviderError
 from gateway.flows import PendingSignIn
@@ -31,13 +33,11 @@ from gateway.keys import (
     TOKEN_CACHES,
 )
 from gateway.redirects import safe_return_path
-from gateway.sessions import SessionRecord
+from gateway.routes import scope_sets
+from gateway.sessions import SessionRecord, UpstreamToken, session_claims
 from gateway.settings import Settings
 
 log = logging.getLogger(__name__)
-
-# Protocol and bookkeeping claims that mean nothing to the upstream.
-_DROPPED_CLAIMS: Final = frozenset({"nonce", "aio", "rh", "uti", "c_hash", "at_hash", "sid"})
 
 
 class SignInExpired(BadRequest):
@@ -54,8 +54,13 @@ async def start(request: web.Request) -> web.StreamResponse:
     return_to = safe_return_path(
         request.query.get("post_login_redirect_uri"), settings.public_origin
     )
+    scopes = _requested_scopes(request.query.get("scope"), settings)
+    claims = _requested_claims(request.query.get("claims"))
     flow = await request.app[MSAL].begin(
-        prompt=settings.signin.prompt, domain_hint=settings.signin.domain_hint
+        scopes=scopes,
+        prompt=settings.signin.prompt,
+        domain_hint=settings.signin.domain_hint,
+        claims=claims,
     )
     # One binding value per browser, reused across tabs so parallel sign-ins do not clobber it.
     binding = read_id(request, settings.signin_cookie_name) or mint_id()
@@ -64,6 +69,7 @@ async def start(request: web.Request) -> web.StreamResponse:
         return_to=return_to,
         browser_binding=request.app[SEALER].binding(binding),
         started_at=time.time(),
+        scopes=scopes,
     )
     await request.app[FLOWS].save(flow["state"], pending)
     response = redirect(flow["auth_uri"])
@@ -77,6 +83,32 @@ async def start(request: web.Request) -> web.StreamResponse:
         same_site="None" if settings.response_mode == "form_post" else "Lax",
     )
     return response
+
+
+def _requested_scopes(requested: str | None, settings: Settings) -> tuple[str, ...]:
+    """The scopes to sign in for: the default ones, or another configured set (a route's scopes
+    that need consent). Anything else is refused: the parameter comes from the browser."""
+    if not requested:
+        return settings.scopes
+    if requested not in scope_sets(settings.tokens.routes, settings.scopes):
+        raise BadRequest("these scopes are not configured for this application")
+    return tuple(requested.split())
+
+
+def _requested_claims(requested: str | None) -> str | None:
+    """A claims challenge to pass to the identity provider (JSON object), or None. It can only
+    ask for more (stronger sign-in), so a tampered value hurts no one but the tamperer."""
+    if not requested:
+        return None
+    if len(requested) > MAX_CLAIMS_LENGTH:
+        raise BadRequest("the claims request is too long")
+    try:
+        document = json.loads(requested)
+    except ValueError as exc:
+        raise BadRequest("the claims request is not JSON") from exc
+    if not isinstance(document, dict):
+        raise BadRequest("the claims request is not a JSON object")
+    return json.dumps(document, separators=(",", ":"))
 
 
 async def _auth_response(request: web.Request) -> dict[str, str]:
@@ -126,17 +158,19 @@ async def _finish(request: web.Request) -> web.StreamResponse:
     assert tokens.claims is not None
     now = time.time()
     session_id = mint_id()
+    scopes = tuple(pending.scopes)
     record = SessionRecord(
         user_key=user_key(tokens.claims),
         home_account_id=tokens.home_account_id or "",
-        claims={k: v for k, v in tokens.claims.items() if k not in _DROPPED_CLAIMS},
+        claims=session_claims(tokens.claims),
         created_at=now,
         expires_at=now + settings.session.absolute_ttl_seconds,
         id_token=tokens.id_token or "",
-        access_token=tokens.access_token,
-        access_token_expires_at=tokens.expires_at,
-        refresh_at=tokens.refresh_at,
-        token_scopes=settings.scopes,
+    ).with_token(
+        scopes,
+        UpstreamToken(tokens.access_token, tokens.expires_at, tokens.refresh_at)
+        if scopes
+        else None,
     )
     if tokens.cache is not None:
         await app[TOKEN_CACHES].save(
@@ -206,14 +240,20 @@ def _end_session_url(request: web.Request, settings: Settings, target: str, id_t
 
 
 async def refresh(request: web.Request) -> web.StreamResponse:
-    """Renew the session's tokens now (Easy Auth's /.auth/refresh)."""
+    """Renew every token the session holds now (Easy Auth's /.auth/refresh); with none, renew
+    the id_token. 401 when the session can no longer be renewed."""
     settings = request.app[SETTINGS]
     identity = await authenticate(request, request.app[SESSIONS], settings.session_cookie_name)
-    identity = await request.app[REFRESHER].refresh(identity, force=True)
+    scope_lists = [tuple(key.split()) for key in identity.record.tokens] or [()]
+    for scopes in scope_lists:
+        identity = await request.app[REFRESHER].refresh(identity, scopes, force=True)
     record = identity.record
     return web.json_response(
         {
             "status": "refreshed",
-            "expires_on": int(record.access_token_expires_at) if record.access_token else None,
+            "tokens": [
+                {"scopes": key, "expires_on": int(token.expires_at)}
+                for key, token in record.tokens.items()
+            ],
         }
     )

@@ -24,6 +24,10 @@ class Storage(Protocol):
 
     async def set(self, key: str, value: bytes, ttl: float) -> None: ...
 
+    async def replace(self, key: str, expected: bytes | None, value: bytes, ttl: float) -> bool:
+        """Set `value` only if the key still holds `expected` (None: the key is absent);
+        whether it was set. A writer whose view is stale cannot overwrite a newer value."""
+
     async def take(self, key: str) -> bytes | None:
         """Read and delete atomically (single-use records): at most one caller gets the value."""
 

@@ -6,6 +6,7 @@ MSAL reports a change. Deleted with the session.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final
 
 from gateway.sealing import Sealer
@@ -13,6 +14,15 @@ from gateway.storage import Storage
 
 TOKENS_PREFIX: Final = "gw:tokens:"
 LOCK_PREFIX: Final = "gw:lock:refresh:"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCache:
+    """A token cache as loaded: the serialized MSAL cache, and the exact stored bytes that a
+    later compare-and-set write must still find."""
+
+    serialized: str
+    stored: bytes
 
 
 class TokenCacheStore:
@@ -26,18 +36,28 @@ class TokenCacheStore:
     def lock_name(self, session_id: str) -> str:
         return LOCK_PREFIX + self._sealer.digest(session_id)
 
-    async def load(self, session_id: str) -> str | None:
-        """The serialized cache, or None. CorruptRecordError when it will not open."""
+    async def load(self, session_id: str) -> StoredCache | None:
+        """The stored cache, or None. CorruptRecordError when it will not open."""
         key = self._key(session_id)
         sealed = await self._storage.get(key)
         if sealed is None:
             return None
-        return self._sealer.open(key, sealed).decode()
+        return StoredCache(self._sealer.open(key, sealed).decode(), sealed)
 
     async def save(self, session_id: str, serialized: str, ttl: float) -> None:
         key = self._key(session_id)
         if ttl > 0:
             await self._storage.set(key, self._sealer.seal(key, serialized.encode()), ttl)
+
+    async def replace(
+        self, session_id: str, previous: StoredCache, serialized: str, ttl: float
+    ) -> bool:
+        """Write `serialized` only if the store still holds `previous`; whether it was written."""
+        key = self._key(session_id)
+        if ttl <= 0:
+            return False
+        sealed = self._sealer.seal(key, serialized.encode())
+        return await self._storage.replace(key, previous.stored, sealed, ttl)
 
     async def delete(self, session_id: str) -> None:
         await self._storage.delete(self._key(session_id))

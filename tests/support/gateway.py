@@ -5,6 +5,7 @@ read the app's state), or as `python -m gateway serve` processes (replicas, memo
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import ssl
 import subprocess
@@ -48,7 +49,12 @@ def env_for(settings: Settings) -> dict[str, str]:
             for sub, subvalue in value.items():
                 if subvalue is None:
                     continue
-                text = " ".join(subvalue) if isinstance(subvalue, list) else str(subvalue)
+                if isinstance(subvalue, list) and any(isinstance(v, dict) for v in subvalue):
+                    text = json.dumps(subvalue)
+                elif isinstance(subvalue, list):
+                    text = " ".join(subvalue)
+                else:
+                    text = str(subvalue)
                 env[f"GATEWAY_{name.upper()}__{sub.upper()}"] = text
         elif isinstance(value, list):
             env[f"GATEWAY_{name.upper()}"] = " ".join(value)
