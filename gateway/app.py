@@ -121,6 +121,8 @@ async def _msal(app: web.Application) -> AsyncIterator[None]:
         msal=client,
         # Long enough for one token call with retries; renewed while held anyway.
         lock_ttl=settings.tokens.refresh_lock_seconds or 2 * msal_timeouts + 5,
+        # A live holder finishes within its own timeouts (a retried call plus its re-read).
+        lock_wait=2 * msal_timeouts + 5,
         clock=time.time,
         metrics=app[METRICS],
     )

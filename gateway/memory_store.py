@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from gateway.errors import StoreUnavailable
 from gateway.storage import Clock
 
 SWEEP_INTERVAL_SECONDS = 60.0
@@ -81,12 +82,18 @@ class MemoryStorage:
         return None
 
     @asynccontextmanager
-    async def lock(self, name: str, ttl: float) -> AsyncIterator[None]:
+    async def lock(self, name: str, ttl: float, wait: float) -> AsyncIterator[None]:
         lock = self._locks.setdefault(name, asyncio.Lock())
         self._waiters[name] = self._waiters.get(name, 0) + 1
         try:
-            async with lock:
+            try:
+                await asyncio.wait_for(lock.acquire(), wait)
+            except TimeoutError as exc:
+                raise StoreUnavailable(f"lock {name} is still held after {wait:.1f}s") from exc
+            try:
                 yield
+            finally:
+                lock.release()
         finally:
             self._waiters[name] -= 1
             if not self._waiters[name]:

@@ -112,11 +112,17 @@ class RedisStorage:
             raise StoreUnavailable("the session store is unreachable") from exc
 
     @asynccontextmanager
-    async def lock(self, name: str, ttl: float) -> AsyncIterator[None]:
+    async def lock(self, name: str, ttl: float, wait: float) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
         local = self._local_locks.setdefault(name, asyncio.Lock())
-        async with local:
+        try:
             try:
-                token = await self._acquire(name, ttl)
+                await asyncio.wait_for(local.acquire(), wait)
+            except TimeoutError as exc:
+                raise StoreUnavailable(f"lock {name} is still held after {wait:.1f}s") from exc
+            try:
+                token = await self._acquire(name, ttl, max(0.0, deadline - loop.time()))
                 renewer = asyncio.create_task(self._keep_alive(name, token, ttl))
                 try:
                     yield
@@ -126,17 +132,20 @@ class RedisStorage:
                     with contextlib.suppress(TimeoutError, RedisError, OSError):
                         await self._release(keys=[name], args=[token])
             finally:
-                if not local._waiters:  # Forget idle locks so the table stays bounded.
-                    self._local_locks.pop(name, None)
+                local.release()
+        finally:
+            if not local.locked() and not local._waiters:
+                # Nobody holds or waits: forget the lock so the table stays bounded.
+                self._local_locks.pop(name, None)
 
-    async def _acquire(self, name: str, ttl: float) -> str:
+    async def _acquire(self, name: str, ttl: float, wait: float) -> str:
         token = secrets.token_hex(16)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + ttl
+        deadline = loop.time() + wait
         try:
             while not await self._redis.set(name, token, nx=True, px=_ms(ttl)):
                 if loop.time() >= deadline:
-                    raise StoreUnavailable(f"lock {name} is still held after {ttl:.1f}s")
+                    raise StoreUnavailable(f"lock {name} is still held after {wait:.1f}s")
                 await asyncio.sleep(LOCK_POLL_SECONDS)
         except (TimeoutError, RedisError, OSError) as exc:
             raise StoreUnavailable("the session store is unreachable") from exc

@@ -35,6 +35,7 @@ class SessionRefresher:
         token_caches: TokenCacheStore,
         msal: MsalClient,
         lock_ttl: float,
+        lock_wait: float,
         clock: Clock,
         metrics: Metrics,
     ) -> None:
@@ -43,6 +44,7 @@ class SessionRefresher:
         self._token_caches = token_caches
         self._msal = msal
         self._lock_ttl = lock_ttl
+        self._lock_wait = lock_wait
         self._clock = clock
         self._metrics = metrics
 
@@ -55,7 +57,8 @@ class SessionRefresher:
         claims: str | None = None,
     ) -> Identity:
         session_id = identity.session_id
-        async with self._storage.lock(self._token_caches.lock_name(session_id), self._lock_ttl):
+        lock = self._token_caches.lock_name(session_id)
+        async with self._storage.lock(lock, self._lock_ttl, self._lock_wait):
             record = await self._sessions.load(session_id)
             if record is None:
                 raise SignInRequired("the session has ended")

@@ -36,11 +36,11 @@ class Storage(Protocol):
     async def ping(self) -> None:
         """Return when the store answers; raise StoreUnavailable otherwise."""
 
-    def lock(self, name: str, ttl: float) -> AbstractAsyncContextManager[None]:
+    def lock(self, name: str, ttl: float, wait: float) -> AbstractAsyncContextManager[None]:
         """Mutual exclusion for `name` across every process sharing the store.
 
         Held until the block exits, renewed while it runs; `ttl` bounds how long a crashed holder
-        can block others. Raises StoreUnavailable if the lock cannot be taken in time.
+        can block others. Raises StoreUnavailable if the lock is not free within `wait` seconds.
         """
 
     async def close(self) -> None: ...

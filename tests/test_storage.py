@@ -91,7 +91,7 @@ async def test_lock_admits_one_holder_at_a_time(storage: Storage) -> None:
 
     async def critical() -> None:
         nonlocal inside, most
-        async with storage.lock("gw:lock:test", ttl=5):
+        async with storage.lock("gw:lock:test", ttl=5, wait=5):
             inside += 1
             most = max(most, inside)
             await asyncio.sleep(0.01)
@@ -103,10 +103,10 @@ async def test_lock_admits_one_holder_at_a_time(storage: Storage) -> None:
 
 async def test_lock_is_released_after_an_error(storage: Storage) -> None:
     with pytest.raises(RuntimeError):
-        async with storage.lock("gw:lock:error", ttl=5):
+        async with storage.lock("gw:lock:error", ttl=5, wait=5):
             raise RuntimeError("boom")
     async with asyncio.timeout(1):
-        async with storage.lock("gw:lock:error", ttl=5):
+        async with storage.lock("gw:lock:error", ttl=5, wait=5):
             pass
 
 
@@ -134,14 +134,14 @@ async def test_redis_lock_excludes_other_processes_and_is_renewed(
     order: list[str] = []
 
     async def hold() -> None:
-        async with first.lock("gw:lock:replicas", ttl=0.3):
+        async with first.lock("gw:lock:replicas", ttl=0.3, wait=5):
             order.append("first in")
             await asyncio.sleep(0.8)  # longer than the TTL: renewal must keep it
             order.append("first out")
 
     async def wait_then_take() -> None:
         await asyncio.sleep(0.05)
-        async with second.lock("gw:lock:replicas", ttl=2):
+        async with second.lock("gw:lock:replicas", ttl=2, wait=5):
             order.append("second in")
 
     try:
@@ -170,3 +170,18 @@ async def test_redis_down_is_store_unavailable_not_absent() -> None:
     finally:
         await storage.close()
         server.cleanup()
+
+
+async def test_lock_wait_is_bounded(storage: Storage) -> None:
+    async with storage.lock("gw:lock:busy", ttl=5, wait=5):
+        with pytest.raises(StoreUnavailable):
+            async with storage.lock("gw:lock:busy", ttl=5, wait=0.2):
+                pass
+
+
+async def test_replace_writes_only_over_the_expected_value(storage: Storage) -> None:
+    assert await storage.replace("gw:test:cas", None, b"one", ttl=30)
+    assert not await storage.replace("gw:test:cas", None, b"two", ttl=30)
+    assert not await storage.replace("gw:test:cas", b"stale", b"two", ttl=30)
+    assert await storage.replace("gw:test:cas", b"one", b"two", ttl=30)
+    assert await storage.get("gw:test:cas") == b"two"
