@@ -14,6 +14,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import jwt
 import msal
@@ -53,7 +54,7 @@ def make_app(idp: RunningDevIdp, http: requests.Session) -> MakeApp:
     """Per test, and every app gets its own http_cache: msal caches 400s for 60 s and 5xx for
     Retry-After (ENTRA.md c.8), which would carry one test's faults into the next."""
 
-    def make(credential: object = None, client_id: str | None = None) -> App:
+    def make(credential: object = None, client_id: str | None = None, **kw: Any) -> App:
         return msal.ConfidentialClientApplication(
             client_id or idp.client_id,
             client_credential=credential if credential is not None else idp.client_secret,
@@ -61,7 +62,7 @@ def make_app(idp: RunningDevIdp, http: requests.Session) -> MakeApp:
             instance_discovery=False,
             azure_region=False,
             http_client=http,
-            http_cache={},
+            **{"http_cache": {}, **kw},
         )
 
     return make
@@ -507,3 +508,193 @@ async def test_non_loopback_address_is_refused(capsys: pytest.CaptureFixture[str
     assert await asyncio.to_thread(main, ["--host", "192.0.2.1", "--port", "0", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "refusing to listen on '192.0.2.1'" in err
+
+
+# consent per resource
+
+REPORTS_SCOPE = "api://reports/read"
+
+
+def test_refresh_for_an_unconsented_resource_is_consent_required(
+    idp: RunningDevIdp, make_app: MakeApp, http: requests.Session
+) -> None:
+    idp.set_strict_rotation()
+    idp.require_consent("api://reports")
+    app = make_app()
+    sign_in(app, http)
+    [account] = app.get_accounts()
+    refused = app.acquire_token_silent_with_error([REPORTS_SCOPE], account)
+    assert refused["error"] == "invalid_grant" and refused["error_codes"] == [65001]
+    assert refused["error_description"].startswith(
+        "AADSTS65001: The user or administrator has not consented to use the application with "
+        f"ID '{idp.client_id}'"
+    )
+    assert refused["suberror"] == refused["classification"] == "consent_required"
+    # A refused refresh does not consume the refresh token, even under strict rotation.
+    again = app.acquire_token_silent_with_error([API_SCOPE], account, force_refresh=True)
+    assert again is not None and "access_token" in again
+    assert [r.status for r in idp.token_requests("refresh_token")] == [400, 200]
+
+
+def test_authorizing_a_resource_records_consent_per_user(
+    idp: RunningDevIdp, make_app: MakeApp, http: requests.Session
+) -> None:
+    http.post(f"{idp.control_url}/consent/require", json={"resource": "api://reports"})
+    app = make_app()
+    # Entra lets an authorize request name several resources; the code redeems for one.
+    flow = start_flow(app, scopes=[API_SCOPE, REPORTS_SCOPE])
+    answer = authorize(http, flow["auth_uri"])
+    assert answer.status == 200, answer.page
+    first = app.acquire_token_by_auth_code_flow(flow, answer.fields, scopes=[API_SCOPE])
+    assert unverified(first["access_token"])["aud"] == "api://upstream"
+    [account] = app.get_accounts()
+    reports = app.acquire_token_silent_with_error([REPORTS_SCOPE], account)
+    assert reports is not None and unverified(reports["access_token"])["aud"] == "api://reports"
+    msal_http_cache: dict[str, Any] = {}
+    bob_app = make_app(http_cache=msal_http_cache)
+    sign_in(bob_app, http, "bob")
+    [bob] = bob_app.get_accounts()
+    assert bob_app.acquire_token_silent_with_error([REPORTS_SCOPE], bob)["error_codes"] == [65001]
+    grant = {"user": "bob", "resource": "api://reports/"}
+    assert http.post(f"{idp.control_url}/consent/grant", json=grant).json() == {"ok": True}
+    msal_http_cache.clear()  # msal replays a 400 for 60 s without asking (ENTRA.md c.8)
+    assert "access_token" in bob_app.acquire_token_silent_with_error([REPORTS_SCOPE], bob)
+    policies = http.get(f"{idp.control_url}/state").json()["policies"]
+    assert policies["consent_required"] == ["api://reports"]
+    idp.reset()
+    assert http.get(f"{idp.control_url}/state").json()["policies"]["consent_required"] == []
+
+
+def test_code_redeemed_for_an_unconsented_resource_is_consent_required(
+    idp: RunningDevIdp, make_app: MakeApp, http: requests.Session
+) -> None:
+    idp.require_consent("api://reports")
+    app = make_app()
+    flow = start_flow(app)
+    answer = authorize(http, flow["auth_uri"])
+    flow["scope"] = [*flow["scope"], REPORTS_SCOPE]  # msal only lets us redeem for a subset
+    result = app.acquire_token_by_auth_code_flow(flow, answer.fields, scopes=[REPORTS_SCOPE])
+    assert result["error"] == "invalid_grant" and result["suberror"] == "consent_required"
+    [post] = idp.token_requests("authorization_code")
+    assert REPORTS_SCOPE in post.form["scope"].split() and post.status == 400
+
+
+# claims requests: client capabilities and claims challenges
+
+ACRS_C1 = '{"access_token":{"acrs":{"essential":true,"value":"c1"}}}'
+
+
+def test_client_capabilities_put_xms_cc_in_access_tokens(
+    idp: RunningDevIdp, make_app: MakeApp, http: requests.Session
+) -> None:
+    app = make_app(client_capabilities=["CP1"])
+    flow, result, _ = sign_in(app, http)
+    sent = '{"access_token": {"xms_cc": {"values": ["CP1"]}}}'  # msal's json.dumps, verbatim
+    assert parse_qs(urlsplit(flow["auth_uri"]).query)["claims"] == [sent]
+    assert unverified(result["access_token"])["xms_cc"] == ["CP1"]
+    [account] = app.get_accounts()
+    refreshed = app.acquire_token_silent_with_error([API_SCOPE], account, force_refresh=True)
+    assert unverified(refreshed["access_token"])["xms_cc"] == ["CP1"]
+    assert [r.form["claims"] for r in idp.token_requests()] == [sent, sent]
+
+
+def test_claims_challenge_is_merged_with_capabilities_and_yields_acrs(
+    idp: RunningDevIdp, make_app: MakeApp, http: requests.Session
+) -> None:
+    plain = make_app()
+    sign_in(plain, http)
+    [account] = plain.get_accounts()
+    stepped = plain.acquire_token_silent_with_error([API_SCOPE], account, claims_challenge=ACRS_C1)
+    assert unverified(stepped["access_token"])["acrs"] == ["c1"]
+    assert idp.token_requests("refresh_token")[-1].form["claims"] == ACRS_C1  # passed verbatim
+    capable = make_app(client_capabilities=["CP1"])
+    flow, result, _ = sign_in(capable, http, claims_challenge=ACRS_C1)
+    merged = (
+        '{"access_token": {"acrs": {"essential": true, "value": "c1"}, '
+        '"xms_cc": {"values": ["CP1"]}}}'
+    )
+    assert parse_qs(urlsplit(flow["auth_uri"]).query)["claims"] == [merged]
+    assert idp.token_requests("authorization_code")[-1].form["claims"] == merged
+    claims = unverified(result["access_token"])
+    assert (claims["acrs"], claims["xms_cc"]) == (["c1"], ["CP1"])
+    [account] = capable.get_accounts()
+    several = '{"access_token":{"acrs":{"essential":true,"values":["c1","c2"]}}}'
+    again = capable.acquire_token_silent_with_error([API_SCOPE], account, claims_challenge=several)
+    assert unverified(again["access_token"])["acrs"] == ["c1", "c2"]
+
+
+def test_malformed_claims_are_invalid_request(
+    idp: RunningDevIdp, make_app: MakeApp, http: requests.Session
+) -> None:
+    _, result, _ = sign_in(make_app(), http)
+    response = http.post(
+        f"{idp.authority}/oauth2/v2.0/token",
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": result["refresh_token"],
+            "scope": API_SCOPE,
+            "claims": "[not an object]",
+        },
+        auth=(idp.client_id, idp.client_secret or ""),
+    )
+    assert response.status_code == 400 and response.json()["error"] == "invalid_request"
+
+
+def test_step_up_for_refresh_needs_an_interactive_sign_in(
+    idp: RunningDevIdp, make_app: MakeApp, http: requests.Session
+) -> None:
+    app = make_app(client_capabilities=["CP1"])
+    sign_in(app, http)
+    [account] = app.get_accounts()
+    response = http.post(f"{idp.control_url}/claims/refresh", json={"acrs": "c1"})
+    assert response.json() == {"ok": True} and idp.refresh_acrs == "c1"
+    for challenge in (None, ACRS_C1):  # asking for it silently is not enough either
+        refused = app.acquire_token_silent_with_error(
+            [API_SCOPE], account, force_refresh=True, claims_challenge=challenge
+        )
+        assert refused["error"] == "invalid_grant" and refused["error_codes"] == [50076]
+        assert json.loads(refused["claims"]) == json.loads(ACRS_C1)
+    assert [r.status for r in idp.token_requests("refresh_token")] == [400, 400]
+    # The gateway signs the user in again with the challenge from the error.
+    _, result, _ = sign_in(app, http, claims_challenge=refused["claims"])
+    assert unverified(result["access_token"])["acrs"] == ["c1"]
+    [account] = app.get_accounts()
+    later = app.acquire_token_silent_with_error([API_SCOPE], account, force_refresh=True)
+    assert "access_token" in later and "acrs" not in unverified(later["access_token"])
+    asked = app.acquire_token_silent_with_error([API_SCOPE], account, claims_challenge=ACRS_C1)
+    assert unverified(asked["access_token"])["acrs"] == ["c1"]
+    msal_http_cache: dict[str, Any] = {}
+    other = make_app(http_cache=msal_http_cache)
+    sign_in(other, http, "bob")
+    [bob] = other.get_accounts()
+    refused = other.acquire_token_silent_with_error([API_SCOPE], bob, force_refresh=True)
+    assert refused["error_codes"] == [50076]
+    idp.require_claims_for_refresh(None)
+    msal_http_cache.clear()  # msal replays a 400 for 60 s without asking (ENTRA.md c.8)
+    allowed = other.acquire_token_silent_with_error([API_SCOPE], bob, force_refresh=True)
+    assert "access_token" in allowed
+
+
+def test_reset_clears_the_directory_policies(idp: RunningDevIdp, http: requests.Session) -> None:
+    idp.set_groups_overage_limit(5)
+    idp.require_consent("api://reports")
+    idp.grant_consent("alice", "api://reports")
+    idp.require_claims_for_refresh("c1")
+    policies = http.get(f"{idp.control_url}/state").json()["policies"]
+    alice = idp.user("alice")
+    assert policies == {
+        "groups_overage_limit": 5,
+        "consent_required": ["api://reports"],
+        "consents": [[alice.oid, idp.client_id, "api://reports"]],
+        "refresh_acrs": "c1",
+    }
+    assert http.post(f"{idp.control_url}/reset").json() == {"ok": True}
+    policies = http.get(f"{idp.control_url}/state").json()["policies"]
+    assert policies == {
+        "groups_overage_limit": 200,
+        "consent_required": [],
+        "consents": [],
+        "refresh_acrs": None,
+    }
+    with pytest.raises(KeyError):
+        idp.grant_consent("nobody", "api://reports")

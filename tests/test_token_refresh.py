@@ -13,7 +13,6 @@ from typing import Any
 import aiohttp
 import jwt
 import pytest
-
 from support.browser import Browser
 from support.fixtures import Launch
 from support.gateway import PUBLIC_URL, GatewayProcess, idp_ssl, settings_for
