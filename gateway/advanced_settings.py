@@ -178,3 +178,37 @@ class TokenSettings(SettingsGroup):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return () if isinstance(value, str) and not value.strip() else value
+
+
+class GroupSettings(SettingsGroup):
+    """Group membership beyond the token: with more than 200 groups Entra puts an overage marker
+    in the id_token instead of the groups, and the gateway asks Microsoft Graph."""
+
+    resolve_overage: bool = Field(
+        True, description="Resolve the groups of users whose token carries the overage marker."
+    )
+    graph_url: str = Field(
+        "https://graph.microsoft.com/v1.0",
+        pattern=r"^https://[^/?#]+(/[^?#]*)?$",
+        description="Microsoft Graph base URL (sovereign clouds have their own).",
+    )
+    graph_scopes: SpaceSeparated = Field(
+        ("https://graph.microsoft.com/User.Read",),
+        description="Scopes of the Graph token used to list the user's groups (some tenants "
+        "require GroupMember.Read.All).",
+    )
+    max_header_bytes: PositiveInt = Field(
+        16384,
+        description="An identity header longer than this is not sent (and a warning is logged); "
+        "the application's server must accept headers this long.",
+    )
+
+    @field_validator("graph_scopes", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        return split_words(value)
+
+    @field_validator("graph_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")

@@ -195,10 +195,18 @@ def _plain(name: str, value: Any) -> str | None:
 
 
 def identity_headers(
-    claims: Mapping[str, Any], *, email_trusted: bool, access_token: str | None
+    claims: Mapping[str, Any],
+    *,
+    email_trusted: bool,
+    access_token: str | None,
+    groups: tuple[str, ...] | None = None,
+    max_bytes: int = 16384,
 ) -> list[tuple[str, str]]:
     """The identity headers for a signed-in user (DESIGN.md). Headers whose claim is absent are
-    not sent. X-Forwarded-Email is sent only when the email claim can be trusted (nOAuth)."""
+    not sent. X-Forwarded-Email is sent only when the email claim can be trusted (nOAuth).
+    `groups` (resolved through Graph for an overage token) replaces the token's groups claim in
+    X-Forwarded-Groups; the principal keeps the token's claims as issued, as Easy Auth does. A
+    header longer than `max_bytes` is left out, never cut: a partial group list could grant."""
     principal = base64.b64encode(
         json.dumps(easy_auth_principal(claims), separators=(",", ":")).encode()
     ).decode()
@@ -217,10 +225,23 @@ def identity_headers(
             _plain("preferred_username", claims.get("preferred_username")),
         ),
         ("X-Forwarded-Email", _plain("email", claims.get("email")) if email_trusted else None),
-        ("X-Forwarded-Groups", _plain("groups", claims.get("groups"))),
+        (
+            "X-Forwarded-Groups",
+            _plain("groups", list(groups) if groups is not None else claims.get("groups")),
+        ),
         ("Authorization", f"Bearer {access_token}" if access_token else None),
     ]
-    return [(name, value) for name, value in candidates if value is not None]
+    sent = []
+    for name, value in candidates:
+        if value is None:
+            continue
+        if len(value) > max_bytes:
+            log.warning(
+                "%s is %d bytes, over the limit of %d: not sent", name, len(value), max_bytes
+            )
+            continue
+        sent.append((name, value))
+    return sent
 
 
 def response_headers(

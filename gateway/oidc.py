@@ -25,6 +25,7 @@ import requests
 
 from gateway import client_auth, id_tokens
 from gateway.errors import BadRequest, IdentityProviderError, SignInRequired, StepUpRequired
+from gateway.graph import GraphError, transitive_group_ids
 from gateway.id_tokens import IdTokenPolicy
 from gateway.provider import Provider
 from gateway.settings import Settings
@@ -351,6 +352,45 @@ class MsalClient:
         if error in INTERACTION_ERRORS:
             raise SignInRequired(f"sign-in needed again: {described}")
         raise IdentityProviderError(f"token refresh failed: {described}")
+
+    # ---- group overage ----
+
+    async def resolve_groups(
+        self, serialized_cache: str, home_account_id: str
+    ) -> tuple[tuple[str, ...], str | None]:
+        """The user's transitive group ids from Microsoft Graph, with a Graph token from the
+        session's cache, and the cache if that changed it. IdentityProviderError otherwise."""
+        return await self._run(
+            functools.partial(self._resolve_groups, serialized_cache, home_account_id)
+        )
+
+    def _resolve_groups(
+        self, serialized_cache: str, home_account_id: str
+    ) -> tuple[tuple[str, ...], str | None]:
+        settings = self._settings.groups
+        cache = msal.SerializableTokenCache()
+        cache.deserialize(serialized_cache)
+        try:
+            app = self._application(cache)
+            account = next(
+                (a for a in app.get_accounts() if a.get("home_account_id") == home_account_id),
+                None,
+            )
+            result = (
+                app.acquire_token_silent_with_error(list(settings.graph_scopes), account)
+                if account
+                else None
+            )
+        except (requests.RequestException, msal.exceptions.MsalError) as exc:
+            raise IdentityProviderError("the identity provider could not be reached") from exc
+        if not result or "error" in result:
+            reason = _describe(result) if result else "no token"
+            raise IdentityProviderError(f"cannot get a Graph token to read groups: {reason}")
+        try:
+            groups = transitive_group_ids(self._http, settings.graph_url, result["access_token"])
+        except GraphError as exc:
+            raise IdentityProviderError(f"cannot read group membership: {exc}") from exc
+        return tuple(groups), cache.serialize() if cache.has_state_changed else None
 
     async def close(self) -> None:
         """Wait for MSAL calls in flight (bounded by the timeouts), then close the connections:

@@ -49,6 +49,8 @@ async def verify(request: web.Request) -> web.StreamResponse:
         record.claims,
         email_trusted=not settings.is_multi_tenant or record.claims.get("xms_edov") is True,
         access_token=token.access_token if token else None,
+        groups=record.groups,
+        max_bytes=settings.groups.max_header_bytes,
     ):
         response.headers[name] = value
     return response

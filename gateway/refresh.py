@@ -92,7 +92,7 @@ class SessionRefresher:
                 if scopes
                 else None,
                 id_token=tokens.id_token,
-                claims=session_claims(tokens.claims, record.claims) if tokens.claims else None,
+                claims=session_claims(tokens.claims) if tokens.claims else None,
             )
             await self._sessions.save(session_id, updated)
             return Identity(session_id, updated)

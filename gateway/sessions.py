@@ -60,6 +60,7 @@ class SessionRecord:
     expires_at: float  # absolute end of the session
     id_token: str = ""
     tokens: dict[str, UpstreamToken] = field(default_factory=dict)  # by scope_key()
+    groups: tuple[str, ...] | None = None  # from Graph, when the token had the overage marker
 
     def token(self, scopes: tuple[str, ...]) -> UpstreamToken | None:
         return self.tokens.get(scope_key(scopes))
@@ -92,6 +93,8 @@ class SessionRecord:
         try:
             data = json.loads(raw)
             data["tokens"] = {k: UpstreamToken(**v) for k, v in data.get("tokens", {}).items()}
+            if data.get("groups") is not None:
+                data["groups"] = tuple(data["groups"])
             return cls(**data)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise CorruptRecordError("session record does not parse") from exc

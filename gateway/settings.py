@@ -29,6 +29,7 @@ from pydantic_settings import (
 
 from gateway.advanced_settings import (
     RESERVED_SCOPES,
+    GroupSettings,
     MsalSettings,
     ProxySettings,
     RedisSettings,
@@ -135,6 +136,7 @@ class Settings(BaseSettings):
     msal: MsalSettings = Field(default_factory=MsalSettings)
     tokens: TokenSettings = Field(default_factory=TokenSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
+    groups: GroupSettings = Field(default_factory=GroupSettings)
 
     @classmethod
     def settings_customise_sources(

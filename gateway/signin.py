@@ -12,6 +12,7 @@ import hmac
 import json
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -21,6 +22,7 @@ from gateway.challenges import MAX_CLAIMS_LENGTH
 from gateway.cookies import clear_cookie, mint_id, read_id, set_cookie
 from gateway.errors import BadRequest, CorruptRecordError, GatewayError, IdentityProviderError
 from gateway.flows import PendingSignIn
+from gateway.graph import has_group_overage
 from gateway.identity import authenticate
 from gateway.keys import (
     FLOWS,
@@ -172,10 +174,13 @@ async def _finish(request: web.Request) -> web.StreamResponse:
         if scopes
         else None,
     )
-    if tokens.cache is not None:
-        await app[TOKEN_CACHES].save(
-            session_id, tokens.cache, settings.session.absolute_ttl_seconds
-        )
+    cache = tokens.cache
+    if settings.groups.resolve_overage and has_group_overage(tokens.claims) and cache:
+        groups, changed = await app[MSAL].resolve_groups(cache, record.home_account_id)
+        record = replace(record, groups=groups)
+        cache = changed or cache
+    if cache is not None:
+        await app[TOKEN_CACHES].save(session_id, cache, settings.session.absolute_ttl_seconds)
     await app[SESSIONS].save(session_id, record)
     previous = read_id(request, settings.session_cookie_name)
     if previous is not None:
