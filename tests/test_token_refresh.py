@@ -111,6 +111,7 @@ async def test_refresh_slower_than_the_lock_lifetime_stays_single(
     await signed_in(first)
     idp.set_lifetimes()
     session = first.browser.cookie(COOKIE)
+    assert session is not None
     second.browser.jar.update_cookies({COOKIE: session}, second.browser.jar_origin())
     idp.clear_log()
     await asyncio.sleep(1.2)
@@ -142,6 +143,7 @@ async def test_rotation_by_another_replica_does_not_end_the_session(
     idp.set_strict_rotation(True)
     await signed_in(first)
     session = first.browser.cookie(COOKIE)
+    assert session is not None
     second.browser.jar.update_cookies({COOKIE: session}, second.browser.jar_origin())
     idp.clear_log()
     idp.delay("token", 1.5, times=1)
