@@ -12,6 +12,8 @@ against a fresh read of the cache first: another replica may have rotated it.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
+from typing import Final
 
 from gateway.errors import CorruptRecordError, GatewayError, SignInRequired, StepUpRequired
 from gateway.identity import Identity, refresh_due
@@ -22,6 +24,10 @@ from gateway.storage import Clock, Storage
 from gateway.token_cache import StoredCache, TokenCacheStore
 
 log = logging.getLogger(__name__)
+
+# A token with less than this left is not worth keeping when its refresh fails.
+MIN_USABLE_SECONDS: Final = 10.0
+RETRY_AFTER_FAILURE_SECONDS: Final = 30.0
 
 
 class SessionRefresher:
@@ -59,10 +65,11 @@ class SessionRefresher:
         session_id = identity.session_id
         lock = self._token_caches.lock_name(session_id)
         async with self._storage.lock(lock, self._lock_ttl, self._lock_wait):
-            record = await self._sessions.load(session_id)
-            if record is None:
+            loaded = await self._sessions.load_stored(session_id)
+            if loaded is None:
                 raise SignInRequired("the session has ended")
-            if not force and claims is None and not refresh_due(record, scopes, self._clock()):
+            record, now = loaded.record, self._clock()
+            if not force and claims is None and not refresh_due(record, scopes, now):
                 return Identity(session_id, record)  # another request refreshed meanwhile
             stored = await self._load_cache(session_id)
             try:
@@ -78,23 +85,36 @@ class SessionRefresher:
                 raise
             except GatewayError as error:
                 self._metrics.refreshes.labels(error.code).inc()
-                raise
-            self._metrics.refreshes.labels("success").inc()
-            remaining = record.expires_at - self._clock()
-            if tokens.cache is not None and not await self._token_caches.replace(
-                session_id, stored, tokens.cache, remaining
-            ):
-                # A holder whose turn came after ours already wrote a newer cache: keep it.
-                log.warning("token cache changed during a refresh; kept the newer one")
-            updated = record.with_token(
-                scopes,
-                UpstreamToken(tokens.access_token, tokens.expires_at, tokens.refresh_at)
-                if scopes
-                else None,
-                id_token=tokens.id_token,
-                claims=session_claims(tokens.claims) if tokens.claims else None,
-            )
-            await self._sessions.save(session_id, updated)
+                current = record.token(scopes)
+                if force or current is None or current.expires_at - now < MIN_USABLE_SECONDS:
+                    raise
+                # The provider is failing but the token is still good: use it, try again later,
+                # and do not make every request wait for (or hammer) the provider meanwhile.
+                log.warning("refresh failed (%s); keeping the current token for now", error)
+                retry_at = min(now + RETRY_AFTER_FAILURE_SECONDS, current.expires_at)
+                tokens = None
+                updated = record.with_token(scopes, replace(current, refresh_at=retry_at))
+            if tokens is not None:
+                self._metrics.refreshes.labels("success").inc()
+                if tokens.cache is not None and not await self._token_caches.replace(
+                    session_id, stored, tokens.cache, record.expires_at - now
+                ):
+                    # Deleted (sign-out) or rewritten by a holder whose turn came after ours.
+                    log.warning("token cache changed during a refresh; not overwritten")
+                updated = record.with_token(
+                    scopes,
+                    UpstreamToken(tokens.access_token, tokens.expires_at, tokens.refresh_at)
+                    if scopes
+                    else None,
+                    id_token=tokens.id_token,
+                    claims=session_claims(tokens.claims) if tokens.claims else None,
+                )
+            if not await self._sessions.replace(session_id, loaded, updated):
+                # Signed out while we refreshed (the session must stay ended), or rewritten.
+                current_record = await self._sessions.load(session_id)
+                if current_record is None:
+                    raise SignInRequired("the session ended during the refresh")
+                return Identity(session_id, current_record)
             return Identity(session_id, updated)
 
     async def _load_cache(self, session_id: str) -> StoredCache:

@@ -100,6 +100,12 @@ class SessionRecord:
             raise CorruptRecordError("session record does not parse") from exc
 
 
+@dataclass(frozen=True, slots=True)
+class StoredSession:
+    record: SessionRecord
+    stored: bytes
+
+
 class SessionStore:
     """Load, save and delete session records. Absent, expired and corrupt records read as None."""
 
@@ -114,6 +120,11 @@ class SessionStore:
 
     async def load(self, session_id: str) -> SessionRecord | None:
         """One round trip: read and slide the idle TTL. StoreUnavailable propagates."""
+        loaded = await self.load_stored(session_id)
+        return loaded.record if loaded else None
+
+    async def load_stored(self, session_id: str) -> StoredSession | None:
+        """Like load, with the stored bytes that a later `replace` must still find."""
         key = self.key(session_id)
         sealed = await self._storage.get(key, slide_ttl=self._idle_ttl)
         if sealed is None:
@@ -127,14 +138,26 @@ class SessionStore:
         if record.expires_at <= self._clock():
             await self._storage.delete(key)
             return None
-        return record
+        return StoredSession(record, sealed)
+
+    def _ttl(self, record: SessionRecord) -> float:
+        return min(self._idle_ttl, record.expires_at - self._clock())
 
     async def save(self, session_id: str, record: SessionRecord) -> None:
-        key = self.key(session_id)
-        ttl = min(self._idle_ttl, record.expires_at - self._clock())
+        key, ttl = self.key(session_id), self._ttl(record)
+        if ttl > 0:
+            await self._storage.set(key, self._sealer.seal(key, record.encode()), ttl)
+
+    async def replace(
+        self, session_id: str, previous: StoredSession, record: SessionRecord
+    ) -> bool:
+        """Write `record` only if the store still holds `previous`: a session deleted meanwhile
+        (sign-out) stays deleted, and a newer write is not overwritten. Whether it was written."""
+        key, ttl = self.key(session_id), self._ttl(record)
         if ttl <= 0:
-            return
-        await self._storage.set(key, self._sealer.seal(key, record.encode()), ttl)
+            return False
+        sealed = self._sealer.seal(key, record.encode())
+        return await self._storage.replace(key, previous.stored, sealed, ttl)
 
     async def delete(self, session_id: str) -> None:
         await self._storage.delete(self.key(session_id))

@@ -193,3 +193,44 @@ async def test_route_without_scopes_sends_no_token(launch: Launch) -> None:
     plain = upstream_headers(await (await running.browser.get("/static/a.css", headers=API)).json())
     assert "authorization" not in plain
     assert "x-ms-client-principal-name" in plain
+
+
+async def test_sign_out_during_a_refresh_stays_signed_out(launch: Launch, idp: Any) -> None:
+    """A refresh already in flight when the user signs out must not bring the session back."""
+    running = await launch(scopes=SCOPE)
+    await signed_in(running)
+    cookie = running.browser.cookie(COOKIE)
+    assert cookie is not None
+    idp.delay("token", 1.0, times=1)
+
+    async def force_refresh() -> int:
+        response = await running.browser.session.post(running.url + "/.auth/refresh", headers=API)
+        await response.read()
+        return int(response.status)
+
+    in_flight = asyncio.create_task(force_refresh())
+    await asyncio.sleep(0.3)
+    assert (await running.browser.get("/.auth/logout")).status == 302
+    assert await in_flight == 401  # the refresh found the session gone
+    running.browser.jar.update_cookies({COOKIE: cookie}, running.browser.jar_origin())
+    assert (await running.browser.get("/x", headers=API)).status == 401
+
+
+async def test_provider_outage_keeps_a_still_valid_token(launch: Launch, idp: Any) -> None:
+    """The token is due (skew) but the provider answers 503: requests keep the current token,
+    and the gateway waits before asking again instead of calling the provider per request."""
+    running = await launch(scopes=SCOPE, tokens={"refresh_skew_seconds": 3599})
+    await signed_in(running)
+    before = upstream_headers(await (await running.browser.get("/a", headers=API)).json())
+    await asyncio.sleep(1.1)
+    idp.clear_log()
+    idp.fail("token", 503, {"error": "temporarily_unavailable"}, times=None)
+    try:
+        for i in range(4):
+            answer = await running.browser.get(f"/b/{i}", headers=API)
+            assert answer.status == 200
+            seen = upstream_headers(await answer.json())
+            assert seen["authorization"] == before["authorization"]
+    finally:
+        idp.clear_faults()
+    assert len(idp.token_requests("refresh_token")) == 1
