@@ -65,7 +65,9 @@ class ProxySettings(SettingsGroup):
     )
     max_connections: PositiveInt = Field(256, description="Most open connections to the upstream.")
     preserve_host: bool = Field(
-        True, description="Send the client's Host header upstream (else the upstream's host)."
+        True,
+        description="Send the public URL's host as Host upstream (else the upstream's own "
+        "host). The client's Host header is never passed on.",
     )
     public_paths: SpaceSeparated = Field(
         (),
@@ -152,6 +154,11 @@ class TokenSettings(SettingsGroup):
     expose_in_me: bool = Field(
         False, description="Include the access and id tokens in /.auth/me (Easy Auth does)."
     )
+    expose_in_verify: bool = Field(
+        False,
+        description="Include Authorization: Bearer in /.auth/verify answers (for a forward-auth "
+        "proxy to pass on). Off by default: the endpoint is reachable from the browser too.",
+    )
     routes: tuple[TokenRoute, ...] = Field(
         (),
         description="Per-route bearer scopes, first match wins, as JSON (env) or a YAML list: "
@@ -198,9 +205,10 @@ class GroupSettings(SettingsGroup):
         "require GroupMember.Read.All).",
     )
     max_header_bytes: PositiveInt = Field(
-        16384,
-        description="An identity header longer than this is not sent (and a warning is logged); "
-        "the application's server must accept headers this long.",
+        8000,
+        description="Largest identity header sent. X-MS-CLIENT-PRINCIPAL over it is sent without "
+        "its groups; any other header over it is not sent (never cut), with a warning. Raise it "
+        "only as far as the application's server accepts.",
     )
 
     @field_validator("graph_scopes", mode="before")

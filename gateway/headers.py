@@ -194,22 +194,30 @@ def _plain(name: str, value: Any) -> str | None:
     return text
 
 
+def _encoded_principal(claims: Mapping[str, Any]) -> str:
+    return base64.b64encode(
+        json.dumps(easy_auth_principal(claims), separators=(",", ":")).encode()
+    ).decode()
+
+
 def identity_headers(
     claims: Mapping[str, Any],
     *,
     email_trusted: bool,
     access_token: str | None,
     groups: tuple[str, ...] | None = None,
-    max_bytes: int = 16384,
+    max_bytes: int = 8000,
 ) -> list[tuple[str, str]]:
     """The identity headers for a signed-in user (DESIGN.md). Headers whose claim is absent are
     not sent. X-Forwarded-Email is sent only when the email claim can be trusted (nOAuth).
     `groups` (resolved through Graph for an overage token) replaces the token's groups claim in
     X-Forwarded-Groups; the principal keeps the token's claims as issued, as Easy Auth does. A
     header longer than `max_bytes` is left out, never cut: a partial group list could grant."""
-    principal = base64.b64encode(
-        json.dumps(easy_auth_principal(claims), separators=(",", ":")).encode()
-    ).decode()
+    principal = _encoded_principal(claims)
+    if len(principal) > max_bytes and "groups" in claims:
+        # Easy Auth's answer to "too many groups": the principal without them (X-Forwarded-Groups
+        # still carries them if it fits).
+        principal = _encoded_principal({k: v for k, v in claims.items() if k != "groups"})
     user_id = claims.get("oid") or claims.get("sub")
     candidates = [
         ("X-MS-CLIENT-PRINCIPAL", principal),

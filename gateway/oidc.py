@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import functools
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 FAILED_REFRESH_RETRY_SECONDS: Final = 30.0
+SEED_MAX_AGE_SECONDS: Final = 12 * 3600.0
 # Errors after which the session's refresh token is useless: the session is over.
 INTERACTION_ERRORS: Final = frozenset({"invalid_grant"})
 # Errors (or suberrors) after which only these scopes or claims need the user; the session stays.
@@ -71,6 +73,7 @@ class MsalClient:
         self._http = client_auth.http_session(settings)
         self._credential = client_auth.client_credential(settings)
         self._seed_cache: dict[str, Any] = {}
+        self._seeded_at = time.monotonic()
         self._provider: Provider | None = None
         self._policy: IdTokenPolicy | None = None
 
@@ -89,12 +92,26 @@ class MsalClient:
             token_cache=cache,
             http_client=self._http,
             # A private copy: throttling of one call must not refuse another user's (c.22).
-            http_cache=copy.deepcopy(self._seed_cache) if http_cache is None else http_cache,
+            http_cache=self._seed_copy() if http_cache is None else http_cache,
             instance_discovery=False,
             azure_region=False,
             client_capabilities=list(settings.tokens.client_capabilities) or None,
             **where,
         )
+
+    def _seed_copy(self) -> dict[str, Any]:
+        """A copy of the discovery cache. MSAL keeps discovery for 24 h; the seed is renewed
+        after 12, so calls never fall back to a discovery request each."""
+        if time.monotonic() - self._seeded_at > SEED_MAX_AGE_SECONDS:
+            fresh: dict[str, Any] = {}
+            try:
+                self._application(msal.SerializableTokenCache(), http_cache=fresh)
+            except (requests.RequestException, ValueError, KeyError, msal.exceptions.MsalError):
+                log.warning("could not renew the discovery cache; using the previous one")
+            else:
+                self._seed_cache = fresh
+            self._seeded_at = time.monotonic()
+        return copy.deepcopy(self._seed_cache)
 
     async def _run(self, func: Callable[[], T]) -> T:
         async with self._slots:
@@ -148,6 +165,7 @@ class MsalClient:
                 "GATEWAY_SIGNIN__PROMPT=consent or let the provider grant offline_access."
             )
         self._seed_cache = seed
+        self._seeded_at = time.monotonic()
         self._policy = IdTokenPolicy(
             issuer=provider.issuer,
             audience=settings.client_id,
@@ -205,6 +223,8 @@ class MsalClient:
         try:
             app = self._application(cache)
             result = app.acquire_token_by_auth_code_flow(flow, auth_response)
+        except json.JSONDecodeError as exc:  # a ValueError too: the provider sent no JSON
+            raise IdentityProviderError("the identity provider sent a malformed answer") from exc
         except ValueError as exc:  # state mismatch, malformed response
             raise BadRequest("the sign-in response does not match the sign-in request") from exc
         except RuntimeError as exc:
@@ -325,6 +345,8 @@ class MsalClient:
                 )
         except (requests.RequestException, msal.exceptions.MsalError) as exc:
             raise IdentityProviderError("the identity provider could not be reached") from exc
+        except (ValueError, KeyError) as exc:  # a non-JSON or malformed answer
+            raise IdentityProviderError("the identity provider sent a malformed answer") from exc
         if result is None:
             raise SignInRequired("the session's tokens cannot be renewed")
         if "error" in result:
@@ -383,6 +405,8 @@ class MsalClient:
             )
         except (requests.RequestException, msal.exceptions.MsalError) as exc:
             raise IdentityProviderError("the identity provider could not be reached") from exc
+        except (ValueError, KeyError) as exc:
+            raise IdentityProviderError("the identity provider sent a malformed answer") from exc
         if not result or "error" in result:
             reason = _describe(result) if result else "no token"
             raise IdentityProviderError(f"cannot get a Graph token to read groups: {reason}")

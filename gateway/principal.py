@@ -48,7 +48,7 @@ async def verify(request: web.Request) -> web.StreamResponse:
     for name, value in identity_headers(
         record.claims,
         email_trusted=not settings.is_multi_tenant or record.claims.get("xms_edov") is True,
-        access_token=token.access_token if token else None,
+        access_token=token.access_token if token and settings.tokens.expose_in_verify else None,
         groups=record.groups,
         max_bytes=settings.groups.max_header_bytes,
     ):

@@ -84,13 +84,14 @@ def upstream_headers(
         request.headers,
         cookie_names=settings.own_cookie_names,
     )
-    client_host = request.headers.get("Host", "")
-    if settings.proxy.preserve_host and client_host:
-        outbound["Host"] = client_host
+    # The public host, never the client's Host header: an upstream that builds links from Host
+    # or X-Forwarded-Host (password resets, caches) cannot be pointed at another site.
+    public_host = settings.public_url_host
+    if settings.proxy.preserve_host:
+        outbound["Host"] = public_host
+    outbound["X-Forwarded-Host"] = public_host
     outbound["X-Forwarded-For"] = request.remote or ""
     outbound["X-Forwarded-Proto"] = settings.public_url.scheme
-    if client_host:
-        outbound["X-Forwarded-Host"] = client_host
     outbound["X-Request-Id"] = request[REQUEST_ID]
     if identity is not None:
         request[IDENTITY] = identity

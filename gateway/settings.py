@@ -348,6 +348,11 @@ class Settings(BaseSettings):
         return f"{prefix}{self.session.cookie_name}-signin"
 
     @cached_property
+    def public_url_host(self) -> str:
+        """host[:port] of the public URL, as a Host header carries it."""
+        return urlsplit(self.public_origin).netloc
+
+    @cached_property
     def own_cookie_names(self) -> frozenset[str]:
         """The gateway's cookies: never shown to the upstream, never set by it."""
         return frozenset({self.session_cookie_name, self.signin_cookie_name})

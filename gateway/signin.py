@@ -11,9 +11,10 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
 import time
 from dataclasses import replace
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -40,6 +41,9 @@ from gateway.sessions import SessionRecord, UpstreamToken, session_claims
 from gateway.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+_OAUTH_ERROR: Final = re.compile(r"^[a-z_]{1,64}$")
 
 
 class SignInExpired(BadRequest):
@@ -152,10 +156,15 @@ async def _finish(request: web.Request) -> web.StreamResponse:
         log.warning("sign-in callback from a browser that did not start it")
         raise BadRequest("this sign-in was started in another browser; please sign in again")
     if "error" in auth_response:
-        raise IdentityProviderError(
-            f"the identity provider refused the sign-in: {auth_response.get('error', '')}: "
-            f"{auth_response.get('error_description', '')[:300]}"
+        error = auth_response["error"]
+        log.warning(
+            "identity provider refused the sign-in: error=%r description=%r",
+            error[:64],
+            auth_response.get("error_description", "")[:300],
         )
+        # Only a well-formed OAuth error code is shown; the description stays in the log.
+        code = error if _OAUTH_ERROR.match(error) else "error"
+        raise IdentityProviderError(f"the identity provider refused the sign-in ({code})")
     tokens = await app[MSAL].redeem(pending.msal_flow, auth_response)
     assert tokens.claims is not None
     now = time.time()
@@ -194,7 +203,7 @@ async def _finish(request: web.Request) -> web.StreamResponse:
         secure=settings.cookie_secure,
         max_age=settings.session.absolute_ttl_seconds,
     )
-    clear_cookie(response, settings.signin_cookie_name, secure=settings.cookie_secure)
+    # The sign-in cookie is left to expire: other tabs may be signing in with it right now.
     return response
 
 

@@ -137,5 +137,13 @@ async def test_verify_answers_forward_auth(launch: Launch) -> None:
     allowed = await running.browser.get("/.auth/verify", headers=API)
     assert allowed.status == 200
     assert allowed.headers["X-MS-CLIENT-PRINCIPAL-NAME"] == "alice@contoso.example"
-    assert allowed.headers["Authorization"].startswith("Bearer ")
     assert "X-MS-CLIENT-PRINCIPAL" in allowed.headers
+    # The endpoint is reachable from the browser: no bearer token unless switched on.
+    assert "Authorization" not in allowed.headers
+
+
+async def test_verify_carries_the_bearer_token_when_enabled(launch: Launch) -> None:
+    running = await launch(scopes="api://upstream/read", tokens={"expose_in_verify": True})
+    await signed_in(running)
+    allowed = await running.browser.get("/.auth/verify", headers=API)
+    assert allowed.headers["Authorization"].startswith("Bearer ")

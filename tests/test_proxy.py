@@ -93,11 +93,11 @@ async def test_public_path_does_not_cover_ambiguous_paths(launch: Launch) -> Non
         assert response.status == 401, raw
 
 
-async def test_host_is_preserved_and_forwarding_facts_set(gateway: Running) -> None:
+async def test_host_is_the_public_host_and_forwarding_facts_set(gateway: Running) -> None:
     await signed_in(gateway)
-    response = await gateway.browser.get("/x", headers={"Host": "app.test", **API})
+    response = await gateway.browser.get("/x", headers={"Host": "evil.example", **API})
     seen = upstream_headers(await response.json())
-    assert seen["host"] == ["app.test"]
+    assert seen["host"] == ["app.test"]  # never the client's Host (host-header poisoning)
     assert seen["x-forwarded-host"] == ["app.test"]
     assert response.headers["X-Request-Id"] == seen["x-request-id"][0]
 

@@ -12,7 +12,7 @@ from typing import Final
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from . import account, authorize, control_http, discovery, token
+from . import account, authorize, control_http, discovery, graph, token
 from .control import DevIdpControl
 from .faults import Endpoint
 from .requestlog import LoggedRequest, frozen_headers
@@ -26,6 +26,7 @@ ENDPOINT_OF: Final[dict[Handler, Endpoint]] = {
     token.token: "token",
     account.logout: "logout",
     account.userinfo: "userinfo",
+    graph.transitive_member_of: "graph",
 }
 
 
@@ -101,5 +102,8 @@ def build_app(state: DevIdpState) -> web.Application:
     app.router.add_post(f"{tenant}/oauth2/v2.0/logout", account.logout)
     app.router.add_get("/oidc/userinfo", account.userinfo)
     app.router.add_post("/oidc/userinfo", account.userinfo)
+    member_of = f"{graph.PREFIX}/me/transitiveMemberOf"
+    app.router.add_get(member_of, graph.transitive_member_of)
+    app.router.add_get(f"{member_of}/microsoft.graph.group", graph.transitive_member_of)
     control_http.add_routes(app)
     return app

@@ -3,12 +3,12 @@
 `GET /{tenant}/oauth2/v2.0/authorize` validates the request, then either answers at once (tests
 name the user in the `X-DevIdp-User` header) or shows the account picker, which posts back to
 `POST /{tenant}/login`. Problems with the client or redirect URI are a 400 page; every later
-problem goes back to the redirect URI as `error`/`error_description`, like Entra.
+problem goes back to the redirect URI as `error`/`error_description`, like Entra. Issuing a code
+is also where the user consents to the resources the request's `scope` names.
 """
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,11 +17,12 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from .claims import ClaimsRequest
 from .config import Client, User
 from .errors import INVALID_REQUEST, OAuthError, missing, unknown_client
 from .grants import CodeGrant
 from .pages import error_page, form_post_page, html_response, sign_in_page
-from .scopes import Scopes, parse_scopes
+from .scopes import Scopes, parse_authorize_scopes
 from .state import STATE, DevIdpState
 from .tokens import client_info
 
@@ -61,6 +62,8 @@ class AuthorizeRequest:
     client: Client
     reply: Reply
     scopes: Scopes
+    resources: tuple[str, ...]  # every resource named: the user consents to all of them
+    claims: ClaimsRequest
     params: Mapping[str, str]
 
     @property
@@ -170,20 +173,14 @@ def _validate(
             raise OAuthError(INVALID_REQUEST, 501491, "code_challenge_method must be S256.")
         if not 43 <= len(challenge) <= 128:  # RFC 7636 4.2
             raise OAuthError(INVALID_REQUEST, 501491, "Invalid size of Code_Challenge parameter.")
-    scopes = parse_scopes(params.get("scope"))
-    if "claims" in params:
-        try:
-            parsed = json.loads(params["claims"])
-        except ValueError:
-            parsed = None
-        if not isinstance(parsed, dict):
-            raise OAuthError(INVALID_REQUEST, 90015, "The claims parameter is not valid JSON.")
+    scopes, resources = parse_authorize_scopes(params.get("scope"))
+    claims = ClaimsRequest.parse(params["claims"]) if "claims" in params else ClaimsRequest()
     if "max_age" in params and not params["max_age"].isdigit():
         raise OAuthError(INVALID_REQUEST, 50033, "The max_age parameter must be a number.")
     prompt = params.get("prompt")
     if prompt is not None and prompt not in PROMPTS:
         raise OAuthError(INVALID_REQUEST, 90023, f"Invalid prompt value '{prompt}'.")
-    return AuthorizeRequest(tenant_segment, client, reply, scopes, params)
+    return AuthorizeRequest(tenant_segment, client, reply, scopes, resources, claims, params)
 
 
 def _picker(state: DevIdpState, req: AuthorizeRequest) -> web.Response:
@@ -203,10 +200,11 @@ def _picker(state: DevIdpState, req: AuthorizeRequest) -> web.Response:
 
 
 def _issue(state: DevIdpState, req: AuthorizeRequest, user: User) -> dict[str, str]:
-    """Record a code for `user` (prompt=login/consent need nothing more) and return the fields."""
+    """Record a code for `user` and the user's consent to every resource the request named
+    (prompt=login/consent need nothing more) and return the fields."""
     now = state.clock()
-    claims = req.params.get("claims")
-    wants_auth_time = "max_age" in req.params or (claims is not None and "auth_time" in claims)
+    wants_auth_time = "max_age" in req.params or req.claims.mentions_auth_time
+    state.policies.record_consent(user.oid, req.client.client_id, req.resources)
     code = state.grants.issue_code(
         CodeGrant(
             client_id=req.client.client_id,
@@ -217,7 +215,7 @@ def _issue(state: DevIdpState, req: AuthorizeRequest, user: User) -> dict[str, s
             user_oid=user.oid,
             auth_time=int(now),
             include_auth_time=wants_auth_time,
-            claims=claims,
+            claims=req.params.get("claims"),
             issued_at=now,
         )
     )

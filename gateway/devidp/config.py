@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
+from .groups import DEFAULT_GROUPS, DEFAULT_OVERAGE_LIMIT, MANY_GROUPS, READERS, WRITERS, Group
+
 DEFAULT_TENANT_ID: Final = "5c3e5f0a-7d1b-4e2c-9a48-0d6f2b1c8e37"
 DEFAULT_TENANT_DOMAIN: Final = "contoso.example"
 DEFAULT_CLIENT_ID: Final = "8f4b2e61-3c5a-4d7e-b9f0-1a2c3d4e5f60"
@@ -121,9 +123,6 @@ def is_development_redirect_uri(uri: str) -> bool:
     return parts.scheme == "http" and is_loopback_host(host)
 
 
-_READERS: Final = "8d2f1e3c-5b4a-4c6d-9e7f-0a1b2c3d4e5f"
-_WRITERS: Final = "9e3a2f4d-6c5b-4d7e-8f9a-1b2c3d4e5f60"
-
 DEFAULT_USERS: Final[tuple[User, ...]] = (
     User(
         username="alice",
@@ -131,7 +130,7 @@ DEFAULT_USERS: Final[tuple[User, ...]] = (
         oid="0b7e2c1d-4a5f-4e3b-8c9d-1e2f3a4b5c6d",
         preferred_username="alice@contoso.example",
         email="alice@contoso.example",
-        groups=(_READERS,),
+        groups=(READERS.id,),
         roles=("Reader",),
     ),
     User(
@@ -146,8 +145,16 @@ DEFAULT_USERS: Final[tuple[User, ...]] = (
         name="José Núñez",
         oid="2d9a4e3f-6c7b-4a5d-8e1f-3a4b5c6d7e8f",
         preferred_username="jose@contoso.example",
-        groups=(_READERS, _WRITERS),
+        groups=(READERS.id, WRITERS.id),
         roles=("Reader", "Writer"),
+    ),
+    User(  # more groups than fit in a token: exercises the overage marker and Graph paging
+        username="carol",
+        name="Carol Many-Groups",
+        oid="3e0b5f4a-7d8c-4b6e-9f2a-4b5c6d7e8f9a",
+        preferred_username="carol@contoso.example",
+        email="carol@contoso.example",
+        groups=tuple(g.id for g in MANY_GROUPS),
     ),
 )
 
@@ -161,7 +168,9 @@ class DevIdpConfig:
     `state_dir=None` uses a temporary directory removed on stop (so `ca.pem` is not reused).
     `public_host` is the host name put in URLs and issuers (default: `host`) and is added to the
     TLS certificate. Lifetimes are in seconds; msal never serves an access token from its cache
-    when `expires_in` is 300 or less, so the default stays well above that.
+    when `expires_in` is 300 or less, so the default stays well above that. `groups` names the
+    groups Microsoft Graph reports; a user with more than `groups_overage_limit` groups gets the
+    overage marker instead of a `groups` claim.
     """
 
     host: str = "127.0.0.1"
@@ -179,6 +188,8 @@ class DevIdpConfig:
     strict_rotation: bool = False
     code_lifetime_seconds: int = 600
     refresh_token_lifetime_seconds: int = 90 * 24 * 3600
+    groups: tuple[Group, ...] = DEFAULT_GROUPS
+    groups_overage_limit: int = DEFAULT_OVERAGE_LIMIT
 
     def __post_init__(self) -> None:
         problems = []
@@ -192,6 +203,8 @@ class DevIdpConfig:
             problems.append("usernames must be unique")
         if self.expires_in <= 0 or self.code_lifetime_seconds <= 0:
             problems.append("lifetimes must be positive")
+        if self.groups_overage_limit < 0:
+            problems.append("groups_overage_limit must not be negative")
         if problems:
             raise ValueError("; ".join(problems))
 

@@ -19,6 +19,7 @@ from .faults import (
     check_endpoint,
     check_remaining,
 )
+from .policy_control import PolicyControl
 from .requestlog import LoggedRequest
 from .scopes import parse_scopes
 from .state import DevIdpState, Lifetimes
@@ -33,8 +34,12 @@ def _override(claims: dict[str, object], changes: Mapping[str, object] | None) -
             claims[name] = value
 
 
-class DevIdpControl:
-    """Drive a running emulator. Faults and settings stay until changed or `reset()`."""
+class DevIdpControl(PolicyControl):
+    """Drive a running emulator. Faults and settings stay until changed or `reset()`.
+
+    The directory-policy operations (groups overage, consent, step-up) come from
+    `PolicyControl`.
+    """
 
     def __init__(self, state: DevIdpState) -> None:
         self._state = state
@@ -59,8 +64,8 @@ class DevIdpControl:
         return found
 
     def reset(self) -> None:
-        """Clear faults, grants, revocations and the log; restore lifetimes, users, clients,
-        keys."""
+        """Clear faults, grants, revocations, consents and the log; restore lifetimes, users,
+        clients, keys and the policies (overage limit, consent and step-up requirements)."""
         self._state.reset()
 
     def clear_faults(self) -> None:
@@ -78,7 +83,7 @@ class DevIdpControl:
     ) -> None:
         """Answer the next `times` requests to `endpoint` with this status and body (a non-str
         body is JSON). `times=None` keeps failing until cleared. Endpoints: discovery,
-        authorize, token, jwks, logout, userinfo."""
+        authorize, token, jwks, logout, userinfo, graph."""
         response = ForcedResponse(
             status, body, content_type, dict(headers or {}), check_remaining(times)
         )
@@ -206,6 +211,7 @@ class DevIdpControl:
             now=now,
             lifetime=lifetime or self._state.lifetimes.expires_in,
             azpacr="1",
+            groups_limit=self._state.policies.groups_overage_limit,
         )
         _override(token_claims, claims)
         keys = self._state.keys
@@ -229,6 +235,7 @@ class DevIdpControl:
             now=int(self._state.clock()),
             nonce=nonce,
             auth_time=None,
+            groups_limit=self._state.policies.groups_overage_limit,
         )
         _override(token_claims, claims)
         keys = self._state.keys

@@ -58,6 +58,10 @@ OPERATIONS: Final[dict[str, Operation]] = {
     "tokens/access": lambda c, b: {"access_token": c.issue_access_token(**b)},
     "tokens/id": lambda c, b: {"id_token": c.issue_id_token(**b)},
     "requests/clear": lambda c, b: c.clear_log(**b),
+    "groups/overage-limit": lambda c, b: c.set_groups_overage_limit(**b),
+    "consent/require": lambda c, b: c.require_consent(**b),
+    "consent/grant": lambda c, b: c.grant_consent(**b),
+    "claims/refresh": lambda c, b: c.require_claims_for_refresh(**b),
 }
 
 

@@ -18,14 +18,29 @@ UNAUTHORIZED_CLIENT: Final = "unauthorized_client"
 
 
 class OAuthError(Exception):
-    """An OAuth error with its AADSTS code. `status` is 401 for invalid_client, else 400."""
+    """An OAuth error with its AADSTS code. `status` is 401 for invalid_client, else 400.
 
-    def __init__(self, error: str, code: int, message: str, *, status: int | None = None) -> None:
+    `suberror` (e.g. `consent_required`) and `claims` (a claims challenge for the interactive
+    request) are added to the JSON body only when given, as Entra does.
+    """
+
+    def __init__(
+        self,
+        error: str,
+        code: int,
+        message: str,
+        *,
+        status: int | None = None,
+        suberror: str | None = None,
+        claims: str | None = None,
+    ) -> None:
         super().__init__(f"{error}: AADSTS{code}: {message}")
         self.error = error
         self.code = code
         self.message = message
         self.status = status if status is not None else (401 if error == INVALID_CLIENT else 400)
+        self.suberror = suberror
+        self.claims = claims
 
     @property
     def description(self) -> str:
@@ -36,7 +51,7 @@ class OAuthError(Exception):
         trace_id = str(uuid.uuid4())
         correlation = correlation_id or str(uuid.uuid4())
         stamp = dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-        return {
+        body: dict[str, object] = {
             "error": self.error,
             "error_description": (
                 f"{self.description} Trace ID: {trace_id} Correlation ID: {correlation}"
@@ -47,6 +62,11 @@ class OAuthError(Exception):
             "trace_id": trace_id,
             "correlation_id": correlation,
         }
+        if self.suberror is not None:
+            body["suberror"] = self.suberror
+        if self.claims is not None:
+            body["claims"] = self.claims
+        return body
 
 
 def missing(parameter: str) -> OAuthError:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal, get_args
 
-Endpoint = Literal["discovery", "authorize", "token", "jwks", "logout", "userinfo"]
+Endpoint = Literal["discovery", "authorize", "token", "jwks", "logout", "userinfo", "graph"]
 ENDPOINTS: Final[tuple[str, ...]] = get_args(Endpoint)
 
 DEFAULT_DENIAL: Final = (

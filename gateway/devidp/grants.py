@@ -34,11 +34,15 @@ class CodeGrant:
 
 @dataclass(frozen=True, slots=True)
 class RefreshGrant:
+    """What a refresh token stands for. `acrs`: the authentication contexts its sign-in
+    satisfied (asked for in the interactive request), which later refreshes inherit."""
+
     client_id: str
     user_oid: str
     auth_time: int
     include_auth_time: bool
     issued_at: float
+    acrs: tuple[str, ...] = ()
     used: bool = False
     revoked: bool = False
 
@@ -99,12 +103,28 @@ class Grants:
             self._refresh[token] = grant
         return token
 
-    def use_refresh_token(self, token: str, client_id: str, *, strict: bool) -> RefreshGrant:
-        """Check and (under strict rotation) consume a refresh token. Raises invalid_grant."""
+    def use_refresh_token(
+        self,
+        token: str,
+        client_id: str,
+        *,
+        strict: bool,
+        check: Callable[[RefreshGrant], None] | None = None,
+    ) -> RefreshGrant:
+        """Check and (under strict rotation) consume a refresh token. Raises invalid_grant.
+
+        `check` runs last and may raise too (consent, step-up); a refused refresh leaves the
+        token unconsumed, as Entra does.
+        """
         with self._lock:
-            grant = self._refresh.get(token)
-            if grant is not None and strict and not grant.used and not grant.revoked:
+            grant = self._checked(self._refresh.get(token), client_id, strict=strict)
+            if check is not None:
+                check(grant)
+            if strict:
                 self._refresh[token] = replace(grant, used=True)
+        return grant
+
+    def _checked(self, grant: RefreshGrant | None, client_id: str, *, strict: bool) -> RefreshGrant:
         if grant is None:
             raise _bad_refresh_token("it was not issued by this identity provider")
         if grant.revoked:

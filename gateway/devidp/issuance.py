@@ -6,9 +6,9 @@ truthful and the faults stay in one place.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from .claims import ClaimsRequest
 from .config import User
 from .faults import TokenFaults
 from .grants import RefreshGrant
@@ -21,23 +21,18 @@ EXPIRED_BY = 7200
 
 @dataclass(frozen=True, slots=True)
 class SignIn:
-    """The user sign-in a token request continues (from a code, a refresh token or OBO)."""
+    """The user sign-in a token request continues (from a code, a refresh token or OBO).
+
+    `claims` is what this token request asks for; `satisfied_acrs` are the authentication
+    contexts the sign-in satisfied, handed on to the refresh token.
+    """
 
     user: User
     auth_time: int
     include_auth_time: bool
     nonce: str | None = None
-    claims: str | None = None
-
-
-def _requested_capabilities(claims: str | None) -> object:
-    """`access_token.xms_cc.values` of a claims request (client capabilities such as CP1)."""
-    try:
-        parsed = json.loads(claims) if claims else None
-        values = parsed["access_token"]["xms_cc"]["values"] if isinstance(parsed, dict) else None
-    except (ValueError, KeyError, TypeError):
-        return None
-    return values if isinstance(values, list) else None
+    claims: ClaimsRequest = field(default_factory=ClaimsRequest)
+    satisfied_acrs: tuple[str, ...] = ()
 
 
 def user_token_response(
@@ -55,9 +50,9 @@ def user_token_response(
         now=now,
         lifetime=lifetimes.expires_in,
         azpacr=azpacr,
+        groups_limit=state.policies.groups_overage_limit,
     )
-    if (capabilities := _requested_capabilities(sign_in.claims)) is not None:
-        at["xms_cc"] = capabilities
+    at.update(sign_in.claims.access_token_claims())
     body: dict[str, object] = {
         "token_type": "Bearer",
         "scope": scopes.text,
@@ -75,6 +70,7 @@ def user_token_response(
                 auth_time=sign_in.auth_time,
                 include_auth_time=sign_in.include_auth_time,
                 issued_at=state.clock(),
+                acrs=sign_in.satisfied_acrs,
             )
         )
     if scopes.openid and not faults.omit_id_token:
@@ -96,6 +92,7 @@ def _id_token(
         now=issued,
         nonce=sign_in.nonce,
         auth_time=sign_in.auth_time if sign_in.include_auth_time else None,
+        groups_limit=state.policies.groups_overage_limit,
     )
     if faults.nonce is not None:
         claims["nonce"] = faults.nonce
@@ -127,6 +124,7 @@ def app_token_response(
         now=now,
         lifetime=lifetimes.expires_in,
         azpacr=azpacr,
+        groups_limit=state.policies.groups_overage_limit,
     )
     return {
         "token_type": "Bearer",

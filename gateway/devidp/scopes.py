@@ -2,7 +2,8 @@
 
 `api://upstream/read` is permission `read` on resource `api://upstream`; a bare name such as
 `User.Read` is a Microsoft Graph permission; `openid profile offline_access email` name no
-resource. Like Entra, one request may name only one resource (AADSTS28000).
+resource. Like Entra, a token request may name only one resource (AADSTS28000); an authorize
+request may name several, for the user to consent to all of them at once.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from .errors import INVALID_SCOPE, OAuthError, missing
 
 OIDC_SCOPES: Final = frozenset({"openid", "profile", "offline_access", "email"})
 GRAPH_RESOURCE: Final = "00000003-0000-0000-c000-000000000000"
+GRAPH_URL: Final = "https://graph.microsoft.com"
+GRAPH_AUDIENCES: Final = (GRAPH_RESOURCE, GRAPH_URL, f"{GRAPH_URL}/")
 DEFAULT_PERMISSION: Final = ".default"
 
 
@@ -86,3 +89,29 @@ def parse_scopes(raw: str | None) -> Scopes:
             f"more than one resource. Scope {' '.join(requested)} is not valid.",
         )
     return Scopes(requested, resources[0] if resources else None, tuple(permissions))
+
+
+def parse_authorize_scopes(raw: str | None) -> tuple[Scopes, tuple[str, ...]]:
+    """The scopes a code stands for (OIDC plus the first resource's) and every resource named.
+
+    Entra v2 lets an authorize request name several resources ("the scopes that you want the
+    user to consent to"); its code redeems for one resource at a time.
+    """
+    requested = tuple(dict.fromkeys((raw or "").split()))
+    resources: list[str] = []
+    kept: list[str] = []
+    for scope in requested:
+        if scope not in OIDC_SCOPES:
+            resource = split_scope(scope)[0]
+            if resource not in resources:
+                resources.append(resource)
+            if resource != resources[0]:
+                continue
+        kept.append(scope)
+    return parse_scopes(" ".join(kept)), tuple(resources)
+
+
+def canonical_resource(resource: str) -> str:
+    """One name per API, for consent records: Graph's URL and its app id are the same API."""
+    trimmed = resource.rstrip("/")
+    return GRAPH_RESOURCE if trimmed.lower() == GRAPH_URL else trimmed

@@ -97,6 +97,11 @@ class RunningDevIdp(DevIdpControl):
         )
 
     @property
+    def graph_url(self) -> str:
+        """The Microsoft Graph base URL this emulator serves (`.../v1.0`)."""
+        return f"{self.base_url}/v1.0"
+
+    @property
     def ca_path(self) -> Path:
         return self._material.state_dir / CA_FILE
 

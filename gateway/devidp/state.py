@@ -1,4 +1,5 @@
-"""The running emulator's mutable state: clients, users, lifetimes, faults, grants, keys and log.
+"""The running emulator's mutable state: clients, users, lifetimes, faults, grants, keys, log and
+directory policies.
 
 One `DevIdpState` per emulator. Every method is thread-safe: the event loop reads it while test
 threads change it through `control.DevIdpControl`. `reset()` returns to the configuration.
@@ -17,6 +18,7 @@ from .config import Client, DevIdpConfig, User
 from .faults import AuthorizeError, Delay, Endpoint, ForcedResponse, TokenFaults
 from .grants import Grants
 from .keys import KeyRing
+from .policies import Policies
 from .requestlog import RequestLog
 
 TENANT_ALIASES = frozenset({"organizations", "common"})
@@ -63,6 +65,8 @@ class DevIdpState:
             refresh_lifetime=config.refresh_token_lifetime_seconds,
         )
         self.log = RequestLog()
+        self.policies = Policies(config.groups_overage_limit)
+        self.group_names = {g.id: g.display_name for g in config.groups}
         self.urls = Urls(f"https://{config.url_host}:{config.port}", config.tenant_id)
         self._lock = threading.Lock()
         self._clients: dict[str, Client] = {}
@@ -79,7 +83,8 @@ class DevIdpState:
         return Lifetimes(c.expires_in, c.ext_expires_in, c.refresh_in, c.strict_rotation)
 
     def reset(self) -> None:
-        """Back to the configuration: faults, lifetimes, users, clients, grants, keys, log."""
+        """Back to the configuration: faults, lifetimes, users, clients, grants, keys, log,
+        policies (overage limit, consent, step-up)."""
         with self._lock:
             self._clients = {c.client_id: c for c in self.config.clients}
             self._users = self.config.users
@@ -91,6 +96,7 @@ class DevIdpState:
         self.grants.reset()
         self.keys.reset()
         self.log.clear()
+        self.policies.reset()
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -197,6 +203,7 @@ class DevIdpState:
                 "delays": dict(self._delays),
                 "authorize_error": self._authorize_error,
                 "token_faults": self._token_faults,
+                "policies": self.policies.snapshot(),
             }
 
 

@@ -1,7 +1,9 @@
 """The token endpoint (ENTRA.md b.4): authorization_code, refresh_token, client_credentials, OBO.
 
 Each grant checks what Entra checks and raises `OAuthError`, rendered here as Entra's JSON error
-(400, or 401 for invalid_client). What goes into a successful response is `issuance.py`'s job.
+(400, or 401 for invalid_client). User grants also apply the directory policies (`policies.py`):
+consent per resource, and step-up for refreshes. What goes into a successful response is
+`issuance.py`'s job.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from typing import Final
 
 from aiohttp import web
 
+from .claims import ClaimsRequest
 from .clientauth import AuthenticatedClient, authenticate_client
 from .config import User
 from .errors import INVALID_GRANT, INVALID_REQUEST, INVALID_SCOPE, OAuthError, missing
+from .grants import RefreshGrant
 from .issuance import SignIn, app_token_response, user_token_response
 from .keys import b64url
 from .scopes import parse_scopes
@@ -93,12 +97,17 @@ def _authorization_code(
                 "authorization request.",
             )
     scopes = parse_scopes(form["scope"]) if form.get("scope") else grant.scopes
+    user = _user(state, grant.user_oid)
+    state.policies.check_consent(user.oid, auth.client, scopes.resource)
+    # The sign-in satisfied what the authorize request asked for; msal repeats it here.
+    claims = ClaimsRequest.parse(grant.claims).merged(ClaimsRequest.parse(form.get("claims")))
     sign_in = SignIn(
-        user=_user(state, grant.user_oid),
+        user=user,
         auth_time=grant.auth_time,
         include_auth_time=grant.include_auth_time,
         nonce=grant.nonce,
-        claims=form.get("claims") or grant.claims,
+        claims=claims,
+        satisfied_acrs=claims.acrs,
     )
     return user_token_response(
         state, client_id=grant.client_id, azpacr=auth.azpacr, scopes=scopes, sign_in=sign_in
@@ -112,13 +121,22 @@ def _refresh_token(
     if not token:
         raise missing("refresh_token")
     scopes = parse_scopes(form.get("scope"))
+    claims = ClaimsRequest.parse(form.get("claims"))
+
+    def allowed(grant: RefreshGrant) -> None:
+        state.policies.check_consent(grant.user_oid, auth.client, scopes.resource)
+        state.policies.check_refresh(grant.acrs, scopes.resource)
+
     strict = state.lifetimes.strict_rotation
-    grant = state.grants.use_refresh_token(token, auth.client.client_id, strict=strict)
+    grant = state.grants.use_refresh_token(
+        token, auth.client.client_id, strict=strict, check=allowed
+    )
     sign_in = SignIn(
         user=_user(state, grant.user_oid),
         auth_time=grant.auth_time,
         include_auth_time=grant.include_auth_time,
-        claims=form.get("claims"),
+        claims=claims,
+        satisfied_acrs=grant.acrs,
     )
     return user_token_response(
         state, client_id=auth.client.client_id, azpacr=auth.azpacr, scopes=scopes, sign_in=sign_in

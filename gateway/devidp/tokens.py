@@ -11,12 +11,13 @@ import hashlib
 import json
 import secrets
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import jwt
 
 from .config import User
 from .errors import INVALID_GRANT, OAuthError
+from .groups import group_claims
 from .keys import KeyRing, SigningKey, b64url
 from .scopes import GRAPH_RESOURCE, Scopes
 
@@ -46,10 +47,8 @@ def sign(claims: Mapping[str, object], key: SigningKey) -> str:
     return jwt.encode(dict(claims), key.private_key, algorithm="RS256", headers=headers)
 
 
-def _user_claims(user: User) -> dict[str, object]:
-    claims: dict[str, object] = {}
-    if user.groups:
-        claims["groups"] = list(user.groups)
+def _user_claims(user: User, tenant_id: str, groups_limit: int) -> dict[str, object]:
+    claims = group_claims(user.groups, tenant_id=tenant_id, oid=user.oid, limit=groups_limit)
     if user.roles:
         claims["roles"] = list(user.roles)
     claims.update(user.extra_claims)
@@ -65,7 +64,9 @@ def id_token_claims(
     now: int,
     nonce: str | None,
     auth_time: int | None,
+    groups_limit: int,
 ) -> dict[str, object]:
+    """Claims of an id token; `groups_limit` is the groups overage threshold."""
     claims: dict[str, object] = {
         "aud": client_id,
         "iss": issuer,
@@ -87,7 +88,7 @@ def id_token_claims(
         claims["nonce"] = nonce
     if auth_time is not None:
         claims["auth_time"] = auth_time
-    claims.update(_user_claims(user))
+    claims.update(_user_claims(user, tenant_id, groups_limit))
     return claims
 
 
@@ -101,10 +102,12 @@ def access_token_claims(
     now: int,
     lifetime: int,
     azpacr: str,
+    groups_limit: int,
 ) -> dict[str, object]:
     """Claims of an access token for `scopes.resource`; an app token when `user` is None.
 
-    With only OpenID scopes the token is for Microsoft Graph, as with Entra.
+    With only OpenID scopes the token is for Microsoft Graph, as with Entra. `groups_limit` is
+    the groups overage threshold.
     """
     audience = scopes.resource or GRAPH_RESOURCE
     claims: dict[str, object] = {
@@ -132,31 +135,39 @@ def access_token_claims(
         scp=scopes.scp,
         sub=pairwise_subject(user.oid, audience),
     )
-    claims.update(_user_claims(user))
+    claims.update(_user_claims(user, tenant_id, groups_limit))
+    return claims
+
+
+def decode_own_access_token(
+    token: str, *, keys: KeyRing, issuer: str, audiences: Sequence[str] | None
+) -> dict[str, object]:
+    """Claims of a token this emulator issued and still publishes a key for.
+
+    Raises `jwt.PyJWTError` (the subclass says what is wrong: signature, audience, expiry...).
+    `audiences=None` skips the audience check.
+    """
+    kid = jwt.get_unverified_header(token).get("kid")
+    key = keys.find(kid) if isinstance(kid, str) else None
+    if key is None:
+        raise jwt.InvalidSignatureError("signed by a key not in the JWKS")
+    claims: dict[str, object] = jwt.decode(
+        token,
+        key.private_key.public_key(),
+        algorithms=["RS256"],
+        audience=None if audiences is None else list(audiences),
+        issuer=issuer,
+        options={"require": ["exp", "iat", "iss", "aud"], "verify_aud": audiences is not None},
+    )
     return claims
 
 
 def verify_own_access_token(
     token: str, *, keys: KeyRing, issuer: str, audiences: list[str] | None
 ) -> dict[str, object]:
-    """Claims of a token this emulator issued and still publishes a key for.
-
-    Raises OAuthError(invalid_grant, AADSTS50013) on a bad signature, issuer, audience or time.
-    `audiences=None` skips the audience check.
-    """
+    """`decode_own_access_token` for grants: raises OAuthError(invalid_grant, AADSTS50013) on a
+    bad signature, issuer, audience or time."""
     try:
-        kid = jwt.get_unverified_header(token).get("kid")
-        key = keys.find(kid) if isinstance(kid, str) else None
-        if key is None:
-            raise jwt.InvalidSignatureError("signed by a key not in the JWKS")
-        claims: dict[str, object] = jwt.decode(
-            token,
-            key.private_key.public_key(),
-            algorithms=["RS256"],
-            audience=audiences,
-            issuer=issuer,
-            options={"require": ["exp", "iat", "iss", "aud"], "verify_aud": audiences is not None},
-        )
+        return decode_own_access_token(token, keys=keys, issuer=issuer, audiences=audiences)
     except jwt.PyJWTError as exc:
         raise OAuthError(INVALID_GRANT, 50013, f"Assertion failed validation: {exc}.") from exc
-    return claims
