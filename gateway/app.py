@@ -58,8 +58,7 @@ def _storage(settings: Settings) -> Storage:
             socket_timeout=settings.redis.socket_timeout_seconds,
             connect_timeout=settings.redis.connect_timeout_seconds,
         )
-    memory = MemoryStorage()
-    return memory
+    return MemoryStorage()
 
 
 async def _stores(app: web.Application) -> AsyncIterator[None]:

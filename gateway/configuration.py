@@ -28,16 +28,17 @@ class _AzureWorkloadIdentitySource(InitSettingsSource):
     """AZURE_* variables injected by Azure Workload Identity: the lowest priority."""
 
 
-def _azure_defaults(environ: Mapping[str, str]) -> dict[str, str]:
+def _azure_defaults(environ: Mapping[str, str], file_values: Mapping[str, Any]) -> dict[str, str]:
     names = {
         "AZURE_CLIENT_ID": "client_id",
         "AZURE_TENANT_ID": "tenant_id",
         "AZURE_FEDERATED_TOKEN_FILE": "federated_token_file",
+        "AZURE_AUTHORITY_HOST": "authority_host",
     }
     values = {field: environ[var] for var, field in names.items() if environ.get(var)}
+    credentials = ("client_secret", "client_secret_file", "client_certificate_file")
     if "federated_token_file" in values and any(
-        environ.get(f"{ENV_PREFIX}{name}")
-        for name in ("CLIENT_SECRET", "CLIENT_SECRET_FILE", "CLIENT_CERTIFICATE_FILE")
+        environ.get(f"{ENV_PREFIX}{name.upper()}") or file_values.get(name) for name in credentials
     ):
         # An explicitly configured credential wins over the injected token file.
         del values["federated_token_file"]
@@ -73,7 +74,7 @@ def load_settings(config_file: Path | None = None) -> Settings:
     Raises ValidationError (see `describe_errors`) or ConfigFileError.
     """
     file_values = read_config_file(config_file) if config_file else {}
-    azure_values = _azure_defaults(os.environ)
+    azure_values = _azure_defaults(os.environ, file_values)
 
     class _Loaded(Settings):
         @classmethod

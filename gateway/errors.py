@@ -2,7 +2,7 @@
 
     GatewayError                 500 internal
       SignInRequired             401 (302 to sign-in for browser navigations)
-      SessionExpired             401 (same handling; the session ended by idle or absolute lifetime)
+      SessionExpired             401 (same handling; the cookie names a session that has ended)
       StepUpRequired             401 (same handling, asking the provider for scopes or claims; the
                                  session itself stays)
       BadRequest                 400 e.g. bad state, tampered callback, unsafe return target
@@ -12,6 +12,7 @@
       UpstreamUnavailable        502 connection to the application refused or reset
       UpstreamTimeout            504
       StoreUnavailable           503 the session store cannot be reached (fail closed)
+      Busy                       503 another request holds this session's refresh for too long
       CorruptRecordError         a stored record could not be decrypted or parsed; callers treat it
                                  as "no record" after logging, never as an empty session
 
@@ -36,6 +37,11 @@ class GatewayError(Exception):
     code: ClassVar[str] = "internal_error"
     expose: ClassVar[bool] = False
     title: ClassVar[str] = "Something went wrong"
+
+    def __init__(self, message: str = "", *, clear_cookies: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        # Cookies the rendered answer must delete (e.g. a sign-out that failed half-way).
+        self.clear_cookies = clear_cookies
 
 
 class SignInRequired(GatewayError):
@@ -95,6 +101,12 @@ class UpstreamTimeout(GatewayError):
 
 class StoreUnavailable(GatewayError):
     status, code, expose, title = 503, "store_unavailable", True, "Temporarily unavailable"
+
+
+class Busy(GatewayError):
+    """A per-session lock stayed taken longer than a live holder could need."""
+
+    status, code, expose, title = 503, "busy", False, "Temporarily unavailable"
 
 
 class CorruptRecordError(GatewayError):

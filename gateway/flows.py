@@ -23,7 +23,6 @@ class PendingSignIn:
     msal_flow: dict[str, Any]  # initiate_auth_code_flow's dict without auth_uri
     return_to: str  # a validated same-origin path
     browser_binding: str  # Sealer.binding() of the sign-in cookie value
-    started_at: float
     scopes: tuple[str, ...] = ()  # what the flow asked for; its token is stored under them
 
     def encode(self) -> bytes:

@@ -26,6 +26,8 @@ from gateway.headers import response_headers
 log = logging.getLogger(__name__)
 
 _NO_BODY_STATUSES: Final = frozenset({204, 304})
+_NOT_SENDABLE: Final = frozenset({1005, 1006, 1015})
+WS_MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
 _WS_HANDSHAKE: Final = frozenset(
     {
         "sec-websocket-key",
@@ -137,15 +139,25 @@ async def forward_websocket(
     for name in list(headers):
         if name.lower() in _WS_HANDSHAKE:
             del headers[name]
-    with _translated("the application refused the WebSocket"):
-        upstream = await client.ws_connect(
-            upstream_url(base, request).with_scheme("ws" if base.scheme == "http" else "wss"),
-            headers=headers,
-            protocols=protocols,
-            autoping=True,
-        )
+    try:
+        with _translated("the application refused the WebSocket"):
+            upstream = await client.ws_connect(
+                upstream_url(base, request).with_scheme("ws" if base.scheme == "http" else "wss"),
+                headers=headers,
+                protocols=protocols,
+                autoping=True,
+                max_msg_size=WS_MAX_MESSAGE_BYTES,
+            )
+    except UpstreamUnavailable as error:
+        refusal = error.__cause__
+        if isinstance(refusal, aiohttp.WSServerHandshakeError) and 400 <= refusal.status < 500:
+            # The application said no (401/403/404...): say the same, with no body of ours.
+            return web.Response(status=refusal.status)
+        raise
     downstream = web.WebSocketResponse(
-        protocols=(upstream.protocol,) if upstream.protocol else (), autoping=True
+        protocols=(upstream.protocol,) if upstream.protocol else (),
+        autoping=True,
+        max_msg_size=WS_MAX_MESSAGE_BYTES,
     )
     await downstream.prepare(request)
 
@@ -162,6 +174,9 @@ async def forward_websocket(
                 break
         if not sink.closed:
             code = source.close_code or aiohttp.WSCloseCode.OK
+            if code in _NOT_SENDABLE:
+                # 1005/1006/1015 describe a connection, they may not travel in a close frame.
+                code = aiohttp.WSCloseCode.INTERNAL_ERROR
             await sink.close(code=code)
 
     async with upstream:

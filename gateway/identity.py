@@ -13,7 +13,7 @@ from typing import Protocol
 from aiohttp import web
 
 from gateway.cookies import read_id
-from gateway.errors import SignInRequired
+from gateway.errors import SessionExpired, SignInRequired
 from gateway.sessions import SessionRecord, SessionStore
 
 
@@ -49,7 +49,7 @@ async def authenticate(request: web.Request, sessions: SessionStore, cookie_name
         raise SignInRequired("no session")
     record = await sessions.load(session_id)
     if record is None:
-        raise SignInRequired("the session has ended")
+        raise SessionExpired("the session has ended")
     return Identity(session_id, record)
 
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from gateway.errors import StoreUnavailable
+from gateway.errors import Busy
 from gateway.storage import Clock
 
 SWEEP_INTERVAL_SECONDS = 60.0
@@ -89,7 +89,7 @@ class MemoryStorage:
             try:
                 await asyncio.wait_for(lock.acquire(), wait)
             except TimeoutError as exc:
-                raise StoreUnavailable(f"lock {name} is still held after {wait:.1f}s") from exc
+                raise Busy(f"lock {name} is still held after {wait:.1f}s") from exc
             try:
                 yield
             finally:

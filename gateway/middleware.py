@@ -19,6 +19,7 @@ from urllib.parse import quote, urlencode
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from gateway.cookies import clear_cookie
 from gateway.errors import (
     GatewayError,
     SignInRequired,
@@ -149,6 +150,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                 extra={"request_id": rid},
             )
         response = render(request, error, rid)
+        for name in error.clear_cookies:
+            clear_cookie(response, name, secure=request.app[SETTINGS].cookie_secure)
     except web.HTTPException:
         raise
     except Exception:

@@ -17,7 +17,7 @@ from typing import Final
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
-from gateway.errors import StoreUnavailable
+from gateway.errors import Busy, StoreUnavailable
 
 _RELEASE: Final = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
@@ -62,6 +62,7 @@ class RedisStorage:
         )
         self._redis = Redis.from_pool(pool)  # owns the pool: aclose() disconnects it
         self._local_locks: dict[str, asyncio.Lock] = {}
+        self._local_users: dict[str, int] = {}  # holders and waiters of each local lock
         self._release = self._redis.register_script(_RELEASE)
         self._renew = self._redis.register_script(_RENEW)
         self._replace = self._redis.register_script(_REPLACE)
@@ -116,11 +117,12 @@ class RedisStorage:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         local = self._local_locks.setdefault(name, asyncio.Lock())
+        self._local_users[name] = self._local_users.get(name, 0) + 1
         try:
             try:
                 await asyncio.wait_for(local.acquire(), wait)
             except TimeoutError as exc:
-                raise StoreUnavailable(f"lock {name} is still held after {wait:.1f}s") from exc
+                raise Busy(f"lock {name} is still held after {wait:.1f}s") from exc
             try:
                 token = await self._acquire(name, ttl, max(0.0, deadline - loop.time()))
                 renewer = asyncio.create_task(self._keep_alive(name, token, ttl))
@@ -134,9 +136,11 @@ class RedisStorage:
             finally:
                 local.release()
         finally:
-            if not local.locked() and not local._waiters:
+            self._local_users[name] -= 1
+            if not self._local_users[name]:
                 # Nobody holds or waits: forget the lock so the table stays bounded.
-                self._local_locks.pop(name, None)
+                del self._local_users[name]
+                del self._local_locks[name]
 
     async def _acquire(self, name: str, ttl: float, wait: float) -> str:
         token = secrets.token_hex(16)
@@ -145,7 +149,7 @@ class RedisStorage:
         try:
             while not await self._redis.set(name, token, nx=True, px=_ms(ttl)):
                 if loop.time() >= deadline:
-                    raise StoreUnavailable(f"lock {name} is still held after {wait:.1f}s")
+                    raise Busy(f"lock {name} is still held after {wait:.1f}s")
                 await asyncio.sleep(LOCK_POLL_SECONDS)
         except (TimeoutError, RedisError, OSError) as exc:
             raise StoreUnavailable("the session store is unreachable") from exc

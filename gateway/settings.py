@@ -8,7 +8,6 @@ files but never touch the network: Redis and the authority are checked at start-
 from __future__ import annotations
 
 import ipaddress
-import os
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -18,6 +17,7 @@ from pydantic import (
     AnyHttpUrl,
     Field,
     SecretStr,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -95,6 +95,12 @@ class Settings(BaseSettings):
         description="Workload identity federation token file, re-read at each use "
         "(falls back to AZURE_FEDERATED_TOKEN_FILE).",
     )
+    authority_host: str = Field(
+        DEFAULT_AUTHORITY_HOST,
+        pattern=r"^https://[^/?#]+/?$",
+        description="Entra sign-in host when GATEWAY_AUTHORITY is not set, e.g. "
+        "https://login.microsoftonline.us (falls back to AZURE_AUTHORITY_HOST).",
+    )
     authority: str | None = Field(
         None,
         description="Entra authority URL including the tenant; default "
@@ -167,8 +173,10 @@ class Settings(BaseSettings):
 
     @field_validator("listen", "metrics_listen")
     @classmethod
-    def _host_port(cls, value: str | None) -> str | None:
+    def _host_port(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value in (None, ""):
+            if info.field_name == "listen":
+                raise ValueError("must be host:port, e.g. 0.0.0.0:8000")
             return None
         host, sep, port = value.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -305,8 +313,7 @@ class Settings(BaseSettings):
             return self.oidc_authority
         if self.authority:
             return self.authority
-        host = os.environ.get("AZURE_AUTHORITY_HOST", DEFAULT_AUTHORITY_HOST).rstrip("/")
-        return f"{host}/{self.tenant_id}"
+        return f"{self.authority_host.rstrip('/')}/{self.tenant_id}"
 
     @property
     def tenant(self) -> str | None:

@@ -21,7 +21,14 @@ from aiohttp import web
 
 from gateway.challenges import MAX_CLAIMS_LENGTH
 from gateway.cookies import clear_cookie, mint_id, read_id, set_cookie
-from gateway.errors import BadRequest, CorruptRecordError, GatewayError, IdentityProviderError
+from gateway.errors import (
+    BadRequest,
+    CorruptRecordError,
+    Forbidden,
+    GatewayError,
+    IdentityProviderError,
+    StoreUnavailable,
+)
 from gateway.flows import PendingSignIn
 from gateway.graph import has_group_overage
 from gateway.identity import authenticate
@@ -74,7 +81,6 @@ async def start(request: web.Request) -> web.StreamResponse:
         msal_flow={k: v for k, v in flow.items() if k != "auth_uri"},
         return_to=return_to,
         browser_binding=request.app[SEALER].binding(binding),
-        started_at=time.time(),
         scopes=scopes,
     )
     await request.app[FLOWS].save(flow["state"], pending)
@@ -229,9 +235,16 @@ async def sign_out(request: web.Request) -> web.StreamResponse:
     session_id = read_id(request, settings.session_cookie_name)
     id_token = ""
     if session_id is not None:
-        record = await request.app[SESSIONS].load(session_id)
+        try:
+            record = await request.app[SESSIONS].load(session_id)
+            await _delete_session(request, session_id)
+        except StoreUnavailable as exc:
+            # The record may outlive this outage; the browser must at least forget the cookie.
+            raise StoreUnavailable(
+                "sign-out could not finish; please try again",
+                clear_cookies=(settings.session_cookie_name,),
+            ) from exc
         id_token = record.id_token if record else ""
-        await _delete_session(request, session_id)
         log.info("signed out %s", record.user_key if record else "an ended session")
     response = redirect(_end_session_url(request, settings, target, id_token))
     clear_cookie(response, settings.session_cookie_name, secure=settings.cookie_secure)
@@ -257,6 +270,9 @@ async def refresh(request: web.Request) -> web.StreamResponse:
     """Renew every token the session holds now (Easy Auth's /.auth/refresh); with none, renew
     the id_token. 401 when the session can no longer be renewed."""
     settings = request.app[SETTINGS]
+    if request.headers.get("Sec-Fetch-Site") == "cross-site":
+        # Renewing tokens is the user's business, not another site's (login CSRF's cousin).
+        raise Forbidden("token refresh cannot be started from another site")
     identity = await authenticate(request, request.app[SESSIONS], settings.session_cookie_name)
     scope_lists = [tuple(key.split()) for key in identity.record.tokens] or [()]
     for scopes in scope_lists:

@@ -40,7 +40,8 @@ class Storage(Protocol):
         """Mutual exclusion for `name` across every process sharing the store.
 
         Held until the block exits, renewed while it runs; `ttl` bounds how long a crashed holder
-        can block others. Raises StoreUnavailable if the lock is not free within `wait` seconds.
+        can block others. Raises Busy if the lock is not free within `wait` seconds,
+        StoreUnavailable if the store cannot be reached.
         """
 
     async def close(self) -> None: ...

@@ -251,3 +251,10 @@ async def test_revoked_refresh_token_keeps_the_valid_token_then_ends_the_session
     assert (await running.browser.get("/t", headers=API)).status == 401
     page = await running.browser.get("/t")
     assert page.status == 302 and page.headers["Location"].startswith("/.auth/login/aad")
+
+
+async def test_websocket_refused_by_the_application_keeps_its_status(gateway: Running) -> None:
+    await signed_in(gateway)
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await gateway.browser.session.ws_connect(gateway.url + "/_ws_forbidden")
+    assert refused.value.status == 403

@@ -115,6 +115,9 @@ async def test_redis_outage_is_503_then_recovers(idp: Any, upstream: ThreadedSer
         assert (await during.json())["error"] == "store_unavailable"
         page = await browser.get("/x")
         assert page.status == 503  # never a redirect to sign-in: the user is not signed out
+        logout = await browser.get("/.auth/logout")
+        assert logout.status == 503  # the record could not be deleted ...
+        assert browser.cookie("__Host-msal-gateway") in (None, "")  # ... but the cookie is gone
         async with aiohttp.ClientSession() as probe:
             async with probe.get(gateway.url + "/.auth/readyz") as ready:
                 assert ready.status == 503

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from support.redis_server import RedisServer
 
-from gateway.errors import StoreUnavailable
+from gateway.errors import Busy, StoreUnavailable
 from gateway.memory_store import MemoryStorage
 from gateway.redis_store import RedisStorage
 from gateway.storage import Storage
@@ -174,7 +174,7 @@ async def test_redis_down_is_store_unavailable_not_absent() -> None:
 
 async def test_lock_wait_is_bounded(storage: Storage) -> None:
     async with storage.lock("gw:lock:busy", ttl=5, wait=5):
-        with pytest.raises(StoreUnavailable):
+        with pytest.raises(Busy):
             async with storage.lock("gw:lock:busy", ttl=5, wait=0.2):
                 pass
 

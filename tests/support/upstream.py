@@ -86,6 +86,10 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     return ws
 
 
+async def websocket_forbidden(request: web.Request) -> web.StreamResponse:
+    return web.json_response({"error": "not for you"}, status=403)
+
+
 def make_upstream_app() -> web.Application:
     app = web.Application(client_max_size=1024**3)
     app.router.add_get("/_bytes", send_bytes)
@@ -93,5 +97,6 @@ def make_upstream_app() -> web.Application:
     app.router.add_get("/_redirect", redirect)
     app.router.add_get("/_cookie", cookie)
     app.router.add_get("/_ws", websocket)
+    app.router.add_get("/_ws_forbidden", websocket_forbidden)
     app.router.add_route("*", "/{tail:.*}", echo)
     return app
