@@ -199,6 +199,9 @@ class GroupSettings(SettingsGroup):
         pattern=r"^https://[^/?#]+(/[^?#]*)?$",
         description="Microsoft Graph base URL (sovereign clouds have their own).",
     )
+    graph_page_size: int = Field(
+        999, ge=1, le=999, description="Groups asked for per Graph page ($top)."
+    )
     graph_scopes: SpaceSeparated = Field(
         ("https://graph.microsoft.com/User.Read",),
         description="Scopes of the Graph token used to list the user's groups (some tenants "

@@ -22,13 +22,17 @@ def has_group_overage(claims: dict[str, Any]) -> bool:
     return (isinstance(names, dict) and "groups" in names) or claims.get("hasgroups") is True
 
 
-def transitive_group_ids(http: requests.Session, graph_url: str, access_token: str) -> list[str]:
+def transitive_group_ids(
+    http: requests.Session, graph_url: str, access_token: str, page_size: int = 999
+) -> list[str]:
     """Every group the signed-in user is a member of, directly or not, following Graph's paging.
 
     Follows `@odata.nextLink` only on Graph's own origin: the bearer token never goes elsewhere.
     """
     origin = urlsplit(graph_url)[:2]
-    url: str | None = f"{graph_url}/me/transitiveMemberOf/microsoft.graph.group?$select=id&$top=999"
+    url: str | None = (
+        f"{graph_url}/me/transitiveMemberOf/microsoft.graph.group?$select=id&$top={page_size}"
+    )
     groups: list[str] = []
     for _ in range(MAX_PAGES):
         if url is None:

@@ -411,7 +411,9 @@ class MsalClient:
             reason = _describe(result) if result else "no token"
             raise IdentityProviderError(f"cannot get a Graph token to read groups: {reason}")
         try:
-            groups = transitive_group_ids(self._http, settings.graph_url, result["access_token"])
+            groups = transitive_group_ids(
+                self._http, settings.graph_url, result["access_token"], settings.graph_page_size
+            )
         except GraphError as exc:
             raise IdentityProviderError(f"cannot read group membership: {exc}") from exc
         return tuple(groups), cache.serialize() if cache.has_state_changed else None

@@ -29,10 +29,13 @@ def audience(seen: dict[str, list[str]]) -> str:
     return str(jwt.decode(token, options={"verify_signature": False})["aud"])
 
 
-@pytest.fixture
+@pytest.fixture(params=[None, 0.3], ids=["lock-default", "lock-0.3s"])
 async def three_replicas(
-    idp: Any, upstream: ThreadedServer, redis_url: str
+    request: pytest.FixtureRequest, idp: Any, upstream: ThreadedServer, redis_url: str
 ) -> AsyncIterator[list[GatewayProcess]]:
+    """Three gateway processes on one Redis; with a 0.3 s lock lifetime, the refresh (slowed
+    to 1.2 s) must outlive the lock's first lifetime, kept alive by renewal."""
+    request.node.lock_seconds = request.param
     settings = settings_for(
         idp,
         upstream.url,
@@ -40,6 +43,7 @@ async def three_replicas(
         redis_url=redis_url,
         cookie_secret=secrets.token_urlsafe(32),
         scopes=SCOPE,
+        tokens={"refresh_lock_seconds": request.param},
     )
     replicas = [GatewayProcess(settings) for _ in range(3)]
     try:
@@ -52,7 +56,7 @@ async def three_replicas(
 
 
 async def test_one_refresh_for_100_concurrent_requests_on_three_replicas(
-    three_replicas: list[GatewayProcess], idp: Any
+    three_replicas: list[GatewayProcess], idp: Any, request: pytest.FixtureRequest
 ) -> None:
     idp.set_strict_rotation(True)
     idp.set_lifetimes(refresh_in=1)
@@ -66,6 +70,8 @@ async def test_one_refresh_for_100_concurrent_requests_on_three_replicas(
     idp.set_lifetimes()  # only the first token is due early; the refreshed one lives an hour
     idp.clear_log()
     await asyncio.sleep(1.2)  # the access token is now due
+    if request.node.lock_seconds:
+        idp.delay("token", 1.2, times=1)
     connector = aiohttp.TCPConnector(limit=100)
     async with aiohttp.ClientSession(connector=connector) as client:
 
@@ -234,3 +240,17 @@ async def test_provider_outage_keeps_a_still_valid_token(launch: Launch, idp: An
     finally:
         idp.clear_faults()
     assert len(idp.token_requests("refresh_token")) == 1
+
+
+async def test_auth_refresh_renews_every_token_the_session_holds(launch: Launch, idp: Any) -> None:
+    running = await launch(
+        scopes=SCOPE, tokens={"routes": [{"path": "/reports/", "scopes": "api://reports/Read"}]}
+    )
+    await signed_in(running)
+    await (await running.browser.get("/reports/a", headers=API)).read()
+    idp.clear_log()
+    response = await running.browser.session.post(running.url + "/.auth/refresh", headers=API)
+    body = await response.json()
+    assert response.status == 200
+    assert sorted(token["scopes"] for token in body["tokens"]) == ["api://reports/Read", SCOPE]
+    assert len(idp.token_requests("refresh_token")) == 2

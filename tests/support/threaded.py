@@ -29,7 +29,10 @@ class ThreadedServer:
         self._loop.run_forever()
 
     async def _start(self) -> None:
-        self._runner = web.AppRunner(self._make_app(), access_log=None, handle_signals=False)
+        # Headers up to 64 KiB, like an application configured for users with many groups.
+        self._runner = web.AppRunner(
+            self._make_app(), access_log=None, handle_signals=False, max_field_size=65536
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()

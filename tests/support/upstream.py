@@ -9,7 +9,9 @@ seconds; `/_redirect` answers 302; `/_cookie` sets a cookie; `/_ws` is a WebSock
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import json
 from typing import Final
 
 from aiohttp import WSMsgType, web
@@ -90,6 +92,31 @@ async def websocket_forbidden(request: web.Request) -> web.StreamResponse:
     return web.json_response({"error": "not for you"}, status=403)
 
 
+CAE_CLAIMS: Final = '{"access_token":{"acrs":{"essential":true,"value":"c1"}}}'
+
+
+async def step_up(request: web.Request) -> web.StreamResponse:
+    """An API that demands the `c1` authentication context (a Conditional Access claims
+    challenge) before it answers."""
+    token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+    except (IndexError, ValueError):
+        claims = {}
+    if "c1" in claims.get("acrs", []):
+        return await echo(request)
+    await request.read()
+    challenge = base64.b64encode(CAE_CLAIMS.encode()).decode()
+    return web.json_response(
+        {"error": "insufficient_claims"},
+        status=401,
+        headers={
+            "WWW-Authenticate": 'Bearer realm="", authorization_uri="https://login.example/", '
+            f'error="insufficient_claims", claims="{challenge}"'
+        },
+    )
+
+
 def make_upstream_app() -> web.Application:
     app = web.Application(client_max_size=1024**3)
     app.router.add_get("/_bytes", send_bytes)
@@ -98,5 +125,6 @@ def make_upstream_app() -> web.Application:
     app.router.add_get("/_cookie", cookie)
     app.router.add_get("/_ws", websocket)
     app.router.add_get("/_ws_forbidden", websocket_forbidden)
+    app.router.add_route("*", "/_cae", step_up)
     app.router.add_route("*", "/{tail:.*}", echo)
     return app
