@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from gateway.advanced_settings import SettingsGroup
@@ -28,6 +30,16 @@ def test_every_setting_is_in_the_readme_table() -> None:
     readme = (ROOT / "README.md").read_text()
     missing = sorted(name for name in all_settings() if f"| `{name}` |" not in readme)
     assert missing == []
+
+
+def test_readme_table_is_generated_from_the_settings() -> None:
+    check = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "settings_table.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
 
 
 def test_documents_name_only_real_settings() -> None:
