@@ -1,7 +1,7 @@
 """Writes the README's settings table from the Settings model, or checks that it is current.
 
-    .venv/bin/python scripts/settings_table.py --write   # rewrite the table in README.md
-    .venv/bin/python scripts/settings_table.py --check   # exit 1 if README.md is out of date
+.venv/bin/python scripts/settings_table.py --write   # rewrite the table in README.md
+.venv/bin/python scripts/settings_table.py --check   # exit 1 if README.md is out of date
 """
 
 from __future__ import annotations
