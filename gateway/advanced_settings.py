@@ -3,6 +3,7 @@ GATEWAY_SESSION__IDLE_TTL_SECONDS). Common settings are flat fields of settings.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator
@@ -69,6 +70,12 @@ class ProxySettings(SettingsGroup):
         description="Send the public URL's host as Host upstream (else the upstream's own "
         "host). The client's Host header is never passed on.",
     )
+    trusted_proxies: SpaceSeparated = Field(
+        (),
+        description="Addresses or CIDRs of proxies in front of the gateway (ingress, nginx) whose "
+        "X-Forwarded-For and forward-auth headers (X-Original-URI, X-Forwarded-Uri/-Method) are "
+        "believed, space-separated. Empty: none are.",
+    )
     public_paths: SpaceSeparated = Field(
         (),
         description="Path prefixes served without sign-in (identity headers are still removed), "
@@ -76,10 +83,20 @@ class ProxySettings(SettingsGroup):
         "otherwise the exact path and everything below it.",
     )
 
-    @field_validator("public_paths", mode="before")
+    @field_validator("public_paths", "trusted_proxies", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         return split_words(value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or CIDR") from None
+        return value
 
     @field_validator("public_paths")
     @classmethod
@@ -108,6 +125,88 @@ class RedisSettings(SettingsGroup):
         1.0, description="Longest wait for a Redis reply (or a free pooled connection)."
     )
     connect_timeout_seconds: PositiveFloat = Field(1.0, description="Redis connect timeout.")
+
+
+class PolicyRule(SettingsGroup):
+    """Who may reach requests matching `path` (and `methods`, if any). First match wins."""
+
+    path: str = Field(
+        description="Path prefix; ending in '/' matches below it, else exact or below."
+    )
+    methods: SpaceSeparated = Field((), description="HTTP methods; empty: any.")
+    allow: Literal["public", "authenticated", "deny"] = Field(
+        "authenticated",
+        description="public: no sign-in (identity headers still removed); authenticated: "
+        "signed in and meeting every requirement below; deny: never.",
+    )
+    tenants: SpaceSeparated = Field((), description="Allowed tenant ids (`tid`); any of them.")
+    groups: SpaceSeparated = Field((), description="Required group ids; any of them.")
+    roles: SpaceSeparated = Field((), description="Required app roles (`roles`); any of them.")
+    users: SpaceSeparated = Field((), description="Allowed user object ids (`oid`, or `sub`).")
+    emails: SpaceSeparated = Field((), description="Allowed email addresses (trusted email).")
+    domains: SpaceSeparated = Field((), description="Allowed email domains (trusted email).")
+    scopes: SpaceSeparated = Field(
+        (), description="Scopes (`scp`) an API caller's bearer token must carry; all of them."
+    )
+
+    @field_validator(
+        "methods",
+        "tenants",
+        "groups",
+        "roles",
+        "users",
+        "emails",
+        "domains",
+        "scopes",
+        mode="before",
+    )
+    @classmethod
+    def _split(cls, value: object) -> object:
+        return split_words(value)
+
+    @field_validator("methods")
+    @classmethod
+    def _upper(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(method.upper() for method in value)
+
+    @field_validator("emails", "domains")
+    @classmethod
+    def _lower(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(item.lower() for item in value)
+
+    @field_validator("emails")
+    @classmethod
+    def _one_at(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for email in value:
+            if email.count("@") != 1 or email.startswith("@") or email.endswith("@"):
+                raise ValueError(f"{email!r} is not an email address (exactly one @)")
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/") or value.startswith("/.auth"):
+            raise ValueError(f"{value!r} must start with '/' and not be under /.auth")
+        return value
+
+
+class PolicySettings(SettingsGroup):
+    rules: tuple[PolicyRule, ...] = Field(
+        (),
+        description="Ordered access rules as JSON (env) or a YAML list, e.g. "
+        '[{"path": "/admin/", "groups": "<group id>"}, {"path": "/public/", "allow": "public"}]. '
+        "Requests no rule matches need a signed-in user.",
+    )
+    case_insensitive: bool = Field(
+        False,
+        description="Match rule paths ignoring case; set it when the application routes paths "
+        "case-insensitively, or a rule could be bypassed by /ADMIN.",
+    )
+
+    @field_validator("rules", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return () if isinstance(value, str) and not value.strip() else value
 
 
 class TokenRoute(SettingsGroup):

@@ -23,12 +23,14 @@ from gateway.keys import (
     FLOWS,
     METRICS,
     MSAL,
+    POLICY,
     REFRESHER,
     SEALER,
     SESSIONS,
     SETTINGS,
     STORAGE,
     TOKEN_CACHES,
+    TRUSTED_PROXIES,
     UPSTREAM,
     UPSTREAM_BASE,
 )
@@ -36,6 +38,8 @@ from gateway.memory_store import MemoryStorage
 from gateway.metrics import Metrics
 from gateway.middleware import error_middleware, stamp_request_id
 from gateway.oidc import MsalClient
+from gateway.peers import networks
+from gateway.policy import Policy
 from gateway.redis_store import RedisStorage
 from gateway.refresh import SessionRefresher
 from gateway.sealing import Sealer
@@ -154,6 +158,12 @@ def build_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[error_middleware])
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
+    app[POLICY] = Policy(
+        settings.policy.rules,
+        settings.proxy.public_paths,
+        case_insensitive=settings.policy.case_insensitive,
+    )
+    app[TRUSTED_PROXIES] = networks(settings.proxy.trusted_proxies)
     app.cleanup_ctx.extend([_stores, _upstream_client, _msal, _metrics_listener])
     app.on_response_prepare.append(stamp_request_id)
     router = app.router

@@ -7,20 +7,27 @@ hot path never imports MSAL.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
 
+from gateway.advanced_settings import PolicyRule
 from gateway.cookies import read_id
-from gateway.errors import SessionExpired, SignInRequired
+from gateway.errors import Forbidden, SessionExpired, SignInRequired
+from gateway.policy import Principal, refusal
 from gateway.sessions import SessionRecord, SessionStore
+
+audit = logging.getLogger("gateway.audit")
 
 
 @dataclass(frozen=True, slots=True)
 class Identity:
     session_id: str
     record: SessionRecord
+    scopes: tuple[str, ...] | None = None  # `scp` of an API caller's bearer token
 
 
 class Refresher(Protocol):
@@ -71,3 +78,27 @@ def refresh_due(record: SessionRecord, scopes: tuple[str, ...], now: float) -> b
         return False
     token = record.token(scopes)
     return token is None or now >= token.refresh_at
+
+
+def email_trusted(claims: Mapping[str, Any], multi_tenant: bool) -> bool:
+    """Whether the email claim may be believed: always from a single tenant (admin-managed), and
+    from a multi-tenant authority only when Entra says the domain is verified (nOAuth)."""
+    return not multi_tenant or claims.get("xms_edov") is True
+
+
+def admit(rule: PolicyRule, identity: Identity, *, multi_tenant: bool) -> None:
+    """Forbidden (and an audit line) unless the identity meets the rule."""
+    record = identity.record
+    principal = Principal(
+        claims=record.claims,
+        groups=record.groups,
+        scopes=identity.scopes,
+        email_trusted=email_trusted(record.claims, multi_tenant),
+    )
+    reason = refusal(rule, principal)
+    if reason is not None:
+        # The rule's path, not the request's: nothing the client sent is written to the log.
+        audit.warning(
+            "access denied: user=%s rule=%s reason=%s", record.user_key, rule.path, reason
+        )
+        raise Forbidden("you do not have access to this page")

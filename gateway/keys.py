@@ -10,6 +10,8 @@ from yarl import URL
 from gateway.flows import FlowStore
 from gateway.identity import Identity, Refresher
 from gateway.metrics import Metrics
+from gateway.peers import Network
+from gateway.policy import Policy
 from gateway.sealing import Sealer
 from gateway.sessions import SessionStore
 from gateway.settings import Settings
@@ -28,6 +30,8 @@ SESSIONS: Final = web.AppKey("sessions", SessionStore)
 FLOWS: Final = web.AppKey("flows", FlowStore)
 TOKEN_CACHES: Final = web.AppKey["TokenCacheStore"]("token_caches")
 MSAL: Final = web.AppKey["MsalClient"]("msal")
+POLICY: Final = web.AppKey("policy", Policy)
+TRUSTED_PROXIES: Final = web.AppKey[tuple[Network, ...]]("trusted_proxies")
 METRICS: Final = web.AppKey("metrics", Metrics)
 # A Protocol: the hot path reaches MSAL only through this object.
 REFRESHER: Final = web.AppKey[Refresher]("refresher")

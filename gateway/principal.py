@@ -9,8 +9,9 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from gateway.headers import easy_auth_principal, identity_headers
-from gateway.identity import authenticate, refresh_due
-from gateway.keys import REFRESHER, SESSIONS, SETTINGS
+from gateway.identity import admit, authenticate, email_trusted, refresh_due
+from gateway.keys import POLICY, REFRESHER, SESSIONS, SETTINGS, TRUSTED_PROXIES
+from gateway.peers import original_request
 
 
 async def me(request: web.Request) -> web.StreamResponse:
@@ -36,18 +37,26 @@ async def me(request: web.Request) -> web.StreamResponse:
 
 
 async def verify(request: web.Request) -> web.StreamResponse:
-    """200 with the identity headers for a valid session; 401 otherwise (rendered by middleware).
-    Never 2xx on an internal error: every failure raises."""
-    settings = request.app[SETTINGS]
-    identity = await authenticate(request, request.app[SESSIONS], settings.session_cookie_name)
+    """Forward-auth: 200 with the identity headers when the original request may pass, 401 when
+    the caller must sign in, 403 when a rule refuses them; every failure raises, so an internal
+    error is never a 2xx. The original request (X-Original-URI / X-Forwarded-Uri and -Method) is
+    believed only from a trusted proxy; otherwise the rule for "/" applies."""
+    app, settings = request.app, request.app[SETTINGS]
+    method, target = original_request(request, app[TRUSTED_PROXIES]) or ("GET", "/")
+    rule = app[POLICY].rule_for(method, target)
+    if rule is not None and rule.allow == "public":
+        return web.Response(status=200)
+    identity = await authenticate(request, app[SESSIONS], settings.session_cookie_name)
+    if rule is not None:
+        admit(rule, identity, multi_tenant=settings.is_multi_tenant)
     if refresh_due(identity.record, settings.scopes, time.time()):
-        identity = await request.app[REFRESHER].refresh(identity, settings.scopes)
+        identity = await app[REFRESHER].refresh(identity, settings.scopes)
     record = identity.record
     token = record.token(settings.scopes) if settings.scopes else None
     response = web.Response(status=200)
     for name, value in identity_headers(
         record.claims,
-        email_trusted=not settings.is_multi_tenant or record.claims.get("xms_edov") is True,
+        email_trusted=email_trusted(record.claims, settings.is_multi_tenant),
         access_token=token.access_token if token and settings.tokens.expose_in_verify else None,
         groups=record.groups,
         max_bytes=settings.groups.max_header_bytes,

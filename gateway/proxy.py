@@ -14,17 +14,26 @@ from gateway import headers as hdrs
 from gateway.challenges import ClaimsChallenge
 from gateway.errors import GatewayError
 from gateway.forward import forward, forward_websocket, is_websocket
-from gateway.identity import Identity, authenticate, authenticate_optional, refresh_due
+from gateway.identity import (
+    Identity,
+    admit,
+    authenticate,
+    authenticate_optional,
+    email_trusted,
+    refresh_due,
+)
 from gateway.keys import (
     IDENTITY,
+    POLICY,
     REFRESHER,
     REQUEST_ID,
     SESSIONS,
     SETTINGS,
+    TRUSTED_PROXIES,
     UPSTREAM,
     UPSTREAM_BASE,
 )
-from gateway.paths import is_public
+from gateway.peers import client_address
 from gateway.routes import bearer_scopes
 from gateway.settings import Settings
 
@@ -32,11 +41,14 @@ from gateway.settings import Settings
 async def handle(request: web.Request) -> web.StreamResponse:
     app, settings = request.app, request.app[SETTINGS]
     cookie = settings.session_cookie_name
+    rule = app[POLICY].rule_for(request.method, request.raw_path)
     identity: Identity | None
-    if is_public(request, settings.proxy.public_paths):
+    if rule is not None and rule.allow == "public":
         identity = await authenticate_optional(request, app[SESSIONS], cookie)
     else:
         identity = await authenticate(request, app[SESSIONS], cookie)
+        if rule is not None:
+            admit(rule, identity, multi_tenant=settings.is_multi_tenant)
     scopes = bearer_scopes(
         request.method, request.rel_url.raw_path, settings.tokens.routes, settings.scopes
     )
@@ -90,7 +102,7 @@ def upstream_headers(
     if settings.proxy.preserve_host:
         outbound["Host"] = public_host
     outbound["X-Forwarded-Host"] = public_host
-    outbound["X-Forwarded-For"] = request.remote or ""
+    outbound["X-Forwarded-For"] = client_address(request, request.app[TRUSTED_PROXIES])
     outbound["X-Forwarded-Proto"] = settings.public_url.scheme
     outbound["X-Request-Id"] = request[REQUEST_ID]
     if identity is not None:
@@ -100,7 +112,7 @@ def upstream_headers(
         outbound.extend(
             hdrs.identity_headers(
                 record.claims,
-                email_trusted=not settings.is_multi_tenant or record.claims.get("xms_edov") is True,
+                email_trusted=email_trusted(record.claims, settings.is_multi_tenant),
                 access_token=token.access_token if token else None,
                 groups=record.groups,
                 max_bytes=settings.groups.max_header_bytes,

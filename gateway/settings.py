@@ -31,6 +31,7 @@ from gateway.advanced_settings import (
     RESERVED_SCOPES,
     GroupSettings,
     MsalSettings,
+    PolicySettings,
     ProxySettings,
     RedisSettings,
     SessionSettings,
@@ -143,6 +144,7 @@ class Settings(BaseSettings):
     tokens: TokenSettings = Field(default_factory=TokenSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     groups: GroupSettings = Field(default_factory=GroupSettings)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
 
     @classmethod
     def settings_customise_sources(

@@ -1,6 +1,6 @@
-"""Public-path matching (THREATS.md A5): prefix and exact rules, and raw paths that an upstream
-could normalise into a protected path are never public. Requests are aiohttp's own mocked requests
-built from the raw path.
+"""Path matching for rules and public paths (THREATS.md A5): prefix and exact rules, and raw
+request targets that an upstream could normalise into another path are refused (400) rather than
+matched, once any rule or public path is configured.
 """
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from __future__ import annotations
 from typing import Final
 
 import pytest
-from aiohttp.test_utils import make_mocked_request
 
-from gateway.paths import is_public, matches
+from gateway.paths import matches
+from gateway.policy import AmbiguousPath, Policy
 
 PUBLIC: Final = ("/static/", "/health", "/public")
 
@@ -63,11 +63,16 @@ def test_prefix_and_exact_matching(path: str, prefix: str, expected: bool) -> No
     ],
 )
 def test_is_public_for_plain_paths(raw_path: str, expected: bool) -> None:
-    assert is_public(make_mocked_request("GET", raw_path), PUBLIC) is expected
+    assert is_public(raw_path, PUBLIC) is expected
 
 
 def test_nothing_is_public_without_configured_prefixes() -> None:
-    assert is_public(make_mocked_request("GET", "/static/app.css"), ()) is False
+    assert is_public("/static/app.css", ()) is False
+
+
+def is_public(raw_target: str, prefixes: tuple[str, ...]) -> bool:
+    rule = Policy((), prefixes, case_insensitive=False).rule_for("GET", raw_target)
+    return rule is not None and rule.allow == "public"
 
 
 AMBIGUOUS: Final = [
@@ -112,11 +117,12 @@ AMBIGUOUS: Final = [
 
 
 @pytest.mark.parametrize("raw_path", AMBIGUOUS)
-def test_ambiguous_raw_path_is_never_public(raw_path: str) -> None:
-    request = make_mocked_request("GET", raw_path)
-    assert is_public(request, PUBLIC) is False
+def test_ambiguous_raw_path_is_refused(raw_path: str) -> None:
+    with pytest.raises(AmbiguousPath):
+        is_public(raw_path, PUBLIC)
 
 
 @pytest.mark.parametrize("raw_path", ["/static/..%2fadmin", "/static/%2e%2e/admin", "/health/.."])
-def test_ambiguous_path_is_not_public_even_under_a_root_prefix(raw_path: str) -> None:
-    assert is_public(make_mocked_request("GET", raw_path), ("/",)) is False
+def test_ambiguous_path_is_refused_even_under_a_root_prefix(raw_path: str) -> None:
+    with pytest.raises(AmbiguousPath):
+        is_public(raw_path, ("/",))

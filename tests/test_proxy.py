@@ -83,14 +83,14 @@ async def test_spoofed_identity_headers_are_removed_on_public_paths(launch: Laun
         assert name not in seen
 
 
-async def test_public_path_does_not_cover_ambiguous_paths(launch: Launch) -> None:
+async def test_ambiguous_paths_are_refused_when_paths_have_rules(launch: Launch) -> None:
     running = await launch(proxy={"public_paths": "/public/"})
     for raw in ("/public/..%2fadmin", "/public/%2e%2e/admin", "/public/./x"):
         response = await running.browser.session.get(
             URL(running.url + raw, encoded=True), headers=API, allow_redirects=False
         )
         await response.read()
-        assert response.status == 401, raw
+        assert response.status == 400, raw
 
 
 async def test_host_is_the_public_host_and_forwarding_facts_set(gateway: Running) -> None:

@@ -1,0 +1,63 @@
+"""Which peers are trusted proxies, and what the request looks like from behind them.
+
+Forwarding headers (X-Forwarded-For, and the forward-auth headers that name the original request)
+are believed only when the TCP peer is a configured proxy. The client address is the right-most
+address in X-Forwarded-For that is not a trusted proxy (THREATS.md HD-09). Pure functions.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from typing import Final
+
+from aiohttp import web
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_ORIGINAL_TARGET: Final = ("X-Original-URI", "X-Forwarded-Uri")
+_ORIGINAL_METHOD: Final = ("X-Original-Method", "X-Forwarded-Method")
+
+
+def networks(cidrs: Iterable[str]) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in cidrs)
+
+
+def _trusted(address: str | None, trusted: tuple[Network, ...]) -> bool:
+    if not address or not trusted:
+        return False
+    try:
+        ip = ipaddress.ip_address(address.strip().strip("[]"))
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted)
+
+
+def peer_is_trusted(request: web.Request, trusted: tuple[Network, ...]) -> bool:
+    return _trusted(request.remote, trusted)
+
+
+def client_address(request: web.Request, trusted: tuple[Network, ...]) -> str:
+    """The right-most untrusted hop: what a trusted proxy saw, never what the client claims."""
+    address = request.remote or ""
+    if not _trusted(address, trusted):
+        return address
+    hops = [
+        hop.strip()
+        for value in request.headers.getall("X-Forwarded-For", [])
+        for hop in value.split(",")
+    ]
+    for hop in reversed(hops):
+        if not _trusted(hop, trusted):
+            return hop
+    return address
+
+
+def original_request(request: web.Request, trusted: tuple[Network, ...]) -> tuple[str, str] | None:
+    """(method, raw target) of the request a trusted forward-auth proxy asks about, or None."""
+    if not peer_is_trusted(request, trusted):
+        return None
+    target = next((request.headers[h] for h in _ORIGINAL_TARGET if h in request.headers), None)
+    if target is None:
+        return None
+    method = next((request.headers[h] for h in _ORIGINAL_METHOD if h in request.headers), "GET")
+    return method.upper(), target
