@@ -322,3 +322,15 @@ class GroupSettings(SettingsGroup):
     @classmethod
     def _no_trailing_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+
+class AssertionSettings(SettingsGroup):
+    """A short-lived ES256 JWT of the principal on every upstream request, verifiable with the
+    keys at /.auth/keys, so the application need not trust the network."""
+
+    enabled: bool = Field(False, description="Send X-Gateway-Assertion to the upstream.")
+    audience: str | None = Field(
+        None, description="`aud` of the assertion; default: the upstream URL's origin."
+    )
+    lifetime_seconds: int = Field(120, ge=10, le=3600, description="Lifetime of one assertion.")
+    rotation_days: int = Field(30, ge=1, le=365, description="Signing keys rotate this often.")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator
 from typing import Final
@@ -17,9 +18,11 @@ from aiohttp import ClientSession, ClientTimeout, DummyCookieJar, TCPConnector, 
 from yarl import URL
 
 from gateway import health, principal, proxy, signin
+from gateway.assertion import AssertionSigner
 from gateway.errors import GatewayError, NotFound
 from gateway.flows import FlowStore
 from gateway.keys import (
+    ASSERTION,
     FLOWS,
     METRICS,
     MSAL,
@@ -150,6 +153,23 @@ async def _metrics_listener(app: web.Application) -> AsyncIterator[None]:
     await runner.cleanup()
 
 
+def _assertion_signer(settings: Settings) -> AssertionSigner:
+    upstream = URL(str(settings.upstream))
+    # Without a configured secret (memory store, one replica) a random one serves this process.
+    secret = (
+        settings.cookie_secret.get_secret_value().encode()
+        if settings.cookie_secret
+        else secrets.token_bytes(32)
+    )
+    return AssertionSigner(
+        secret,
+        issuer=settings.public_origin,
+        audience=settings.assertion.audience or str(upstream.origin()),
+        lifetime_seconds=settings.assertion.lifetime_seconds,
+        rotation_seconds=settings.assertion.rotation_days * 86400,
+    )
+
+
 async def _reserved(request: web.Request) -> web.StreamResponse:
     raise NotFound("there is nothing at this address")
 
@@ -164,6 +184,8 @@ def build_app(settings: Settings) -> web.Application:
         case_insensitive=settings.policy.case_insensitive,
     )
     app[TRUSTED_PROXIES] = networks(settings.proxy.trusted_proxies)
+    if settings.assertion.enabled:
+        app[ASSERTION] = _assertion_signer(settings)
     app.cleanup_ctx.extend([_stores, _upstream_client, _msal, _metrics_listener])
     app.on_response_prepare.append(stamp_request_id)
     router = app.router
@@ -177,6 +199,7 @@ def build_app(settings: Settings) -> web.Application:
         router.add_route(method, "/.auth/refresh", signin.refresh)
     router.add_get("/.auth/me", principal.me)
     router.add_get("/.auth/verify", principal.verify)
+    router.add_get("/.auth/keys", principal.keys)
     router.add_route("*", "/.auth/{tail:.*}", _reserved)  # the prefix is never proxied
     router.add_route("*", "/.auth", _reserved)
     router.add_route("*", "/{tail:.*}", proxy.handle)

@@ -44,6 +44,7 @@ IDENTITY_HEADERS: Final = frozenset(
         "x-remote-email",
         "remote-user",
         "x-webauth-user",
+        "x-gateway-assertion",
     }
 )
 # Whole families a client must never set: Easy Auth principal and token headers.

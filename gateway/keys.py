@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Final
 from aiohttp import ClientSession, web
 from yarl import URL
 
+from gateway.assertion import AssertionSigner
 from gateway.flows import FlowStore
 from gateway.identity import Identity, Refresher
 from gateway.metrics import Metrics
@@ -31,6 +32,7 @@ FLOWS: Final = web.AppKey("flows", FlowStore)
 TOKEN_CACHES: Final = web.AppKey["TokenCacheStore"]("token_caches")
 MSAL: Final = web.AppKey["MsalClient"]("msal")
 POLICY: Final = web.AppKey("policy", Policy)
+ASSERTION: Final = web.AppKey("assertion", AssertionSigner)  # absent unless enabled
 TRUSTED_PROXIES: Final = web.AppKey[tuple[Network, ...]]("trusted_proxies")
 METRICS: Final = web.AppKey("metrics", Metrics)
 # A Protocol: the hot path reaches MSAL only through this object.

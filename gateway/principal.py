@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
+from gateway.errors import NotFound
 from gateway.headers import easy_auth_principal, identity_headers
 from gateway.identity import admit, authenticate, email_trusted, refresh_due
-from gateway.keys import POLICY, REFRESHER, SESSIONS, SETTINGS, TRUSTED_PROXIES
+from gateway.keys import ASSERTION, POLICY, REFRESHER, SESSIONS, SETTINGS, TRUSTED_PROXIES
 from gateway.peers import original_request
 
 
@@ -63,3 +64,12 @@ async def verify(request: web.Request) -> web.StreamResponse:
     ):
         response.headers[name] = value
     return response
+
+
+async def keys(request: web.Request) -> web.StreamResponse:
+    """The public keys that verify X-Gateway-Assertion (JWKS); 404 when assertions are off."""
+    if ASSERTION not in request.app:
+        raise NotFound("identity assertions are not enabled")
+    return web.json_response(
+        request.app[ASSERTION].jwks(), headers={"Cache-Control": "public, max-age=3600"}
+    )

@@ -23,6 +23,7 @@ from gateway.identity import (
     refresh_due,
 )
 from gateway.keys import (
+    ASSERTION,
     IDENTITY,
     POLICY,
     REFRESHER,
@@ -35,6 +36,7 @@ from gateway.keys import (
 )
 from gateway.peers import client_address
 from gateway.routes import bearer_scopes
+from gateway.sessions import SessionRecord
 from gateway.settings import Settings
 
 
@@ -85,6 +87,21 @@ async def handle(request: web.Request) -> web.StreamResponse:
         )
 
 
+def assertion_claims(record: SessionRecord, settings: Settings) -> dict[str, object]:
+    """The identity a signed assertion vouches for (groups as resolved, email only if trusted)."""
+    claims: dict[str, object] = {
+        name: record.claims[name]
+        for name in ("oid", "tid", "sub", "name", "preferred_username", "roles")
+        if name in record.claims
+    }
+    if email_trusted(record.claims, settings.is_multi_tenant) and "email" in record.claims:
+        claims["email"] = record.claims["email"]
+    groups = record.groups if record.groups is not None else record.claims.get("groups")
+    if groups:
+        claims["groups"] = list(groups)
+    return claims
+
+
 def upstream_headers(
     request: web.Request,
     identity: Identity | None,
@@ -118,4 +135,8 @@ def upstream_headers(
                 max_bytes=settings.groups.max_header_bytes,
             )
         )
+        if ASSERTION in request.app:
+            outbound["X-Gateway-Assertion"] = request.app[ASSERTION].sign(
+                assertion_claims(record, settings), subject=record.user_key
+            )
     return outbound

@@ -29,6 +29,7 @@ from pydantic_settings import (
 
 from gateway.advanced_settings import (
     RESERVED_SCOPES,
+    AssertionSettings,
     GroupSettings,
     MsalSettings,
     PolicySettings,
@@ -145,6 +146,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = Field(default_factory=RedisSettings)
     groups: GroupSettings = Field(default_factory=GroupSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
+    assertion: AssertionSettings = Field(default_factory=AssertionSettings)
 
     @classmethod
     def settings_customise_sources(
