@@ -6,7 +6,15 @@ from __future__ import annotations
 import ipaddress
 from typing import Annotated, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    SecretStr,
+    field_validator,
+)
 from pydantic_settings import NoDecode
 
 SpaceSeparated = Annotated[tuple[str, ...], NoDecode]
@@ -253,6 +261,11 @@ class TokenSettings(SettingsGroup):
     expose_in_me: bool = Field(
         False, description="Include the access and id tokens in /.auth/me (Easy Auth does)."
     )
+    easy_auth_token_headers: bool = Field(
+        False,
+        description="Send X-MS-TOKEN-AAD-ID-TOKEN, -ACCESS-TOKEN and -EXPIRES-ON upstream, as "
+        "App Service Easy Auth's token store does.",
+    )
     expose_in_verify: bool = Field(
         False,
         description="Include Authorization: Bearer in /.auth/verify answers (for a forward-auth "
@@ -334,3 +347,14 @@ class AssertionSettings(SettingsGroup):
     )
     lifetime_seconds: int = Field(120, ge=10, le=3600, description="Lifetime of one assertion.")
     rotation_days: int = Field(30, ge=1, le=365, description="Signing keys rotate this often.")
+
+
+class AdminSettings(SettingsGroup):
+    """Operator endpoints under /.auth/admin/: off unless a token is set."""
+
+    token: SecretStr | None = Field(
+        None,
+        min_length=32,
+        description="Bearer token for /.auth/admin/revoke (at least 32 characters); unset: the "
+        "admin endpoints do not exist.",
+    )

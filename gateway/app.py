@@ -29,6 +29,7 @@ from gateway.keys import (
     POLICY,
     REFRESHER,
     SEALER,
+    SESSION_INDEX,
     SESSIONS,
     SETTINGS,
     STORAGE,
@@ -46,6 +47,7 @@ from gateway.policy import Policy
 from gateway.redis_store import RedisStorage
 from gateway.refresh import SessionRefresher
 from gateway.sealing import Sealer
+from gateway.session_index import SessionIndex
 from gateway.sessions import SessionStore
 from gateway.settings import Settings
 from gateway.storage import Storage
@@ -80,6 +82,7 @@ async def _stores(app: web.Application) -> AsyncIterator[None]:
     app[SESSIONS] = SessionStore(storage, sealer, settings.session.idle_ttl_seconds, time.time)
     app[FLOWS] = FlowStore(storage, sealer, settings.signin.flow_ttl_seconds)
     app[TOKEN_CACHES] = TokenCacheStore(storage, sealer)
+    app[SESSION_INDEX] = SessionIndex(storage, sealer)
     try:
         await storage.ping()
     except GatewayError:
@@ -197,6 +200,8 @@ def build_app(settings: Settings) -> web.Application:
     for method in ("GET", "POST"):
         router.add_route(method, "/.auth/logout", signin.sign_out)
         router.add_route(method, "/.auth/refresh", signin.refresh)
+        router.add_route(method, "/.auth/logout/frontchannel", signin.front_channel_logout)
+    router.add_post("/.auth/admin/revoke", signin.revoke)
     router.add_get("/.auth/me", principal.me)
     router.add_get("/.auth/verify", principal.verify)
     router.add_get("/.auth/keys", principal.keys)

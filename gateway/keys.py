@@ -14,6 +14,7 @@ from gateway.metrics import Metrics
 from gateway.peers import Network
 from gateway.policy import Policy
 from gateway.sealing import Sealer
+from gateway.session_index import SessionIndex
 from gateway.sessions import SessionStore
 from gateway.settings import Settings
 from gateway.storage import Storage
@@ -29,6 +30,7 @@ STORAGE: Final = web.AppKey[Storage]("storage")
 SEALER: Final = web.AppKey("sealer", Sealer)
 SESSIONS: Final = web.AppKey("sessions", SessionStore)
 FLOWS: Final = web.AppKey("flows", FlowStore)
+SESSION_INDEX: Final = web.AppKey("session_index", SessionIndex)
 TOKEN_CACHES: Final = web.AppKey["TokenCacheStore"]("token_caches")
 MSAL: Final = web.AppKey["MsalClient"]("msal")
 POLICY: Final = web.AppKey("policy", Policy)

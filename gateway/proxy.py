@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from datetime import UTC, datetime
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -36,7 +37,7 @@ from gateway.keys import (
 )
 from gateway.peers import client_address
 from gateway.routes import bearer_scopes
-from gateway.sessions import SessionRecord
+from gateway.sessions import SessionRecord, UpstreamToken
 from gateway.settings import Settings
 
 
@@ -87,6 +88,20 @@ async def handle(request: web.Request) -> web.StreamResponse:
         )
 
 
+def easy_auth_token_headers(
+    record: SessionRecord, token: UpstreamToken | None
+) -> list[tuple[str, str]]:
+    """App Service's token-store headers, for apps that read them."""
+    headers = []
+    if record.id_token:
+        headers.append(("X-MS-TOKEN-AAD-ID-TOKEN", record.id_token))
+    if token is not None:
+        expires = datetime.fromtimestamp(token.expires_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        headers.append(("X-MS-TOKEN-AAD-ACCESS-TOKEN", token.access_token))
+        headers.append(("X-MS-TOKEN-AAD-EXPIRES-ON", expires))
+    return headers
+
+
 def assertion_claims(record: SessionRecord, settings: Settings) -> dict[str, object]:
     """The identity a signed assertion vouches for (groups as resolved, email only if trusted)."""
     claims: dict[str, object] = {
@@ -135,6 +150,8 @@ def upstream_headers(
                 max_bytes=settings.groups.max_header_bytes,
             )
         )
+        if settings.tokens.easy_auth_token_headers:
+            outbound.extend(easy_auth_token_headers(record, token))
         if ASSERTION in request.app:
             outbound["X-Gateway-Assertion"] = request.app[ASSERTION].sign(
                 assertion_claims(record, settings), subject=record.user_key

@@ -29,6 +29,7 @@ from pydantic_settings import (
 
 from gateway.advanced_settings import (
     RESERVED_SCOPES,
+    AdminSettings,
     AssertionSettings,
     GroupSettings,
     MsalSettings,
@@ -147,6 +148,7 @@ class Settings(BaseSettings):
     groups: GroupSettings = Field(default_factory=GroupSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
     assertion: AssertionSettings = Field(default_factory=AssertionSettings)
+    admin: AdminSettings = Field(default_factory=AdminSettings)
 
     @classmethod
     def settings_customise_sources(

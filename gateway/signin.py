@@ -27,17 +27,20 @@ from gateway.errors import (
     Forbidden,
     GatewayError,
     IdentityProviderError,
+    NotFound,
+    SignInRequired,
     StoreUnavailable,
 )
 from gateway.flows import PendingSignIn
 from gateway.graph import has_group_overage
-from gateway.identity import authenticate
+from gateway.identity import audit, authenticate
 from gateway.keys import (
     FLOWS,
     METRICS,
     MSAL,
     REFRESHER,
     SEALER,
+    SESSION_INDEX,
     SESSIONS,
     SETTINGS,
     TOKEN_CACHES,
@@ -197,6 +200,13 @@ async def _finish(request: web.Request) -> web.StreamResponse:
     if cache is not None:
         await app[TOKEN_CACHES].save(session_id, cache, settings.session.absolute_ttl_seconds)
     await app[SESSIONS].save(session_id, record)
+    sid = tokens.claims.get("sid")
+    await app[SESSION_INDEX].add(
+        session_id,
+        user=str(tokens.claims.get("oid") or tokens.claims.get("sub")),
+        sid=sid if isinstance(sid, str) else None,
+        ttl=settings.session.absolute_ttl_seconds,
+    )
     previous = read_id(request, settings.session_cookie_name)
     if previous is not None:
         await _delete_session(request, previous)
@@ -228,6 +238,10 @@ async def _delete_session(request: web.Request, session_id: str) -> None:
 async def sign_out(request: web.Request) -> web.StreamResponse:
     """End the session here (record and token cache), then at the identity provider."""
     settings = request.app[SETTINGS]
+    if request.headers.get("Sec-Fetch-Site") == "cross-site":
+        # Another site must not be able to sign the user out (logout CSRF); the identity
+        # provider's own sign-out reaches us through the front-channel logout URL instead.
+        raise Forbidden("sign-out cannot be started from another site")
     query: dict[str, Any] = dict(request.query)
     if request.method == "POST":
         query.update({k: v for k, v in (await request.post()).items() if isinstance(v, str)})
@@ -287,3 +301,37 @@ async def refresh(request: web.Request) -> web.StreamResponse:
             ],
         }
     )
+
+
+async def front_channel_logout(request: web.Request) -> web.StreamResponse:
+    """Entra's front-channel logout URL: it loads this (with the sign-in session's `sid`) when the
+    user signs out elsewhere; every gateway session of that `sid` ends, on every replica."""
+    sid = request.query.get("sid", "")
+    ended = 0
+    if 0 < len(sid) <= 256:
+        for session_id in await request.app[SESSION_INDEX].take_sid(sid):
+            await _delete_session(request, session_id)
+            ended += 1
+    log.info("front-channel logout ended %d session(s)", ended)
+    return web.Response(text="Signed out.", content_type="text/plain")
+
+
+async def revoke(request: web.Request) -> web.StreamResponse:
+    """POST /.auth/admin/revoke {"user": "<oid>"}: end every session of a user on every replica.
+    Only with GATEWAY_ADMIN__TOKEN set, and only for a caller presenting it."""
+    expected = request.app[SETTINGS].admin.token
+    if expected is None:
+        raise NotFound("there is nothing at this address")
+    presented = request.headers.get("Authorization", "").removeprefix("Bearer ")
+    if not hmac.compare_digest(presented.encode(), expected.get_secret_value().encode()):
+        raise SignInRequired("the admin token is missing or wrong")
+    try:
+        body = await request.json()
+        user = str(body["user"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BadRequest('expected JSON {"user": "<object id>"}') from exc
+    sessions = await request.app[SESSION_INDEX].take_user(user)
+    for session_id in sessions:
+        await _delete_session(request, session_id)
+    audit.warning("revoked %d session(s) of user %s", len(sessions), user[:64])
+    return web.json_response({"revoked": len(sessions)})
