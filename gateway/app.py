@@ -204,6 +204,7 @@ def build_app(settings: Settings) -> web.Application:
     router.add_post("/.auth/admin/revoke", signin.revoke)
     router.add_get("/.auth/me", principal.me)
     router.add_get("/.auth/verify", principal.verify)
+    router.add_route("*", "/.auth/verify/{tail:.*}", principal.verify)  # Envoy ext_authz
     router.add_get("/.auth/keys", principal.keys)
     router.add_route("*", "/.auth/{tail:.*}", _reserved)  # the prefix is never proxied
     router.add_route("*", "/.auth", _reserved)

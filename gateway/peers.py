@@ -52,12 +52,25 @@ def client_address(request: web.Request, trusted: tuple[Network, ...]) -> str:
     return address
 
 
+class UntrustedForwardAuth(Exception):
+    """A forward-auth request names an original request, but not from a trusted proxy, or in two
+    different ways: nothing it says about the original request can be believed."""
+
+
 def original_request(request: web.Request, trusted: tuple[Network, ...]) -> tuple[str, str] | None:
-    """(method, raw target) of the request a trusted forward-auth proxy asks about, or None."""
+    """(method, raw target) of the request a forward-auth proxy asks about; None when it names
+    none. Raises UntrustedForwardAuth when it does but cannot be believed."""
+    targets = {request.headers[h] for h in _ORIGINAL_TARGET if h in request.headers}
+    tail = request.match_info.get("tail")
+    if tail is not None:  # Envoy ext_authz: /.auth/verify + the original path, original method
+        targets.add("/" + tail + (f"?{request.query_string}" if request.query_string else ""))
+    if not targets:
+        return None
     if not peer_is_trusted(request, trusted):
-        return None
-    target = next((request.headers[h] for h in _ORIGINAL_TARGET if h in request.headers), None)
-    if target is None:
-        return None
+        raise UntrustedForwardAuth("the forward-auth caller is not a trusted proxy")
+    if len(targets) > 1:
+        raise UntrustedForwardAuth("the forward-auth request names two different originals")
+    if tail is not None:
+        return request.method, targets.pop()
     method = next((request.headers[h] for h in _ORIGINAL_METHOD if h in request.headers), "GET")
-    return method.upper(), target
+    return method.upper(), targets.pop()

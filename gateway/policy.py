@@ -20,7 +20,11 @@ from gateway.errors import BadRequest
 from gateway.paths import matches
 
 _AMBIGUOUS: Final = re.compile(
-    r"%2f|%5c|%2e|%00|%23|%3b|[;#\\\x00]|/\.\.?(?:/|$)|^[^/]", re.IGNORECASE
+    r"%2f|%5c|%2e|%00|%23|%3b|[;#\\\x00]|/\.\.?(?:/|$)|^[^/]|//"
+    # An escaped unreserved character ("/%61dmin") means the same path to the application
+    # (RFC 3986 6.2.2.2) but not to a prefix match.
+    r"|%(?:3[0-9]|4[1-9a-f]|5[0-9a]|6[1-9a-f]|7[0-9a]|2d|5f|7e)",
+    re.IGNORECASE,
 )
 
 

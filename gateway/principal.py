@@ -3,16 +3,19 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import UTC, datetime
 
 from aiohttp import web
 
-from gateway.errors import NotFound
+from gateway.errors import Forbidden, NotFound
 from gateway.headers import easy_auth_principal, identity_headers
 from gateway.identity import admit, authenticate, email_trusted, refresh_due
 from gateway.keys import ASSERTION, POLICY, REFRESHER, SESSIONS, SETTINGS, TRUSTED_PROXIES
-from gateway.peers import original_request
+from gateway.peers import UntrustedForwardAuth, original_request
+
+log = logging.getLogger(__name__)
 
 
 async def me(request: web.Request) -> web.StreamResponse:
@@ -43,7 +46,14 @@ async def verify(request: web.Request) -> web.StreamResponse:
     error is never a 2xx. The original request (X-Original-URI / X-Forwarded-Uri and -Method) is
     believed only from a trusted proxy; otherwise the rule for "/" applies."""
     app, settings = request.app, request.app[SETTINGS]
-    method, target = original_request(request, app[TRUSTED_PROXIES]) or ("GET", "/")
+    method, target = "GET", "/"
+    if app[POLICY].active:  # without rules every path needs the same: a signed-in user
+        try:
+            method, target = original_request(request, app[TRUSTED_PROXIES]) or (method, target)
+        except UntrustedForwardAuth as exc:
+            # Fail closed: judging "/" instead would let rules for other paths be skipped.
+            log.error("%s: list the proxy in GATEWAY_PROXY__TRUSTED_PROXIES", exc)
+            raise Forbidden("the forward-auth request cannot be trusted") from exc
     rule = app[POLICY].rule_for(method, target)
     if rule is not None and rule.allow == "public":
         return web.Response(status=200)

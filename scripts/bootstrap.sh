@@ -8,6 +8,7 @@ want=()
 python3 -c 'import ensurepip, venv' 2>/dev/null || want+=(python3-venv)
 if [ "${1:-}" = "test" ]; then
   command -v redis-server >/dev/null || want+=(redis-server)
+  { command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; } || want+=(nginx)
 fi
 if [ ${#want[@]} -gt 0 ]; then
   sudo=""
@@ -15,6 +16,10 @@ if [ ${#want[@]} -gt 0 ]; then
   echo "Installing system packages: ${want[*]}"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${want[@]}" >/dev/null
+  # The tests start their own nginx; a system one that apt may have started is not wanted.
+  if [[ " ${want[*]} " == *" nginx "* ]] && command -v systemctl >/dev/null; then
+    $sudo systemctl disable --now nginx >/dev/null 2>&1 || true
+  fi
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv

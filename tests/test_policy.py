@@ -165,8 +165,11 @@ async def test_forward_auth_judges_the_original_request_only_from_trusted_proxie
 
     untrusting = await launch(policy={"rules": RULES})
     await signed_in(untrusting, user="bob")
-    # From an untrusted peer the header is ignored: the rule for "/" applies (signed in: 200).
-    assert (await untrusting.browser.get("/.auth/verify", headers=asked)).status == 200
+    # From an untrusted peer the original request cannot be known: refuse, never guess "/".
+    assert (await untrusting.browser.get("/.auth/verify", headers=asked)).status == 403
+    assert (await untrusting.browser.get("/.auth/verify", headers=API)).status == 200
+    both = {"X-Original-URI": "/public/a", "X-Forwarded-Uri": "/readers/x", **API}
+    assert (await trusting.browser.get("/.auth/verify", headers=both)).status == 403
 
 
 async def test_client_address_is_the_rightmost_untrusted_hop(launch: Launch, idp: Any) -> None:
@@ -180,3 +183,15 @@ async def test_client_address_is_the_rightmost_untrusted_hop(launch: Launch, idp
     await signed_in(plain)
     response = await plain.browser.get("/x", headers={**API, "X-Forwarded-For": "6.6.6.6"})
     assert upstream_headers(await response.json())["x-forwarded-for"] == ["127.0.0.1"]
+
+
+async def test_envoy_style_verify_path_carries_the_original_request(launch: Launch) -> None:
+    trusting = await launch(policy={"rules": RULES}, proxy={"trusted_proxies": "127.0.0.1/32"})
+    await signed_in(trusting, user="bob")
+    assert (await trusting.browser.get("/.auth/verify/readers/x", headers=API)).status == 403
+    assert (await trusting.browser.get("/.auth/verify/contoso/x", headers=API)).status == 200
+    posted = await trusting.browser.session.post(
+        trusting.url + "/.auth/verify/orders/1", headers=API
+    )
+    await posted.read()
+    assert posted.status == 403  # the rule for POST /orders/ needs the Writer role
