@@ -358,3 +358,27 @@ class AdminSettings(SettingsGroup):
         description="Bearer token for /.auth/admin/revoke (at least 32 characters); unset: the "
         "admin endpoints do not exist.",
     )
+
+
+class ApiSettings(SettingsGroup):
+    """API clients presenting their own Entra access token (Authorization: Bearer) instead of a
+    session cookie."""
+
+    audiences: SpaceSeparated = Field(
+        (),
+        description="Accepted `aud` values of API callers' access tokens, e.g. api://gateway and "
+        "the client id; empty: bearer tokens from clients are not accepted (and never forwarded).",
+    )
+    issuer_versions: Literal["v2", "v1", "both"] = Field(
+        "v2", description="Accept v2.0 access tokens, v1.0 ones (sts.windows.net), or both."
+    )
+    upstream_token: Literal["none", "pass", "on_behalf_of"] = Field(
+        "none",
+        description="What API callers' requests carry upstream: no token, the caller's own token, "
+        "or one for the route's scopes obtained on behalf of the caller (OBO).",
+    )
+
+    @field_validator("audiences", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        return split_words(value)

@@ -18,10 +18,12 @@ from aiohttp import ClientSession, ClientTimeout, DummyCookieJar, TCPConnector, 
 from yarl import URL
 
 from gateway import health, principal, proxy, signin
+from gateway.api_callers import ApiCallerAuthenticator
 from gateway.assertion import AssertionSigner
 from gateway.errors import GatewayError, NotFound
 from gateway.flows import FlowStore
 from gateway.keys import (
+    API_CALLERS,
     ASSERTION,
     FLOWS,
     METRICS,
@@ -135,6 +137,8 @@ async def _msal(app: web.Application) -> AsyncIterator[None]:
         clock=time.time,
         metrics=app[METRICS],
     )
+    if settings.api.audiences:
+        app[API_CALLERS] = ApiCallerAuthenticator(settings, client)
     loader = asyncio.create_task(_keep_loading_metadata(client))
     yield
     loader.cancel()

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from gateway.advanced_settings import PolicyRule
+from gateway.bearer import bearer_from
 from gateway.cookies import read_id
 from gateway.errors import Forbidden, SessionExpired, SignInRequired
 from gateway.policy import Principal, refusal
@@ -28,6 +29,17 @@ class Identity:
     session_id: str
     record: SessionRecord
     scopes: tuple[str, ...] | None = None  # `scp` of an API caller's bearer token
+    bearer: str | None = None  # an API caller's own verified access token (no session)
+
+
+class ApiCallers(Protocol):
+    """API clients that present an access token instead of a session cookie (api_callers.py)."""
+
+    async def identify(self, token: str) -> Identity:
+        """The caller's identity, or InvalidBearer (401)."""
+
+    async def upstream_token(self, identity: Identity, scopes: tuple[str, ...]) -> str | None:
+        """The bearer token this caller's request carries upstream for `scopes`, if any."""
 
 
 class Refresher(Protocol):
@@ -49,8 +61,20 @@ class Refresher(Protocol):
         """
 
 
-async def authenticate(request: web.Request, sessions: SessionStore, cookie_name: str) -> Identity:
-    """The caller's identity, or SignInRequired. StoreUnavailable propagates: fail closed."""
+async def authenticate(
+    request: web.Request,
+    sessions: SessionStore,
+    cookie_name: str,
+    api: ApiCallers | None = None,
+) -> Identity:
+    """The caller's identity, or SignInRequired. StoreUnavailable propagates: fail closed.
+
+    With `api`, a request carrying `Authorization: Bearer` is an API caller and is judged by its
+    token alone (MalformedAuthorization for a malformed header)."""
+    if api is not None:
+        token = bearer_from(request.headers.getall("Authorization", []))
+        if token is not None:
+            return await api.identify(token)
     session_id = read_id(request, cookie_name)
     if session_id is None:
         raise SignInRequired("no session")
@@ -61,20 +85,24 @@ async def authenticate(request: web.Request, sessions: SessionStore, cookie_name
 
 
 async def authenticate_optional(
-    request: web.Request, sessions: SessionStore, cookie_name: str
+    request: web.Request,
+    sessions: SessionStore,
+    cookie_name: str,
+    api: ApiCallers | None = None,
 ) -> Identity | None:
     """Like authenticate, but None for an anonymous caller (public paths)."""
-    if read_id(request, cookie_name) is None:
+    has_bearer = api is not None and "Authorization" in request.headers
+    if read_id(request, cookie_name) is None and not has_bearer:
         return None
     try:
-        return await authenticate(request, sessions, cookie_name)
+        return await authenticate(request, sessions, cookie_name, api)
     except SignInRequired:
         return None
 
 
 def refresh_due(record: SessionRecord, scopes: tuple[str, ...], now: float) -> bool:
     """Whether the token for `scopes` must be acquired or renewed before forwarding."""
-    if not scopes:
+    if not scopes or not record.home_account_id:  # no scopes, or an API caller: no session
         return False
     token = record.token(scopes)
     return token is None or now >= token.refresh_at

@@ -9,7 +9,7 @@ from yarl import URL
 
 from gateway.assertion import AssertionSigner
 from gateway.flows import FlowStore
-from gateway.identity import Identity, Refresher
+from gateway.identity import ApiCallers, Identity, Refresher
 from gateway.metrics import Metrics
 from gateway.peers import Network
 from gateway.policy import Policy
@@ -39,6 +39,7 @@ TRUSTED_PROXIES: Final = web.AppKey[tuple[Network, ...]]("trusted_proxies")
 METRICS: Final = web.AppKey("metrics", Metrics)
 # A Protocol: the hot path reaches MSAL only through this object.
 REFRESHER: Final = web.AppKey[Refresher]("refresher")
+API_CALLERS: Final = web.AppKey[ApiCallers]("api_callers")  # absent unless GATEWAY_API__AUDIENCES
 
 REQUEST_ID: Final = web.RequestKey("request_id", str)
 IDENTITY: Final = web.RequestKey("identity", Identity)

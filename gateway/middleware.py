@@ -82,6 +82,8 @@ def sign_in_location(request: web.Request, error: SignInRequired) -> str:
 def challenge(origin: str, error: SignInRequired) -> str:
     """WWW-Authenticate for a client that must send the user through sign-in."""
     value = f'Bearer realm="{origin}", authorization_uri="{origin}{SIGN_IN_PATH}"'
+    if error.code == "invalid_token":  # an API caller's token was refused (RFC 6750 3.1)
+        value += ', error="invalid_token"'
     if isinstance(error, StepUpRequired):
         if error.claims:
             claims = base64.b64encode(error.claims.encode()).decode()
@@ -95,7 +97,12 @@ def challenge(origin: str, error: SignInRequired) -> str:
 def render(request: web.Request, error: GatewayError, rid: str) -> web.Response:
     message = str(error) if error.expose and str(error) else "The request could not be completed."
     if isinstance(error, SignInRequired):
-        if wants_html(request) and not request.path.startswith("/.auth/"):
+        # A refused bearer token is an API caller's problem: 401, never a sign-in redirect.
+        if (
+            wants_html(request)
+            and error.code != "invalid_token"
+            and not request.path.startswith("/.auth/")
+        ):
             return web.Response(
                 status=302,
                 headers={

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
+import jwt
 import msal
 import requests
 
@@ -131,6 +132,42 @@ class MsalClient:
     @property
     def ready(self) -> bool:
         return self._provider is not None
+
+    @property
+    def issuer(self) -> str | None:
+        """The provider's published issuer (possibly an Entra {tenantid} template)."""
+        return self._provider.issuer if self._provider else None
+
+    def cached_key(self, kid: str | None) -> jwt.PyJWK | None:
+        return self._provider.cached_key(kid) if self._provider else None
+
+    async def refetch_keys(self) -> None:
+        """Fetch the provider's keys again (at most once a minute), off the event loop."""
+        if self._provider is not None:
+            await self._run(self._provider.refetch_keys)
+
+    async def on_behalf_of(self, assertion: str, scopes: tuple[str, ...]) -> tuple[str, float]:
+        """A token for `scopes` on behalf of the caller whose access token is `assertion`, with
+        its expiry. MSAL never serves OBO from its cache (ENTRA.md a.6): the caller caches.
+        StepUpRequired when only the user can consent; IdentityProviderError otherwise."""
+        return await self._run(functools.partial(self._on_behalf_of, assertion, scopes))
+
+    def _on_behalf_of(self, assertion: str, scopes: tuple[str, ...]) -> tuple[str, float]:
+        try:
+            app = self._application(msal.SerializableTokenCache())
+            result = app.acquire_token_on_behalf_of(assertion, list(scopes))
+        except (requests.RequestException, msal.exceptions.MsalError) as exc:
+            raise IdentityProviderError("the identity provider could not be reached") from exc
+        except (ValueError, KeyError) as exc:
+            raise IdentityProviderError("the identity provider sent a malformed answer") from exc
+        if "error" in result:
+            self._check_credential(result)
+            if result.get("suberror") in STEP_UP_ERRORS or result.get("error") in STEP_UP_ERRORS:
+                raise StepUpRequired(
+                    f"on-behalf-of needs the user: {_describe(result)}", scopes=scopes, claims=None
+                )
+            raise IdentityProviderError(f"on-behalf-of failed: {_describe(result)}")
+        return str(result["access_token"]), time.time() + float(result.get("expires_in", 0))
 
     @property
     def end_session_endpoint(self) -> str | None:

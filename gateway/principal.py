@@ -12,7 +12,15 @@ from aiohttp import web
 from gateway.errors import Forbidden, NotFound
 from gateway.headers import easy_auth_principal, identity_headers
 from gateway.identity import admit, authenticate, email_trusted, refresh_due
-from gateway.keys import ASSERTION, POLICY, REFRESHER, SESSIONS, SETTINGS, TRUSTED_PROXIES
+from gateway.keys import (
+    API_CALLERS,
+    ASSERTION,
+    POLICY,
+    REFRESHER,
+    SESSIONS,
+    SETTINGS,
+    TRUSTED_PROXIES,
+)
 from gateway.peers import UntrustedForwardAuth, original_request
 
 log = logging.getLogger(__name__)
@@ -57,7 +65,9 @@ async def verify(request: web.Request) -> web.StreamResponse:
     rule = app[POLICY].rule_for(method, target)
     if rule is not None and rule.allow == "public":
         return web.Response(status=200)
-    identity = await authenticate(request, app[SESSIONS], settings.session_cookie_name)
+    identity = await authenticate(
+        request, app[SESSIONS], settings.session_cookie_name, app.get(API_CALLERS)
+    )
     if rule is not None:
         admit(rule, identity, multi_tenant=settings.is_multi_tenant)
     if refresh_due(identity.record, settings.scopes, time.time()):

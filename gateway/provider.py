@@ -34,6 +34,7 @@ class Provider:
         self.end_session_endpoint = str(end_session) if end_session else None
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at = 0.0
+        self._refetched_at: float | None = None
 
     @classmethod
     def load(
@@ -67,6 +68,21 @@ class Provider:
         keys = jwt.PyJWKSet.from_dict(_get_json(self._http, self.jwks_uri))
         self._keys = {key.key_id: key for key in keys.keys if key.key_id}
         self._fetched_at = time.monotonic()
+
+    def cached_key(self, kid: str | None) -> jwt.PyJWK | None:
+        """The published key `kid` as last fetched; no network."""
+        return self._keys.get(kid) if kid else None
+
+    def refetch_keys(self) -> None:
+        """Fetch the keys again (key rollover), at most once a minute however many unknown key
+        ids callers present."""
+        now = time.monotonic()
+        if self._refetched_at is None or now - self._refetched_at >= KEYS_REFETCH_INTERVAL_SECONDS:
+            self._refetched_at = now
+            try:
+                self._fetch_keys()
+            except (requests.RequestException, ValueError, jwt.PyJWTError) as exc:
+                raise IdentityProviderError("cannot fetch the provider's signing keys") from exc
 
     def signing_key(self, kid: str | None) -> jwt.PyJWK:
         """The published key `kid`, or InvalidIdToken when the provider does not publish it."""

@@ -16,6 +16,7 @@ from gateway.challenges import ClaimsChallenge
 from gateway.errors import GatewayError
 from gateway.forward import forward, forward_websocket, is_websocket
 from gateway.identity import (
+    ApiCallers,
     Identity,
     admit,
     authenticate,
@@ -24,6 +25,7 @@ from gateway.identity import (
     refresh_due,
 )
 from gateway.keys import (
+    API_CALLERS,
     ASSERTION,
     IDENTITY,
     POLICY,
@@ -43,18 +45,21 @@ from gateway.settings import Settings
 
 async def handle(request: web.Request) -> web.StreamResponse:
     app, settings = request.app, request.app[SETTINGS]
-    cookie = settings.session_cookie_name
+    cookie, api = settings.session_cookie_name, app.get(API_CALLERS)
     rule = app[POLICY].rule_for(request.method, request.raw_path)
     identity: Identity | None
     if rule is not None and rule.allow == "public":
-        identity = await authenticate_optional(request, app[SESSIONS], cookie)
+        identity = await authenticate_optional(request, app[SESSIONS], cookie, api)
     else:
-        identity = await authenticate(request, app[SESSIONS], cookie)
+        identity = await authenticate(request, app[SESSIONS], cookie, api)
         if rule is not None:
             admit(rule, identity, multi_tenant=settings.is_multi_tenant)
     scopes = bearer_scopes(
         request.method, request.rel_url.raw_path, settings.tokens.routes, settings.scopes
     )
+    if identity is not None and identity.bearer is not None:
+        assert api is not None  # API callers exist only when configured
+        return await send_for_api_caller(request, identity, scopes, api)
     if identity is not None and refresh_due(identity.record, scopes, time.time()):
         identity = await app[REFRESHER].refresh(identity, scopes)
     send = forward_websocket if is_websocket(request) else forward
@@ -86,6 +91,24 @@ async def handle(request: web.Request) -> web.StreamResponse:
             base=app[UPSTREAM_BASE],
             own_cookies=settings.own_cookie_names,
         )
+
+
+async def send_for_api_caller(
+    request: web.Request, identity: Identity, scopes: tuple[str, ...], api: ApiCallers
+) -> web.StreamResponse:
+    """An API caller's request: no session, no refresh; its own token (or one obtained on its
+    behalf) goes upstream only when configured."""
+    app, settings = request.app, request.app[SETTINGS]
+    token = await api.upstream_token(identity, scopes)
+    headers = upstream_headers(request, identity, scopes, settings, api_token=token)
+    send = forward_websocket if is_websocket(request) else forward
+    return await send(
+        request,
+        headers,
+        client=app[UPSTREAM],
+        base=app[UPSTREAM_BASE],
+        own_cookies=settings.own_cookie_names,
+    )
 
 
 def easy_auth_token_headers(
@@ -122,6 +145,8 @@ def upstream_headers(
     identity: Identity | None,
     scopes: tuple[str, ...],
     settings: Settings,
+    *,
+    api_token: str | None = None,
 ) -> CIMultiDict[str]:
     """The client's headers, cleaned, plus forwarding facts and the identity we vouch for."""
     outbound = hdrs.inbound_headers(
@@ -140,12 +165,12 @@ def upstream_headers(
     if identity is not None:
         request[IDENTITY] = identity
         record = identity.record
-        token = record.token(scopes) if scopes else None
+        token = record.token(scopes) if scopes and identity.bearer is None else None
         outbound.extend(
             hdrs.identity_headers(
                 record.claims,
                 email_trusted=email_trusted(record.claims, settings.is_multi_tenant),
-                access_token=token.access_token if token else None,
+                access_token=token.access_token if token else api_token,
                 groups=record.groups,
                 max_bytes=settings.groups.max_header_bytes,
             )

@@ -30,6 +30,7 @@ from pydantic_settings import (
 from gateway.advanced_settings import (
     RESERVED_SCOPES,
     AdminSettings,
+    ApiSettings,
     AssertionSettings,
     GroupSettings,
     MsalSettings,
@@ -149,6 +150,7 @@ class Settings(BaseSettings):
     policy: PolicySettings = Field(default_factory=PolicySettings)
     assertion: AssertionSettings = Field(default_factory=AssertionSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
 
     @classmethod
     def settings_customise_sources(
