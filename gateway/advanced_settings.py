@@ -7,7 +7,9 @@ import ipaddress
 from typing import Annotated, Final, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PositiveFloat,
@@ -17,7 +19,6 @@ from pydantic import (
 )
 from pydantic_settings import NoDecode
 
-SpaceSeparated = Annotated[tuple[str, ...], NoDecode]
 RESERVED_SCOPES: Final = frozenset({"openid", "profile", "offline_access"})
 
 
@@ -26,6 +27,32 @@ def split_words(value: object) -> object:
     if isinstance(value, str):
         return tuple(part for part in value.replace(",", " ").split() if part)
     return value
+
+
+def _route_path(value: str) -> str:
+    if not value.startswith("/") or value.startswith("/.auth"):
+        raise ValueError(f"{value!r} must start with '/' and not be under /.auth")
+    return value
+
+
+def _route_paths(value: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(_route_path(path) for path in value)
+
+
+def without_reserved_scopes(value: tuple[str, ...]) -> tuple[str, ...]:
+    reserved = RESERVED_SCOPES.intersection(value)
+    if reserved:
+        raise ValueError(
+            f"must not contain {' '.join(sorted(reserved))}: the gateway always asks for them"
+        )
+    return value
+
+
+# Environment values are space- (or comma-) separated words, not JSON.
+SpaceSeparated = Annotated[tuple[str, ...], NoDecode, BeforeValidator(split_words)]
+RoutePath = Annotated[str, AfterValidator(_route_path)]
+RoutePaths = Annotated[SpaceSeparated, AfterValidator(_route_paths)]
+Scopes = Annotated[SpaceSeparated, AfterValidator(without_reserved_scopes)]
 
 
 class SettingsGroup(BaseModel):
@@ -84,17 +111,12 @@ class ProxySettings(SettingsGroup):
         "X-Forwarded-For and forward-auth headers (X-Original-URI, X-Forwarded-Uri/-Method) are "
         "believed, space-separated. Empty: none are.",
     )
-    public_paths: SpaceSeparated = Field(
+    public_paths: RoutePaths = Field(
         (),
         description="Path prefixes served without sign-in (identity headers are still removed), "
         "space-separated, e.g. '/health /static/'. A prefix ending in '/' matches below it; "
         "otherwise the exact path and everything below it.",
     )
-
-    @field_validator("public_paths", "trusted_proxies", mode="before")
-    @classmethod
-    def _split(cls, value: object) -> object:
-        return split_words(value)
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -104,14 +126,6 @@ class ProxySettings(SettingsGroup):
                 ipaddress.ip_network(item, strict=False)
             except ValueError:
                 raise ValueError(f"{item!r} is not an IP address or CIDR") from None
-        return value
-
-    @field_validator("public_paths")
-    @classmethod
-    def _absolute(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for path in value:
-            if not path.startswith("/") or path.startswith("/.auth"):
-                raise ValueError(f"{path!r} must start with '/' and not be under /.auth")
         return value
 
 
@@ -138,7 +152,7 @@ class RedisSettings(SettingsGroup):
 class PolicyRule(SettingsGroup):
     """Who may reach requests matching `path` (and `methods`, if any). First match wins."""
 
-    path: str = Field(
+    path: RoutePath = Field(
         description="Path prefix; ending in '/' matches below it, else exact or below."
     )
     methods: SpaceSeparated = Field((), description="HTTP methods; empty: any.")
@@ -157,21 +171,6 @@ class PolicyRule(SettingsGroup):
         (), description="Scopes (`scp`) an API caller's bearer token must carry; all of them."
     )
 
-    @field_validator(
-        "methods",
-        "tenants",
-        "groups",
-        "roles",
-        "users",
-        "emails",
-        "domains",
-        "scopes",
-        mode="before",
-    )
-    @classmethod
-    def _split(cls, value: object) -> object:
-        return split_words(value)
-
     @field_validator("methods")
     @classmethod
     def _upper(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -188,13 +187,6 @@ class PolicyRule(SettingsGroup):
         for email in value:
             if email.count("@") != 1 or email.startswith("@") or email.endswith("@"):
                 raise ValueError(f"{email!r} is not an email address (exactly one @)")
-        return value
-
-    @field_validator("path")
-    @classmethod
-    def _absolute(cls, value: str) -> str:
-        if not value.startswith("/") or value.startswith("/.auth"):
-            raise ValueError(f"{value!r} must start with '/' and not be under /.auth")
         return value
 
 
@@ -220,38 +212,18 @@ class PolicySettings(SettingsGroup):
 class TokenRoute(SettingsGroup):
     """Requests matching `path` (and `methods`, if any) carry a token for `scopes`."""
 
-    path: str = Field(
+    path: RoutePath = Field(
         description="Path prefix; ending in '/' matches below it, else exact or below."
     )
     methods: SpaceSeparated = Field((), description="HTTP methods; empty: any.")
-    scopes: SpaceSeparated = Field(
+    scopes: Scopes = Field(
         description="Scopes of the bearer token for these requests; empty: no bearer token."
     )
-
-    @field_validator("methods", "scopes", mode="before")
-    @classmethod
-    def _split(cls, value: object) -> object:
-        return split_words(value)
 
     @field_validator("methods")
     @classmethod
     def _upper(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(method.upper() for method in value)
-
-    @field_validator("path")
-    @classmethod
-    def _absolute(cls, value: str) -> str:
-        if not value.startswith("/") or value.startswith("/.auth"):
-            raise ValueError(f"{value!r} must start with '/' and not be under /.auth")
-        return value
-
-    @field_validator("scopes")
-    @classmethod
-    def _no_reserved(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        reserved = RESERVED_SCOPES.intersection(value)
-        if reserved:
-            raise ValueError(f"must not contain {' '.join(sorted(reserved))}")
-        return value
 
 
 class TokenSettings(SettingsGroup):
@@ -288,11 +260,6 @@ class TokenSettings(SettingsGroup):
         "runs); default: twice the identity provider timeouts plus 5 s.",
     )
 
-    @field_validator("client_capabilities", mode="before")
-    @classmethod
-    def _split(cls, value: object) -> object:
-        return split_words(value)
-
     @field_validator("routes", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
@@ -325,11 +292,6 @@ class GroupSettings(SettingsGroup):
         "its groups; any other header over it is not sent (never cut), with a warning. Raise it "
         "only as far as the application's server accepts.",
     )
-
-    @field_validator("graph_scopes", mode="before")
-    @classmethod
-    def _split(cls, value: object) -> object:
-        return split_words(value)
 
     @field_validator("graph_url")
     @classmethod
@@ -377,8 +339,3 @@ class ApiSettings(SettingsGroup):
         description="What API callers' requests carry upstream: no token, the caller's own token, "
         "or one for the route's scopes obtained on behalf of the caller (OBO).",
     )
-
-    @field_validator("audiences", mode="before")
-    @classmethod
-    def _split(cls, value: object) -> object:
-        return split_words(value)

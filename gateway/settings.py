@@ -28,7 +28,6 @@ from pydantic_settings import (
 )
 
 from gateway.advanced_settings import (
-    RESERVED_SCOPES,
     AdminSettings,
     ApiSettings,
     AssertionSettings,
@@ -37,11 +36,11 @@ from gateway.advanced_settings import (
     PolicySettings,
     ProxySettings,
     RedisSettings,
+    Scopes,
     SessionSettings,
     SignInSettings,
     SpaceSeparated,
     TokenSettings,
-    split_words,
 )
 
 ENV_PREFIX: Final = "GATEWAY_"
@@ -121,7 +120,7 @@ class Settings(BaseSettings):
     ca_bundle: Path | None = Field(
         None, description="PEM bundle trusted for the authority's TLS (private CAs)."
     )
-    scopes: SpaceSeparated = Field(
+    scopes: Scopes = Field(
         (),
         description="Space-separated scopes of the access token sent upstream as Authorization: "
         "Bearer; empty: no bearer token.",
@@ -163,21 +162,6 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Explicit arguments (tests, the demo) first, then the environment. No .env, no secrets dir.
         return (init_settings, env_settings)
-
-    @field_validator("allowed_tenants", "scopes", mode="before")
-    @classmethod
-    def _split(cls, value: object) -> object:
-        return split_words(value)
-
-    @field_validator("scopes")
-    @classmethod
-    def _no_reserved_scopes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        reserved = RESERVED_SCOPES.intersection(value)
-        if reserved:
-            raise ValueError(
-                f"must not contain {' '.join(sorted(reserved))}: the gateway always asks for them"
-            )
-        return value
 
     @field_validator("listen", "metrics_listen")
     @classmethod
