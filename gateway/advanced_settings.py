@@ -89,6 +89,14 @@ class SignInSettings(SettingsGroup):
     flow_ttl_seconds: PositiveInt = Field(
         600, description="How long a started sign-in may take before its callback is refused."
     )
+    max_starts_per_minute: PositiveInt = Field(
+        30,
+        description="Sign-ins one client address may start per minute (per replica); more get "
+        "429. Bounds the pending sign-ins an anonymous client can make the store hold.",
+    )
+    max_pending_per_browser: PositiveInt = Field(
+        10, description="Pending sign-ins one browser may have; starting another drops the oldest."
+    )
     clock_skew_seconds: int = Field(
         120, ge=0, le=300, description="Leeway for id_token time claims (at most 5 minutes)."
     )
@@ -100,6 +108,19 @@ class ProxySettings(SettingsGroup):
         60.0, description="Longest silence allowed while reading from the upstream."
     )
     max_connections: PositiveInt = Field(256, description="Most open connections to the upstream.")
+    drain_seconds: float = Field(
+        5.0,
+        ge=0,
+        le=300,
+        description="On SIGTERM, keep serving this long with /.auth/readyz answering 503, so the "
+        "load balancer stops sending traffic before the listener closes.",
+    )
+    shutdown_grace_seconds: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="Then wait this long for requests in flight (and streams) to finish.",
+    )
     preserve_host: bool = Field(
         True,
         description="Send the public URL's host as Host upstream (else the upstream's own "
@@ -339,3 +360,13 @@ class ApiSettings(SettingsGroup):
         description="What API callers' requests carry upstream: no token, the caller's own token, "
         "or one for the route's scopes obtained on behalf of the caller (OBO).",
     )
+
+
+class LogSettings(SettingsGroup):
+    format: Literal["json", "text"] = Field(
+        "json", description="json: one JSON object per line (with request_id); text: for people."
+    )
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Lowest level logged."
+    )
+    access_log: bool = Field(True, description="One line per request (path without query).")

@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Final
 
-from aiohttp import ClientSession, ClientTimeout, DummyCookieJar, TCPConnector, web
+from aiohttp import ClientSession, ClientTimeout, DummyCookieJar, TCPConnector, WSCloseCode, web
 from yarl import URL
 
 from gateway import health, principal, proxy, signin
@@ -25,15 +25,18 @@ from gateway.flows import FlowStore
 from gateway.keys import (
     API_CALLERS,
     ASSERTION,
+    DRAINING,
     FLOWS,
     METRICS,
     MSAL,
+    OPEN_WEBSOCKETS,
     POLICY,
     REFRESHER,
     SEALER,
     SESSION_INDEX,
     SESSIONS,
     SETTINGS,
+    SIGNIN_LIMITER,
     STORAGE,
     TOKEN_CACHES,
     TRUSTED_PROXIES,
@@ -46,6 +49,7 @@ from gateway.middleware import error_middleware, stamp_request_id
 from gateway.oidc import MsalClient
 from gateway.peers import networks
 from gateway.policy import Policy
+from gateway.ratelimit import RateLimiter
 from gateway.redis_store import RedisStorage
 from gateway.refresh import SessionRefresher
 from gateway.sealing import Sealer
@@ -82,7 +86,12 @@ async def _stores(app: web.Application) -> AsyncIterator[None]:
     app[STORAGE] = storage
     app[SEALER] = sealer
     app[SESSIONS] = SessionStore(storage, sealer, settings.session.idle_ttl_seconds, time.time)
-    app[FLOWS] = FlowStore(storage, sealer, settings.signin.flow_ttl_seconds)
+    app[FLOWS] = FlowStore(
+        storage,
+        sealer,
+        settings.signin.flow_ttl_seconds,
+        max_per_browser=settings.signin.max_pending_per_browser,
+    )
     app[TOKEN_CACHES] = TokenCacheStore(storage, sealer)
     app[SESSION_INDEX] = SessionIndex(storage, sealer)
     try:
@@ -160,6 +169,13 @@ async def _metrics_listener(app: web.Application) -> AsyncIterator[None]:
     await runner.cleanup()
 
 
+async def _close_websockets(app: web.Application) -> None:
+    """Shutdown: end relayed WebSockets with "going away" rather than a dropped connection."""
+    sockets: set[web.WebSocketResponse] = app[OPEN_WEBSOCKETS]
+    for ws in list(sockets):
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
+
+
 def _assertion_signer(settings: Settings) -> AssertionSigner:
     upstream = URL(str(settings.upstream))
     # Without a configured secret (memory store, one replica) a random one serves this process.
@@ -191,6 +207,10 @@ def build_app(settings: Settings) -> web.Application:
         case_insensitive=settings.policy.case_insensitive,
     )
     app[TRUSTED_PROXIES] = networks(settings.proxy.trusted_proxies)
+    app[DRAINING] = asyncio.Event()
+    app[SIGNIN_LIMITER] = RateLimiter(settings.signin.max_starts_per_minute)
+    app[OPEN_WEBSOCKETS] = set()
+    app.on_shutdown.append(_close_websockets)
     if settings.assertion.enabled:
         app[ASSERTION] = _assertion_signer(settings)
     app.cleanup_ctx.extend([_stores, _upstream_client, _msal, _metrics_listener])
@@ -212,5 +232,5 @@ def build_app(settings: Settings) -> web.Application:
     router.add_get("/.auth/keys", principal.keys)
     router.add_route("*", "/.auth/{tail:.*}", _reserved)  # the prefix is never proxied
     router.add_route("*", "/.auth", _reserved)
-    router.add_route("*", "/{tail:.*}", proxy.handle)
+    router.add_route("*", "/{tail:.*}", proxy.handle, expect_handler=proxy.expect_continue)
     return app

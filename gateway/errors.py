@@ -8,6 +8,7 @@
       BadRequest                 400 e.g. bad state, tampered callback, unsafe return target
       Forbidden                  403
       NotFound                   404 unknown path under /.auth
+      TooManyRequests            429 e.g. too many sign-ins started by one client
       IdentityProviderError      502 the identity provider refused or could not be reached
       UpstreamUnavailable        502 connection to the application refused or reset
       UpstreamTimeout            504
@@ -78,6 +79,10 @@ class Forbidden(GatewayError):
 
 class NotFound(GatewayError):
     status, code, expose, title = 404, "not_found", True, "Not found"
+
+
+class TooManyRequests(GatewayError):
+    status, code, expose, title = 429, "too_many_requests", True, "Too many requests"
 
 
 class IdentityProviderError(GatewayError):

@@ -12,10 +12,12 @@ from dataclasses import asdict, dataclass
 from typing import Any, Final
 
 from gateway.errors import CorruptRecordError
+from gateway.sealed_list import SealedList
 from gateway.sealing import Sealer
 from gateway.storage import Storage
 
 FLOW_PREFIX: Final = "gw:flow:"
+BROWSER_PREFIX: Final = "gw:flows-of:"  # + the browser binding digest (already keyed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,17 +41,30 @@ class PendingSignIn:
 
 
 class FlowStore:
-    def __init__(self, storage: Storage, sealer: Sealer, ttl: float) -> None:
+    def __init__(
+        self, storage: Storage, sealer: Sealer, ttl: float, *, max_per_browser: int
+    ) -> None:
         self._storage = storage
         self._sealer = sealer
         self._ttl = ttl
+        self._max_per_browser = max_per_browser
+        self._browsers = SealedList(storage, sealer)
 
     def _key(self, state: str) -> str:
         return FLOW_PREFIX + self._sealer.digest(state)
 
     async def save(self, state: str, pending: PendingSignIn) -> None:
+        """Keep the pending sign-in; a browser with too many drops its oldest (bounded store)."""
         key = self._key(state)
         await self._storage.set(key, self._sealer.seal(key, pending.encode()), self._ttl)
+        dropped = await self._browsers.append(
+            BROWSER_PREFIX + pending.browser_binding,
+            state,
+            ttl=self._ttl,
+            limit=self._max_per_browser,
+        )
+        for old in dropped:  # one key per call: fine for Redis Cluster too
+            await self._storage.delete(self._key(old))
 
     async def take(self, state: str) -> PendingSignIn | None:
         """The pending sign-in for `state`, removed so that it can be used only once; None when

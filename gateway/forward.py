@@ -130,6 +130,7 @@ async def forward_websocket(
     base: URL,
     own_cookies: frozenset[str] = frozenset(),
     on_claims_challenge: Callable[[str], Awaitable[None]] | None = None,
+    open_websockets: set[web.WebSocketResponse] | None = None,
 ) -> web.StreamResponse:
     """Open the upstream WebSocket first, then accept the client's with the same subprotocol, and
     relay messages both ways until either side closes."""
@@ -160,6 +161,8 @@ async def forward_websocket(
         max_msg_size=WS_MAX_MESSAGE_BYTES,
     )
     await downstream.prepare(request)
+    if open_websockets is not None:  # so that shutdown can close it properly
+        open_websockets.add(downstream)
 
     async def relay(
         source: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
@@ -192,4 +195,6 @@ async def forward_websocket(
             await asyncio.gather(*tasks, return_exceptions=True)
     if not downstream.closed:
         await downstream.close()
+    if open_websockets is not None:
+        open_websockets.discard(downstream)
     return downstream

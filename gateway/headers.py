@@ -13,6 +13,7 @@ import base64
 import json
 import logging
 import re
+import secrets
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
@@ -275,3 +276,13 @@ def response_headers(
             continue
         kept.add(name, value)
     return kept
+
+
+_TRACEPARENT: Final = re.compile(r"^00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$")
+
+
+def traceparent(incoming: str | None) -> str:
+    """The W3C trace context for the upstream: the client's when well-formed, else a new one."""
+    if incoming is not None and _TRACEPARENT.match(incoming):
+        return incoming
+    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"

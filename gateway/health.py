@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.errors import StoreUnavailable
-from gateway.keys import MSAL, STORAGE
+from gateway.keys import DRAINING, MSAL, STORAGE
 
 
 async def live(request: web.Request) -> web.StreamResponse:
@@ -16,6 +16,8 @@ async def live(request: web.Request) -> web.StreamResponse:
 async def ready(request: web.Request) -> web.StreamResponse:
     """200 when the session store answers and the identity provider's metadata is loaded."""
     checks: dict[str, str] = {}
+    if request.app[DRAINING].is_set():
+        checks["server"] = "shutting down"
     try:
         await request.app[STORAGE].ping()
         checks["store"] = "ok"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Final
 
 from aiohttp import ClientSession, web
@@ -13,6 +14,7 @@ from gateway.identity import ApiCallers, Identity, Refresher
 from gateway.metrics import Metrics
 from gateway.peers import Network
 from gateway.policy import Policy
+from gateway.ratelimit import RateLimiter
 from gateway.sealing import Sealer
 from gateway.session_index import SessionIndex
 from gateway.sessions import SessionStore
@@ -34,6 +36,9 @@ SESSION_INDEX: Final = web.AppKey("session_index", SessionIndex)
 TOKEN_CACHES: Final = web.AppKey["TokenCacheStore"]("token_caches")
 MSAL: Final = web.AppKey["MsalClient"]("msal")
 POLICY: Final = web.AppKey("policy", Policy)
+SIGNIN_LIMITER: Final = web.AppKey("signin_limiter", RateLimiter)
+DRAINING: Final = web.AppKey("draining", asyncio.Event)  # set on SIGTERM: readiness goes false
+OPEN_WEBSOCKETS: Final = web.AppKey("open_websockets", set[web.WebSocketResponse])
 ASSERTION: Final = web.AppKey("assertion", AssertionSigner)  # absent unless enabled
 TRUSTED_PROXIES: Final = web.AppKey[tuple[Network, ...]]("trusted_proxies")
 METRICS: Final = web.AppKey("metrics", Metrics)

@@ -29,6 +29,7 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.keys import METRICS, REQUEST_ID, SETTINGS
+from gateway.logs import request_id_var
 from gateway.pages import page
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     started = time.perf_counter()
     rid = request_id(request)
     request[REQUEST_ID] = rid
+    request_id_var.set(rid)  # every log line of this request names it
     metrics = request.app[METRICS]
     try:
         response = await handler(request)

@@ -5,10 +5,12 @@ and only when a token is due."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from multidict import CIMultiDict
 
 from gateway import headers as hdrs
@@ -28,6 +30,7 @@ from gateway.keys import (
     API_CALLERS,
     ASSERTION,
     IDENTITY,
+    OPEN_WEBSOCKETS,
     POLICY,
     REFRESHER,
     REQUEST_ID,
@@ -62,7 +65,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         return await send_for_api_caller(request, identity, scopes, api)
     if identity is not None and refresh_due(identity.record, scopes, time.time()):
         identity = await app[REFRESHER].refresh(identity, scopes)
-    send = forward_websocket if is_websocket(request) else forward
+    send = sender(request)
     on_challenge = None
     if identity is not None and scopes:
         signed_in = identity
@@ -101,7 +104,7 @@ async def send_for_api_caller(
     app, settings = request.app, request.app[SETTINGS]
     token = await api.upstream_token(identity, scopes)
     headers = upstream_headers(request, identity, scopes, settings, api_token=token)
-    send = forward_websocket if is_websocket(request) else forward
+    send = sender(request)
     return await send(
         request,
         headers,
@@ -109,6 +112,13 @@ async def send_for_api_caller(
         base=app[UPSTREAM_BASE],
         own_cookies=settings.own_cookie_names,
     )
+
+
+def sender(request: web.Request) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """forward, or forward_websocket registered for a clean close at shutdown."""
+    if is_websocket(request):
+        return functools.partial(forward_websocket, open_websockets=request.app[OPEN_WEBSOCKETS])
+    return forward
 
 
 def easy_auth_token_headers(
@@ -162,6 +172,7 @@ def upstream_headers(
     outbound["X-Forwarded-For"] = client_address(request, request.app[TRUSTED_PROXIES])
     outbound["X-Forwarded-Proto"] = settings.public_url.scheme
     outbound["X-Request-Id"] = request[REQUEST_ID]
+    outbound["traceparent"] = hdrs.traceparent(request.headers.get("traceparent"))
     if identity is not None:
         request[IDENTITY] = identity
         record = identity.record
@@ -182,3 +193,28 @@ def upstream_headers(
                 assertion_claims(record, settings), subject=record.user_key
             )
     return outbound
+
+
+async def expect_continue(request: web.Request) -> web.StreamResponse | None:
+    """`Expect: 100-continue`: invite the body only from a caller that could be signed in (a
+    session cookie or a bearer token) or to a public path; anyone else gets 401 at once and never
+    sends the upload. The full check still happens in `handle`."""
+    if (
+        request.version < HttpVersion11
+        or request.headers.get("Expect", "").lower() != "100-continue"
+    ):
+        return None
+    settings, app = request.app[SETTINGS], request.app
+    try:
+        rule = app[POLICY].rule_for(request.method, request.raw_path)
+    except GatewayError as error:  # an ambiguous path: refuse before the body is sent
+        return web.json_response({"error": error.code}, status=error.status)
+    maybe_known = (
+        (rule is not None and rule.allow == "public")
+        or settings.session_cookie_name in request.cookies
+        or (API_CALLERS in app and "Authorization" in request.headers)
+    )
+    if not maybe_known:
+        return web.json_response({"error": "sign_in_required"}, status=401)
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    return None

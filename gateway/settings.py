@@ -32,6 +32,7 @@ from gateway.advanced_settings import (
     ApiSettings,
     AssertionSettings,
     GroupSettings,
+    LogSettings,
     MsalSettings,
     PolicySettings,
     ProxySettings,
@@ -150,6 +151,7 @@ class Settings(BaseSettings):
     assertion: AssertionSettings = Field(default_factory=AssertionSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -30,6 +30,7 @@ from gateway.errors import (
     NotFound,
     SignInRequired,
     StoreUnavailable,
+    TooManyRequests,
 )
 from gateway.flows import PendingSignIn
 from gateway.graph import has_group_overage
@@ -43,8 +44,11 @@ from gateway.keys import (
     SESSION_INDEX,
     SESSIONS,
     SETTINGS,
+    SIGNIN_LIMITER,
     TOKEN_CACHES,
+    TRUSTED_PROXIES,
 )
+from gateway.peers import client_address
 from gateway.redirects import safe_return_path
 from gateway.routes import scope_sets
 from gateway.sessions import SessionRecord, UpstreamToken, session_claims
@@ -67,6 +71,10 @@ def redirect(location: str) -> web.Response:
 async def start(request: web.Request) -> web.StreamResponse:
     """Start the auth-code flow and send the browser to the identity provider."""
     settings = request.app[SETTINGS]
+    client = client_address(request, request.app[TRUSTED_PROXIES])
+    if not request.app[SIGNIN_LIMITER].allow(client):
+        # Each start stores a pending sign-in for minutes: an anonymous flood must not fill it.
+        raise TooManyRequests("too many sign-ins started from this address; try again shortly")
     return_to = safe_return_path(
         request.query.get("post_login_redirect_uri"), settings.public_origin
     )

@@ -106,6 +106,7 @@ class GatewayProcess:
         self.port = free_port()
         env = env_for(settings)
         env["GATEWAY_LISTEN"] = f"127.0.0.1:{self.port}"
+        env["GATEWAY_PROXY__DRAIN_SECONDS"] = "0"  # tests that measure draining set their own
         env.update(extra_env or {})
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve"],
@@ -136,6 +137,10 @@ class GatewayProcess:
     @property
     def returncode(self) -> int | None:
         return self.process.returncode
+
+    def terminate(self) -> None:
+        """SIGTERM without waiting: the gateway starts draining."""
+        self.process.terminate()
 
     def stop(self) -> str:
         """SIGTERM, then the process's stderr; `returncode` tells how it ended."""
