@@ -127,6 +127,10 @@ def admit(rule: PolicyRule, identity: Identity, *, multi_tenant: bool) -> None:
     if reason is not None:
         # The rule's path, not the request's: nothing the client sent is written to the log.
         audit.warning(
-            "access denied: user=%s rule=%s reason=%s", record.user_key, rule.path, reason
+            "access denied: user=%s rule=%s reason=%s",
+            record.user_key,
+            rule.path,
+            reason,
+            extra={"event": "access_denied", "user": record.user_key, "rule": rule.path},
         )
         raise Forbidden("you do not have access to this page")

@@ -218,7 +218,7 @@ async def _finish(request: web.Request) -> web.StreamResponse:
     previous = read_id(request, settings.session_cookie_name)
     if previous is not None:
         await _delete_session(request, previous)
-    log.info("signed in %s", record.user_key)
+    audit.info("signed in %s", record.user_key, extra={"event": "sign_in", "user": record.user_key})
     response = redirect(pending.return_to)
     set_cookie(
         response,
@@ -267,7 +267,8 @@ async def sign_out(request: web.Request) -> web.StreamResponse:
                 clear_cookies=(settings.session_cookie_name,),
             ) from exc
         id_token = record.id_token if record else ""
-        log.info("signed out %s", record.user_key if record else "an ended session")
+        user = record.user_key if record else None
+        audit.info("signed out %s", user, extra={"event": "sign_out", "user": user})
     response = redirect(_end_session_url(request, settings, target, id_token))
     clear_cookie(response, settings.session_cookie_name, secure=settings.cookie_secure)
     return response
@@ -320,7 +321,11 @@ async def front_channel_logout(request: web.Request) -> web.StreamResponse:
         for session_id in await request.app[SESSION_INDEX].take_sid(sid):
             await _delete_session(request, session_id)
             ended += 1
-    log.info("front-channel logout ended %d session(s)", ended)
+    audit.info(
+        "front-channel logout ended %d session(s)",
+        ended,
+        extra={"event": "front_channel_logout", "sessions": ended},
+    )
     return web.Response(text="Signed out.", content_type="text/plain")
 
 
@@ -341,5 +346,10 @@ async def revoke(request: web.Request) -> web.StreamResponse:
     sessions = await request.app[SESSION_INDEX].take_user(user)
     for session_id in sessions:
         await _delete_session(request, session_id)
-    audit.warning("revoked %d session(s) of user %s", len(sessions), user[:64])
+    audit.warning(
+        "revoked %d session(s) of user %s",
+        len(sessions),
+        user[:64],
+        extra={"event": "revocation", "user": user[:64], "sessions": len(sessions)},
+    )
     return web.json_response({"revoked": len(sessions)})
