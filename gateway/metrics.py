@@ -48,6 +48,11 @@ class Metrics:
             "Requests refused because the session store was unreachable.",
             registry=self.registry,
         )
+        self.forwarded_without_identity = Counter(
+            "msal_gateway_forwarded_without_identity",
+            "Signed-in requests forwarded without X-MS-CLIENT-PRINCIPAL (a canary: must stay 0).",
+            registry=self.registry,
+        )
         self.upstream_errors = Counter(
             "msal_gateway_upstream_errors",
             "Requests the upstream could not answer, by kind.",

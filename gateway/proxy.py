@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ from gateway.keys import (
     API_CALLERS,
     ASSERTION,
     IDENTITY,
+    METRICS,
     OPEN_WEBSOCKETS,
     POLICY,
     REFRESHER,
@@ -44,6 +46,8 @@ from gateway.peers import client_address
 from gateway.routes import bearer_scopes
 from gateway.sessions import SessionRecord, UpstreamToken
 from gateway.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
@@ -188,6 +192,10 @@ def upstream_headers(
         )
         if settings.tokens.easy_auth_token_headers:
             outbound.extend(easy_auth_token_headers(record, token))
+        if "X-MS-CLIENT-PRINCIPAL" not in outbound:
+            # Never expected (the principal is always built); if it happens, operators must see it.
+            request.app[METRICS].forwarded_without_identity.inc()
+            log.error("signed-in request forwarded without an identity principal")
         if ASSERTION in request.app:
             outbound["X-Gateway-Assertion"] = request.app[ASSERTION].sign(
                 assertion_claims(record, settings), subject=record.user_key

@@ -45,6 +45,7 @@ async def test_metrics_count_requests_signins_and_refreshes(launch: Launch, idp:
     assert sample(text, 'msal_gateway_requests_total{route="proxy",status="200"}') >= 2
     assert sample(text, 'msal_gateway_requests_total{route="proxy",status="302"}') >= 1
     assert sample(text, 'msal_gateway_request_duration_seconds_count{route="auth"}') >= 3
+    assert sample(text, "msal_gateway_forwarded_without_identity_total") == 0  # the canary
 
 
 async def test_upstream_errors_are_counted(launch: Launch) -> None:
