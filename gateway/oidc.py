@@ -15,6 +15,7 @@ import copy
 import functools
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -56,10 +57,28 @@ class Tokens:
     cache: str | None  # the serialized token cache, when it changed
 
 
+_JWT_LIKE: Final = re.compile(r"eyJ[\w-]*\.[\w-]*\.?[\w-]*")
+_ERROR_CODE: Final = re.compile(r"^[a-z_]{1,64}$")
+
+
 def _describe(result: Mapping[str, Any]) -> str:
-    error = str(result.get("error", "unknown_error"))
+    """For the log: the error and the first line of its description, without anything that looks
+    like a token, and bounded."""
+    error = str(result.get("error", "unknown_error"))[:64]
     description = str(result.get("error_description", "")).split("\r\n")[0].split("\n")[0]
-    return f"{error}: {description}" if description else error
+    text = f"{error}: {description}" if description else error
+    return _JWT_LIKE.sub("[redacted]", text)[:300]
+
+
+def _refused(what: str, result: Mapping[str, Any]) -> IdentityProviderError:
+    """The error users see: the OAuth error code and the correlation id, never the description
+    (it can carry internals); the description goes to the log."""
+    log.warning("%s: %s", what, _describe(result))
+    error = str(result.get("error", ""))
+    code = error if _ERROR_CODE.match(error) else "error"
+    correlation = str(result.get("correlation_id", ""))[:64]
+    suffix = f", correlation id {correlation}" if re.fullmatch(r"[\w-]+", correlation) else ""
+    return IdentityProviderError(f"{what} ({code}{suffix})")
 
 
 class MsalClient:
@@ -164,9 +183,9 @@ class MsalClient:
             self._check_credential(result)
             if result.get("suberror") in STEP_UP_ERRORS or result.get("error") in STEP_UP_ERRORS:
                 raise StepUpRequired(
-                    f"on-behalf-of needs the user: {_describe(result)}", scopes=scopes, claims=None
+                    "on-behalf-of needs the user's consent", scopes=scopes, claims=None
                 )
-            raise IdentityProviderError(f"on-behalf-of failed: {_describe(result)}")
+            raise _refused("on-behalf-of failed", result)
         return str(result["access_token"]), time.time() + float(result.get("expires_in", 0))
 
     @property
@@ -272,9 +291,7 @@ class MsalClient:
             raise IdentityProviderError("the identity provider could not be reached") from exc
         if "error" in result:
             self._check_credential(result)
-            raise IdentityProviderError(
-                f"the identity provider refused the sign-in: {_describe(result)}"
-            )
+            raise _refused("the identity provider refused the sign-in", result)
         if "refresh_token" not in result:
             log.warning(
                 "the identity provider issued no refresh token, so sessions cannot renew tokens "
@@ -397,20 +414,21 @@ class MsalClient:
 
     @staticmethod
     def _raise_for(result: Mapping[str, Any], scopes: tuple[str, ...], claims: str | None) -> None:
-        error, described = result.get("error"), _describe(result)
+        error = result.get("error")
+        log.info("token refresh refused: %s", _describe(result))
         if (
             error in STEP_UP_ERRORS
             or result.get("suberror") in STEP_UP_ERRORS
             or (error == "invalid_grant" and claims is not None)
         ):
             raise StepUpRequired(
-                f"the identity provider needs the user: {described}",
+                "the identity provider needs the user for this",
                 scopes=scopes,
                 claims=result.get("claims") or claims,
             )
         if error in INTERACTION_ERRORS:
-            raise SignInRequired(f"sign-in needed again: {described}")
-        raise IdentityProviderError(f"token refresh failed: {described}")
+            raise SignInRequired("please sign in again")
+        raise _refused("token refresh failed", result)
 
     # ---- group overage ----
 
@@ -445,8 +463,9 @@ class MsalClient:
         except (ValueError, KeyError) as exc:
             raise IdentityProviderError("the identity provider sent a malformed answer") from exc
         if not result or "error" in result:
-            reason = _describe(result) if result else "no token"
-            raise IdentityProviderError(f"cannot get a Graph token to read groups: {reason}")
+            if not result:
+                raise IdentityProviderError("cannot get a Graph token to read groups (no token)")
+            raise _refused("cannot get a Graph token to read groups", result)
         try:
             groups = transitive_group_ids(
                 self._http, settings.graph_url, result["access_token"], settings.graph_page_size
