@@ -24,11 +24,19 @@ def mint_id() -> str:
 
 
 def read_id(request: web.Request, name: str) -> str | None:
-    """The cookie's value if it has the shape of an id we mint; anything else reads as absent."""
-    value = request.cookies.get(name)
-    if value is None or not _ID_SHAPE.match(value):
+    """The cookie's value if it has the shape of an id we mint; anything else reads as absent.
+
+    A name sent more than once (a cookie planted from a sibling site, or two Cookie headers)
+    reads as absent too: which copy a parser keeps is not something an attacker may decide."""
+    seen = [
+        part.split("=", 1)[1].strip() if "=" in part else ""
+        for header in request.headers.getall("Cookie", [])
+        for part in header.replace(",", ";").split(";")
+        if part.split("=", 1)[0].strip() == name
+    ]
+    if len(seen) != 1 or not _ID_SHAPE.match(seen[0]):
         return None
-    return value
+    return seen[0]
 
 
 def set_cookie(

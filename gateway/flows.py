@@ -34,9 +34,17 @@ class PendingSignIn:
     def decode(cls, raw: bytes) -> PendingSignIn:
         try:
             data = json.loads(raw)
-            data["scopes"] = tuple(data.get("scopes", ()))
-            return cls(**data)
-        except (ValueError, TypeError) as exc:
+            scopes = data.get("scopes", [])
+            if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
+                raise TypeError("scopes must be a list of strings")
+            data["scopes"] = tuple(scopes)
+            pending = cls(**data)
+            if not isinstance(pending.msal_flow, dict) or not all(
+                isinstance(getattr(pending, name), str) for name in ("return_to", "browser_binding")
+            ):
+                raise TypeError("pending sign-in has the wrong shape")
+            return pending
+        except (ValueError, TypeError, AttributeError) as exc:
             raise CorruptRecordError("pending sign-in record does not parse") from exc
 
 

@@ -20,6 +20,7 @@ from gateway.storage import Clock, Storage
 log = logging.getLogger(__name__)
 
 SESSION_PREFIX: Final = "gw:session:"
+FORMAT_VERSION: Final = 1
 # Protocol and bookkeeping claims of an id_token that mean nothing to the upstream.
 _DROPPED_CLAIMS: Final = frozenset({"nonce", "aio", "rh", "uti", "c_hash", "at_hash", "sid"})
 
@@ -86,18 +87,48 @@ class SessionRecord:
         )
 
     def encode(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+        return json.dumps({"v": FORMAT_VERSION, **asdict(self)}, separators=(",", ":")).encode()
 
     @classmethod
     def decode(cls, raw: bytes) -> SessionRecord:
+        """The record, or CorruptRecordError for anything but this version's exact shape (an
+        older or newer gateway's record, during a rolling upgrade, reads as signed out)."""
         try:
             data = json.loads(raw)
-            data["tokens"] = {k: UpstreamToken(**v) for k, v in data.get("tokens", {}).items()}
+            if data.pop("v", None) != FORMAT_VERSION:
+                raise ValueError("unknown session record version")
+            tokens = {}
+            for key, value in data.get("tokens", {}).items():
+                token = UpstreamToken(**value)
+                _check_types(token, access_token=str, expires_at=float, refresh_at=float)
+                tokens[str(key)] = token
+            data["tokens"] = tokens
             if data.get("groups") is not None:
-                data["groups"] = tuple(data["groups"])
-            return cls(**data)
+                if not isinstance(data["groups"], list):
+                    raise TypeError("groups must be a list")
+                data["groups"] = tuple(str(group) for group in data["groups"])
+            record = cls(**data)
+            _check_types(
+                record,
+                user_key=str,
+                home_account_id=str,
+                claims=dict,
+                created_at=float,
+                expires_at=float,
+                id_token=str,
+            )
+            return record
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise CorruptRecordError("session record does not parse") from exc
+
+
+def _check_types(value: object, **expected: type) -> None:
+    for name, kind in expected.items():
+        field = getattr(value, name)
+        # JSON has one number type: an int where a float is due is fine, a bool is not.
+        ok = isinstance(field, kind) or (kind is float and isinstance(field, int))
+        if not ok or isinstance(field, bool):
+            raise TypeError(f"{name} has the wrong type")
 
 
 @dataclass(frozen=True, slots=True)

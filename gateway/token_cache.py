@@ -6,9 +6,11 @@ MSAL reports a change. Deleted with the session.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Final
 
+from gateway.errors import CorruptRecordError
 from gateway.sealing import Sealer
 from gateway.storage import Storage
 
@@ -42,7 +44,14 @@ class TokenCacheStore:
         sealed = await self._storage.get(key)
         if sealed is None:
             return None
-        return StoredCache(self._sealer.open(key, sealed).decode(), sealed)
+        serialized = self._sealer.open(key, sealed).decode()
+        try:
+            shaped = isinstance(json.loads(serialized), dict)
+        except ValueError:
+            shaped = False
+        if not shaped:  # MSAL would fail on it in a worker thread, as an unexpected error
+            raise CorruptRecordError(f"token cache under {key} is not an MSAL cache")
+        return StoredCache(serialized, sealed)
 
     async def save(self, session_id: str, serialized: str, ttl: float) -> None:
         key = self._key(session_id)
