@@ -16,7 +16,7 @@ import uuid
 from typing import Final
 from urllib.parse import quote, urlencode
 
-from aiohttp import web
+from aiohttp import HttpVersion10, HttpVersion11, web
 from aiohttp.typedefs import Handler
 
 from gateway.cookies import clear_cookie
@@ -135,6 +135,10 @@ def render(request: web.Request, error: GatewayError, rid: str) -> web.Response:
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
+    if request.version not in (HttpVersion10, HttpVersion11):
+        # HTTP/0.9 has no headers, so a proxy in front and the gateway could disagree on where a
+        # request ends: only HTTP/1.0 and 1.1 are spoken here.
+        return web.Response(status=400, text="400 Bad Request\n", headers={"Connection": "close"})
     rid = request_id(request)
     request[REQUEST_ID] = rid
     request_id_var.set(rid)  # every log line of this request names it

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from gateway import logs
 from gateway.app import build_app
+from gateway.http_errors import QuietAppRunner
 from gateway.keys import DRAINING
 from gateway.settings import Settings
 
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 
 async def _serve(settings: Settings) -> None:
     app = build_app(settings)
-    runner = web.AppRunner(
+    runner = QuietAppRunner(
         app,
         handle_signals=False,
         access_log_class=logs.AccessLogger,
