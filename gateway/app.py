@@ -66,13 +66,9 @@ METADATA_RETRY_SECONDS: Final = 10.0
 
 def _storage(settings: Settings) -> Storage:
     if settings.session_store == "redis":
-        assert settings.redis_url is not None
-        return RedisStorage(
-            settings.redis_url.get_secret_value(),
-            max_connections=settings.redis.max_connections,
-            socket_timeout=settings.redis.socket_timeout_seconds,
-            connect_timeout=settings.redis.connect_timeout_seconds,
-        )
+        # No URL with sentinels: they name the master (Settings requires one or the other).
+        url = settings.redis_url.get_secret_value() if settings.redis_url is not None else None
+        return RedisStorage(url, settings.redis)
     return MemoryStorage()
 
 

@@ -264,18 +264,16 @@ class Settings(BaseSettings):
             path = getattr(self, name)
             if path is not None and not path.is_file():
                 problems.append(f"{ENV_PREFIX}{name.upper()}: no such file: {path}")
-        if self.session_store == "redis":
-            if self.redis_url is None:
-                problems.append("GATEWAY_REDIS_URL is required when GATEWAY_SESSION_STORE is redis")
-            if self.cookie_secret is None:
-                problems.append(
-                    "GATEWAY_COOKIE_SECRET (or _FILE) is required when GATEWAY_SESSION_STORE is "
-                    "redis, so that replicas agree"
-                )
-        if self.redis_url is not None:
-            scheme = urlsplit(self.redis_url.get_secret_value()).scheme
-            if scheme not in ("redis", "rediss", "unix"):
-                problems.append("GATEWAY_REDIS_URL must start with redis://, rediss:// or unix://")
+        if self.session_store == "redis" and self.cookie_secret is None:
+            problems.append(
+                "GATEWAY_COOKIE_SECRET (or _FILE) is required when GATEWAY_SESSION_STORE is "
+                "redis, so that replicas agree"
+            )
+        redis_url = self.redis_url.get_secret_value() if self.redis_url is not None else None
+        if redis_url is not None and urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
+            problems.append("GATEWAY_REDIS_URL must start with redis://, rediss:// or unix://")
+        # Sentinels, cluster, TLS, credentials and the RS-01 exposure guard (advanced_settings).
+        problems.extend(self.redis.problems(redis_url, in_use=self.session_store == "redis"))
         if self.cookie_secret is not None:
             size = len(self.cookie_secret.get_secret_value().encode())
             if size < MIN_COOKIE_SECRET_BYTES:

@@ -400,7 +400,7 @@ def test_redis_with_url_and_secret_is_accepted(monkeypatch: pytest.MonkeyPatch) 
     configure(
         monkeypatch,
         GATEWAY_SESSION_STORE="redis",
-        GATEWAY_REDIS_URL="rediss://cache.example:6380/0",
+        GATEWAY_REDIS_URL="rediss://:a-redis-password@cache.example:6380/0",
         GATEWAY_COOKIE_SECRET=GOOD_COOKIE_SECRET,
     )
     assert load_settings().session_store == "redis"

@@ -1,4 +1,5 @@
-"""The Storage contract, run against both backends: the in-memory store and a real redis-server.
+"""The Storage contract, run against every backend: the in-memory store, one real redis-server, a
+Sentinel-managed master (one replica, three sentinels) and a three-node Redis Cluster.
 
 One suite proves they behave alike: values and TTLs, sliding expiry, single-use take, locks that
 exclude each other, and StoreUnavailable (never "absent") when Redis is down.
@@ -10,8 +11,10 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from support.redis_server import RedisServer
+from support.redis_sentinel import SentinelSet
+from support.redis_server import RedisClusterNodes, RedisServer
 
+from gateway.advanced_settings import RedisSettings
 from gateway.errors import Busy, StoreUnavailable
 from gateway.memory_store import MemoryStorage
 from gateway.redis_store import RedisStorage
@@ -34,15 +37,48 @@ def redis_server() -> Iterator[RedisServer]:
     server.cleanup()
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(scope="module")
+def sentinel_set() -> Iterator[SentinelSet]:
+    sentinels = SentinelSet().start()
+    yield sentinels
+    sentinels.cleanup()
+
+
+@pytest.fixture(scope="module")
+def redis_cluster() -> Iterator[RedisClusterNodes]:
+    cluster = RedisClusterNodes().start()
+    yield cluster
+    cluster.cleanup()
+
+
+def small(**overrides: object) -> RedisSettings:
+    return RedisSettings.model_validate(
+        {
+            "max_connections": 8,
+            "socket_timeout_seconds": 1,
+            "connect_timeout_seconds": 1,
+            **overrides,
+        }
+    )
+
+
+@pytest.fixture(params=["memory", "redis", "sentinel", "cluster"])
 async def storage(request: pytest.FixtureRequest) -> AsyncIterator[Storage]:
     backend: Storage
     if request.param == "memory":
         backend = MemoryStorage()
-    else:
+    elif request.param == "redis":
         server: RedisServer = request.getfixturevalue("redis_server")
         server.command("FLUSHALL")
-        backend = RedisStorage(server.url, max_connections=8, socket_timeout=1, connect_timeout=1)
+        backend = RedisStorage(server.url, small())
+    elif request.param == "sentinel":
+        sentinels: SentinelSet = request.getfixturevalue("sentinel_set")
+        sentinels.node_at(sentinels.master_address()).command("FLUSHALL")
+        backend = RedisStorage(None, small(sentinels=sentinels.addresses))
+    else:
+        cluster: RedisClusterNodes = request.getfixturevalue("redis_cluster")
+        cluster.flush()
+        backend = RedisStorage(cluster.url, small(cluster=True))
     yield backend
     await backend.close()
 
@@ -129,8 +165,8 @@ async def test_redis_lock_excludes_other_processes_and_is_renewed(
 ) -> None:
     """Two RedisStorage objects stand for two replicas; the lock outlives its initial TTL while
     the holder works, and the other replica waits."""
-    first = RedisStorage(redis_server.url, max_connections=4, socket_timeout=1, connect_timeout=1)
-    second = RedisStorage(redis_server.url, max_connections=4, socket_timeout=1, connect_timeout=1)
+    first = RedisStorage(redis_server.url, small(max_connections=4))
+    second = RedisStorage(redis_server.url, small(max_connections=4))
     order: list[str] = []
 
     async def hold() -> None:
@@ -154,7 +190,10 @@ async def test_redis_lock_excludes_other_processes_and_is_renewed(
 
 async def test_redis_down_is_store_unavailable_not_absent() -> None:
     server = RedisServer().start()
-    storage = RedisStorage(server.url, max_connections=4, socket_timeout=0.5, connect_timeout=0.5)
+    storage = RedisStorage(
+        server.url,
+        small(max_connections=4, socket_timeout_seconds=0.5, connect_timeout_seconds=0.5),
+    )
     try:
         await storage.set("gw:test:k", b"v", ttl=30)
         server.stop()
