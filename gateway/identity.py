@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from gateway.advanced_settings import PolicyRule
+from gateway.access_settings import PolicyRule
 from gateway.bearer import bearer_from
 from gateway.cookies import read_id
 from gateway.errors import Forbidden, SessionExpired, SignInRequired

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from gateway.advanced_settings import PolicyRule
+from gateway.access_settings import PolicyRule
 from gateway.errors import BadRequest
 from gateway.paths import matches
 

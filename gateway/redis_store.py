@@ -12,12 +12,16 @@ makes redis-py 8 drop that connection and ask the sentinels on the next connect.
 writes: after SENTINEL FAILOVER the old master keeps accepting them on the connections already
 open for about ten seconds, until the sentinels demote it and it resyncs from the new master
 (measured with a bare master_for client: thousands of acknowledged writes gone, no error). Hence:
-- a watcher asks the sentinels every second, and at once after an error, which master is current,
-  and retires every connection to a previous one;
+- a watcher asks all the sentinels every second, and at once after an error, which master is
+  current (the highest configuration epoch wins, as among the sentinels), and retires every
+  connection to a previous one; new connections are routed the same way;
 - each write waits (WAIT, on the same connection) until a replica holds it before it counts, so a
-  write the promoted replica never saw fails instead of vanishing. While the sentinels see fewer
-  healthy replicas than required (the old master was killed), fewer confirmations are asked for:
-  waiting for a replica that is not there would refuse every write.
+  write the promoted replica never saw fails instead of vanishing. Once the sentinels agree that
+  fewer healthy replicas are left than required (the old master was killed), fewer confirmations
+  are asked for: waiting for a replica that is not there would refuse every write. During a
+  failover, or while a replica calls itself master and the sentinels disagree, nothing is relaxed.
+  (Redis cannot promise more: a gateway cut off with the old master and a minority of sentinels
+  can still be told too little; the servers' min-replicas-to-write guards that case.)
 Locks and GETEX's sliding expiry are not confirmed: a lost lock only costs a repeated refresh,
 whose save is compare-and-set anyway, and a lost slide only an earlier idle expiry.
 
@@ -60,8 +64,8 @@ from redis.exceptions import (
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from gateway.advanced_settings import RedisSettings
 from gateway.errors import Busy, StoreUnavailable
+from gateway.redis_settings import RedisSettings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

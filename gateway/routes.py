@@ -3,7 +3,7 @@ GATEWAY_SCOPES. Pure functions."""
 
 from __future__ import annotations
 
-from gateway.advanced_settings import TokenRoute
+from gateway.access_settings import TokenRoute
 from gateway.paths import matches
 
 

@@ -27,22 +27,24 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from gateway.advanced_settings import (
-    AdminSettings,
+from gateway.access_settings import (
     ApiSettings,
     AssertionSettings,
     GroupSettings,
+    PolicySettings,
+    TokenSettings,
+)
+from gateway.advanced_settings import (
+    AdminSettings,
     LogSettings,
     MsalSettings,
-    PolicySettings,
     ProxySettings,
-    RedisSettings,
     Scopes,
     SessionSettings,
     SignInSettings,
     SpaceSeparated,
-    TokenSettings,
 )
+from gateway.redis_settings import RedisSettings
 
 ENV_PREFIX: Final = "GATEWAY_"
 DEFAULT_AUTHORITY_HOST: Final = "https://login.microsoftonline.com"

@@ -25,9 +25,9 @@ from support.fixtures import Launch
 from support.redis_sentinel import SentinelSet
 from support.redis_server import RedisServer, RedisTls
 
-from gateway.advanced_settings import RedisSettings
 from gateway.configuration import describe_errors
 from gateway.errors import StoreUnavailable
+from gateway.redis_settings import RedisSettings
 from gateway.redis_store import RedisStorage
 from gateway.settings import Settings
 

@@ -14,9 +14,9 @@ import pytest
 from support.redis_sentinel import SentinelSet
 from support.redis_server import RedisClusterNodes, RedisServer
 
-from gateway.advanced_settings import RedisSettings
 from gateway.errors import Busy, StoreUnavailable
 from gateway.memory_store import MemoryStorage
+from gateway.redis_settings import RedisSettings
 from gateway.redis_store import RedisStorage
 from gateway.storage import Storage
 
