@@ -172,7 +172,9 @@ class RedisServer:
                     f"redis-server exited with {self._process.returncode}: {self.log_tail()}"
                 )
             time.sleep(0.02)
-        raise RuntimeError(f"redis-server did not start on port {self.port}")
+        log = self.log_tail()
+        self.cleanup()  # the caller gets no server to clean up: do not leave the process behind
+        raise RuntimeError(f"redis-server did not answer on port {self.port}: {log}")
 
     @property
     def log_path(self) -> str:
