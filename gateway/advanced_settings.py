@@ -55,6 +55,18 @@ RoutePaths = Annotated[SpaceSeparated, AfterValidator(_route_paths)]
 Scopes = Annotated[SpaceSeparated, AfterValidator(without_reserved_scopes)]
 
 
+def is_loopback_host(host: str | None) -> bool:
+    """localhost or a loopback IP address (a development or sidecar-local endpoint)."""
+    if host in (None, ""):
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 class SettingsGroup(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 

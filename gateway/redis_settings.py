@@ -3,7 +3,6 @@ TLS, credentials, pool and timeouts. The other groups are in advanced_settings.p
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from urllib.parse import SplitResult, parse_qs, urlsplit
 
@@ -15,7 +14,7 @@ from pydantic import (
     field_validator,
 )
 
-from gateway.advanced_settings import SettingsGroup, SpaceSeparated
+from gateway.advanced_settings import SettingsGroup, SpaceSeparated, is_loopback_host
 
 
 class RedisSettings(SettingsGroup):
@@ -192,7 +191,7 @@ class RedisSettings(SettingsGroup):
             hosts = [parts.hostname or ""]
         else:
             hosts = []  # a unix socket is local
-        remote = [host for host in hosts if not self._is_loopback(host)]
+        remote = [host for host in hosts if not is_loopback_host(host)]
         if not remote:
             return []
         missing = []
@@ -222,12 +221,3 @@ class RedisSettings(SettingsGroup):
         if parts.scheme != "unix" and path.isdigit():
             return int(path)
         return None
-
-    @staticmethod
-    def _is_loopback(host: str) -> bool:
-        if host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(host.strip("[]")).is_loopback
-        except ValueError:
-            return False

@@ -7,7 +7,6 @@ files but never touch the network: Redis and the authority are checked at start-
 
 from __future__ import annotations
 
-import ipaddress
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -43,6 +42,7 @@ from gateway.advanced_settings import (
     SessionSettings,
     SignInSettings,
     SpaceSeparated,
+    is_loopback_host,
 )
 from gateway.redis_settings import RedisSettings
 
@@ -51,17 +51,6 @@ DEFAULT_AUTHORITY_HOST: Final = "https://login.microsoftonline.com"
 MULTI_TENANT_ALIASES: Final = frozenset({"organizations", "common"})
 CALLBACK_PATH: Final = "/.auth/login/aad/callback"
 MIN_COOKIE_SECRET_BYTES: Final = 32
-
-
-def is_loopback_host(host: str | None) -> bool:
-    if host in (None, ""):
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class Settings(BaseSettings):
