@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from pydantic import BaseModel, SecretStr
 
 from gateway.app import build_app
 from gateway.settings import Settings
@@ -64,6 +65,15 @@ def env_for(settings: Settings) -> dict[str, str]:
         field = getattr(settings, secret)
         if field is not None:
             env[f"GATEWAY_{secret.upper()}"] = field.get_secret_value()
+    # model_dump masks secrets in the groups too (e.g. GATEWAY_REDIS__PASSWORD): use the values.
+    for group_name in type(settings).model_fields:
+        group = getattr(settings, group_name)
+        if not isinstance(group, BaseModel):
+            continue
+        for name in type(group).model_fields:
+            value = getattr(group, name)
+            if isinstance(value, SecretStr):
+                env[f"GATEWAY_{group_name.upper()}__{name.upper()}"] = value.get_secret_value()
     return env
 
 
