@@ -69,7 +69,6 @@ async def handle(request: web.Request) -> web.StreamResponse:
         return await send_for_api_caller(request, identity, scopes, api)
     if identity is not None and refresh_due(identity.record, scopes, time.time()):
         identity = await app[REFRESHER].refresh(identity, scopes)
-    send = sender(request)
     on_challenge = None
     if identity is not None and scopes:
         signed_in = identity
@@ -80,24 +79,14 @@ async def handle(request: web.Request) -> web.StreamResponse:
                 await app[REFRESHER].refresh(signed_in, scopes, claims=claims)
 
     try:
-        return await send(
-            request,
-            upstream_headers(request, identity, scopes, settings),
-            client=app[UPSTREAM],
-            base=app[UPSTREAM_BASE],
-            own_cookies=settings.own_cookie_names,
-            on_claims_challenge=on_challenge,
+        return await send_upstream(
+            request, upstream_headers(request, identity, scopes, settings), on_challenge
         )
     except ClaimsChallenge as challenge:
         assert identity is not None  # only raised when on_challenge was given
         identity = await app[REFRESHER].refresh(identity, scopes, claims=challenge.claims)
-        return await send(  # once: a second challenge goes to the client
-            request,
-            upstream_headers(request, identity, scopes, settings),
-            client=app[UPSTREAM],
-            base=app[UPSTREAM_BASE],
-            own_cookies=settings.own_cookie_names,
-        )
+        # Once: a second challenge goes to the client.
+        return await send_upstream(request, upstream_headers(request, identity, scopes, settings))
 
 
 async def send_for_api_caller(
@@ -105,24 +94,30 @@ async def send_for_api_caller(
 ) -> web.StreamResponse:
     """An API caller's request: no session, no refresh; its own token (or one obtained on its
     behalf) goes upstream only when configured."""
-    app, settings = request.app, request.app[SETTINGS]
+    settings = request.app[SETTINGS]
     token = await api.upstream_token(identity, scopes)
     headers = upstream_headers(request, identity, scopes, settings, api_token=token)
-    send = sender(request)
+    return await send_upstream(request, headers)
+
+
+async def send_upstream(
+    request: web.Request,
+    headers: CIMultiDict[str],
+    on_claims_challenge: Callable[[str], Awaitable[None]] | None = None,
+) -> web.StreamResponse:
+    """Forward the request (a WebSocket is registered for a clean close at shutdown)."""
+    app = request.app
+    send: Callable[..., Awaitable[web.StreamResponse]] = forward
+    if is_websocket(request):
+        send = functools.partial(forward_websocket, open_websockets=app[OPEN_WEBSOCKETS])
     return await send(
         request,
         headers,
         client=app[UPSTREAM],
         base=app[UPSTREAM_BASE],
-        own_cookies=settings.own_cookie_names,
+        own_cookies=app[SETTINGS].own_cookie_names,
+        on_claims_challenge=on_claims_challenge,
     )
-
-
-def sender(request: web.Request) -> Callable[..., Awaitable[web.StreamResponse]]:
-    """forward, or forward_websocket registered for a clean close at shutdown."""
-    if is_websocket(request):
-        return functools.partial(forward_websocket, open_websockets=request.app[OPEN_WEBSOCKETS])
-    return forward
 
 
 def easy_auth_token_headers(
