@@ -43,6 +43,7 @@ from gateway.keys import (
     UPSTREAM,
     UPSTREAM_BASE,
 )
+from gateway.measured_store import MeasuredStorage
 from gateway.memory_store import MemoryStorage
 from gateway.metrics import Metrics
 from gateway.middleware import error_middleware, stamp_request_id
@@ -74,9 +75,10 @@ def _storage(settings: Settings) -> Storage:
 
 async def _stores(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    storage = _storage(settings)
-    if isinstance(storage, MemoryStorage):
-        storage.start_sweeping()
+    backend = _storage(settings)
+    if isinstance(backend, MemoryStorage):
+        backend.start_sweeping()
+    storage = MeasuredStorage(backend, app[METRICS])
     secret = settings.cookie_secret.get_secret_value().encode() if settings.cookie_secret else None
     sealer = Sealer(secret)
     app[STORAGE] = storage

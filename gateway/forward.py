@@ -17,11 +17,13 @@ from typing import Final
 import aiohttp
 from aiohttp import ClientSession, WSMsgType, web
 from multidict import CIMultiDict
+from prometheus_client import Gauge
 from yarl import URL
 
 from gateway.challenges import ClaimsChallenge, claims_from, replayable
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
 from gateway.headers import response_headers
+from gateway.metrics import Timing
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,7 @@ async def forward(
     base: URL,
     own_cookies: frozenset[str] = frozenset(),
     on_claims_challenge: Callable[[str], Awaitable[None]] | None = None,
+    timing: Timing | None = None,
 ) -> web.StreamResponse:
     """Send the request upstream and stream the answer back; redirects are passed through.
 
@@ -80,6 +83,8 @@ async def forward(
     request can be replayed; otherwise the callback gets the claims (so that the client's retry
     finds a suitable token) and the 401 is passed through."""
     body = request.content if request.body_exists else None
+    if timing is not None:
+        timing.upstream_sent()
     with _translated("the application could not be reached"):
         upstream = await client.request(
             request.method,
@@ -89,6 +94,8 @@ async def forward(
             allow_redirects=False,
             compress=None,
         )
+    if timing is not None:
+        timing.upstream_answered()
     async with upstream:
         if on_claims_challenge is not None and upstream.status == 401:
             claims = claims_from(upstream.headers.getall("WWW-Authenticate", []))
@@ -130,7 +137,9 @@ async def forward_websocket(
     base: URL,
     own_cookies: frozenset[str] = frozenset(),
     on_claims_challenge: Callable[[str], Awaitable[None]] | None = None,
+    timing: Timing | None = None,
     open_websockets: set[web.WebSocketResponse] | None = None,
+    open_gauge: Gauge | None = None,
 ) -> web.StreamResponse:
     """Open the upstream WebSocket first, then accept the client's with the same subprotocol, and
     relay messages both ways until either side closes."""
@@ -140,6 +149,8 @@ async def forward_websocket(
     for name in list(headers):
         if name.lower() in _WS_HANDSHAKE:
             del headers[name]
+    if timing is not None:
+        timing.upstream_sent()
     try:
         with _translated("the application refused the WebSocket"):
             upstream = await client.ws_connect(
@@ -155,6 +166,8 @@ async def forward_websocket(
             # The application said no (401/403/404...): say the same, with no body of ours.
             return web.Response(status=refusal.status)
         raise
+    if timing is not None:
+        timing.upstream_answered()
     downstream = web.WebSocketResponse(
         protocols=(upstream.protocol,) if upstream.protocol else (),
         autoping=True,
@@ -163,6 +176,8 @@ async def forward_websocket(
     await downstream.prepare(request)
     if open_websockets is not None:  # so that shutdown can close it properly
         open_websockets.add(downstream)
+    if open_gauge is not None:
+        open_gauge.inc()
 
     async def relay(
         source: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
@@ -182,19 +197,23 @@ async def forward_websocket(
                 code = aiohttp.WSCloseCode.INTERNAL_ERROR
             await sink.close(code=code)
 
-    async with upstream:
-        tasks = [
-            asyncio.create_task(relay(downstream, upstream)),
-            asyncio.create_task(relay(upstream, downstream)),
-        ]
-        try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-    if not downstream.closed:
-        await downstream.close()
-    if open_websockets is not None:
-        open_websockets.discard(downstream)
+    try:
+        async with upstream:
+            tasks = [
+                asyncio.create_task(relay(downstream, upstream)),
+                asyncio.create_task(relay(upstream, downstream)),
+            ]
+            try:
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+        if not downstream.closed:
+            await downstream.close()
+    finally:
+        if open_websockets is not None:
+            open_websockets.discard(downstream)
+        if open_gauge is not None:
+            open_gauge.dec()
     return downstream

@@ -11,7 +11,7 @@ from yarl import URL
 from gateway.assertion import AssertionSigner
 from gateway.flows import FlowStore
 from gateway.identity import ApiCallers, Identity, Refresher
-from gateway.metrics import Metrics
+from gateway.metrics import Metrics, Timing
 from gateway.peers import Network
 from gateway.policy import Policy
 from gateway.ratelimit import RateLimiter
@@ -48,3 +48,4 @@ API_CALLERS: Final = web.AppKey[ApiCallers]("api_callers")  # absent unless GATE
 
 REQUEST_ID: Final = web.RequestKey("request_id", str)
 IDENTITY: Final = web.RequestKey("identity", Identity)
+TIMING: Final = web.RequestKey("timing", Timing)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import logging
 import re
-import time
 import uuid
 from typing import Final
 from urllib.parse import quote, urlencode
@@ -28,8 +27,9 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from gateway.keys import METRICS, REQUEST_ID, SETTINGS
+from gateway.keys import METRICS, REQUEST_ID, SETTINGS, TIMING
 from gateway.logs import request_id_var
+from gateway.metrics import Timing
 from gateway.pages import page
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,7 @@ def render(request: web.Request, error: GatewayError, rid: str) -> web.Response:
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    started = time.perf_counter()
+    timing = request[TIMING] = Timing()
     if request.version not in (HttpVersion10, HttpVersion11):
         # HTTP/0.9 has no headers, so a proxy in front and the gateway could disagree on where a
         # request ends: only HTTP/1.0 and 1.1 are spoken here.
@@ -173,8 +173,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         )
         response = render(request, GatewayError("unexpected error"), rid)
     route = "auth" if request.path.startswith("/.auth") else "proxy"
-    metrics.requests.labels(route, str(response.status)).inc()
-    metrics.duration.labels(route).observe(time.perf_counter() - started)
+    metrics.observe(route, response.status, timing)
     if not response.prepared and route == "auth":
         for name, value in AUTH_RESPONSE_HEADERS:
             response.headers.setdefault(name, value)

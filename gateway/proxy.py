@@ -38,6 +38,7 @@ from gateway.keys import (
     REQUEST_ID,
     SESSIONS,
     SETTINGS,
+    TIMING,
     TRUSTED_PROXIES,
     UPSTREAM,
     UPSTREAM_BASE,
@@ -109,7 +110,11 @@ async def send_upstream(
     app = request.app
     send: Callable[..., Awaitable[web.StreamResponse]] = forward
     if is_websocket(request):
-        send = functools.partial(forward_websocket, open_websockets=app[OPEN_WEBSOCKETS])
+        send = functools.partial(
+            forward_websocket,
+            open_websockets=app[OPEN_WEBSOCKETS],
+            open_gauge=app[METRICS].open_websockets,
+        )
     return await send(
         request,
         headers,
@@ -117,6 +122,7 @@ async def send_upstream(
         base=app[UPSTREAM_BASE],
         own_cookies=app[SETTINGS].own_cookie_names,
         on_claims_challenge=on_claims_challenge,
+        timing=request.get(TIMING),
     )
 
 

@@ -11,13 +11,16 @@ from support.fixtures import Launch, Running
 from test_signin import API, signed_in, upstream_headers
 
 from gateway.keys import STORAGE
+from gateway.measured_store import MeasuredStorage
 from gateway.memory_store import MemoryStorage
 
 TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 
 
 def flows(running: Running) -> list[str]:
-    storage = running.app[STORAGE]
+    measured = running.app[STORAGE]
+    assert isinstance(measured, MeasuredStorage)
+    storage = measured.inner
     assert isinstance(storage, MemoryStorage)
     return [key for key in storage._items if key.startswith("gw:flow:")]
 

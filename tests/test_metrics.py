@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -58,3 +59,85 @@ async def test_upstream_errors_are_counted(launch: Launch) -> None:
     assert (await running.browser.get("/x", headers=API)).status == 502
     text = await scrape(port)
     assert sample(text, 'msal_gateway_upstream_errors_total{kind="upstream_unavailable"}') == 1
+
+
+def histogram(text: str, name: str, labels: str = "") -> tuple[float, float]:
+    """(count, sum) of a histogram, e.g. histogram(text, "..._seconds", 'route="proxy"')."""
+    suffix = "{" + labels + "}" if labels else ""
+    return sample(text, f"{name}_count{suffix}"), sample(text, f"{name}_sum{suffix}")
+
+
+async def test_latency_is_split_between_gateway_and_upstream(launch: Launch) -> None:
+    port = free_port()
+    running = await launch(proxy={"public_paths": "/"}, metrics_listen=f"127.0.0.1:{port}")
+    slow = await running.browser.get("/_slow?seconds=0.3", headers=API)
+    assert slow.status == 200
+    text = await scrape(port)
+    upstream_count, upstream_sum = histogram(text, "msal_gateway_upstream_duration_seconds")
+    own_count, own_sum = histogram(text, "msal_gateway_gateway_duration_seconds", 'route="proxy"')
+    total_count, total_sum = histogram(
+        text, "msal_gateway_request_duration_seconds", 'route="proxy"'
+    )
+    assert upstream_count == own_count == total_count == 1
+    # The upstream's 0.3 s is counted as the upstream's, not the gateway's.
+    assert 0.3 <= upstream_sum < total_sum
+    assert own_sum < 0.1
+    assert own_sum + upstream_sum <= total_sum
+
+
+async def test_answers_without_the_upstream_are_all_gateway_time(launch: Launch) -> None:
+    port = free_port()
+    running = await launch(metrics_listen=f"127.0.0.1:{port}")
+    assert (await running.browser.get("/x", headers=API)).status == 401
+    text = await scrape(port)
+    assert histogram(text, "msal_gateway_gateway_duration_seconds", 'route="proxy"')[0] == 1
+    assert histogram(text, "msal_gateway_upstream_duration_seconds") == (0, 0)
+
+
+async def test_store_operations_are_counted_and_timed(launch: Launch) -> None:
+    port = free_port()
+    running = await launch(metrics_listen=f"127.0.0.1:{port}")
+    await signed_in(running)
+    assert (await running.browser.get("/x", headers=API)).status == 200
+    text = await scrape(port)
+    gets = sample(text, 'msal_gateway_store_operations_total{operation="get",outcome="ok"}')
+    assert gets >= 1
+    assert sample(text, 'msal_gateway_store_operations_total{operation="take",outcome="ok"}') >= 1
+    assert sample(text, 'msal_gateway_store_operations_total{operation="get",outcome="error"}') == 0
+    count, _ = histogram(text, "msal_gateway_store_operation_duration_seconds", 'operation="get"')
+    assert count == gets
+
+
+async def test_store_errors_are_counted_by_operation(launch: Launch) -> None:
+    port = free_port()
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    running = await launch(
+        session_store="redis",
+        redis_url=dead,
+        cookie_secret="s" * 32,
+        metrics_listen=f"127.0.0.1:{port}",
+        wait_ready=False,
+    )
+    response = await running.browser.get(
+        "/x", headers={**API, "Cookie": f"{running.settings.session_cookie_name}={'A' * 43}"}
+    )
+    assert response.status == 503
+    text = await scrape(port)
+    assert sample(text, 'msal_gateway_store_operations_total{operation="get",outcome="error"}') >= 1
+    assert sample(text, "msal_gateway_store_errors_total") == 1
+
+
+async def test_open_websockets_are_a_gauge(launch: Launch) -> None:
+    port = free_port()
+    running = await launch(metrics_listen=f"127.0.0.1:{port}")
+    await signed_in(running)
+    async with running.browser.session.ws_connect(
+        running.url + "/_ws", protocols=("echo.v1",)
+    ) as ws:
+        await ws.receive_json(timeout=5)
+        assert sample(await scrape(port), "msal_gateway_open_websockets") == 1
+    for _ in range(50):  # the relay notices the close a moment after the client
+        if sample(await scrape(port), "msal_gateway_open_websockets") == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert sample(await scrape(port), "msal_gateway_open_websockets") == 0

@@ -18,6 +18,7 @@ from support.fixtures import Launch, Running
 from support.gateway import PUBLIC_URL, idp_ssl
 
 from gateway.keys import STORAGE
+from gateway.measured_store import MeasuredStorage
 from gateway.memory_store import MemoryStorage
 
 API = {"Accept": "application/json"}
@@ -31,7 +32,9 @@ def upstream_headers(body: dict[str, Any]) -> dict[str, list[str]]:
 
 
 def stored_keys(running: Running) -> list[str]:
-    storage = running.app[STORAGE]
+    measured = running.app[STORAGE]
+    assert isinstance(measured, MeasuredStorage)
+    storage = measured.inner
     assert isinstance(storage, MemoryStorage)
     return list(storage._items)
 
