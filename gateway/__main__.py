@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from gateway import logs
 from gateway.configuration import ConfigFileError, describe_errors, load_settings, unknown_variables
 from gateway.settings import Settings
 
@@ -82,9 +83,18 @@ def main(argv: list[str] | None = None) -> int:
             f"store {loaded.session_store}"
         )
         return 0
+    from gateway.workers import is_worker, supervise, worker_count
+
+    count = worker_count(loaded.workers, loaded.session_store)
+    if count > 1 and not is_worker():
+        proxy = loaded.proxy
+        # Workers drain and finish their requests first; the margin covers their start-up.
+        grace = proxy.drain_seconds + proxy.shutdown_grace_seconds + 5
+        logs.configure(loaded.log.format, loaded.log.level)
+        return supervise(count, args_list, loaded.metrics_listen, grace)
     from gateway.serve import serve
 
-    return serve(loaded)
+    return serve(loaded, worker=is_worker())
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    NonNegativeFloat,
     PositiveFloat,
     PositiveInt,
     SecretStr,
@@ -82,6 +83,15 @@ class SessionSettings(SettingsGroup):
         "msal-gateway",
         pattern=r"^[A-Za-z0-9_-]{1,64}$",
         description="Session cookie name; prefixed with __Host- when the public URL is https.",
+    )
+    cache_seconds: NonNegativeFloat = Field(
+        5.0,
+        description="With the redis store, a session read is reused in-process for this long; "
+        "sign-out and revocation reach every replica's copy at once via Redis pub/sub, and in "
+        "the worst case (a lost notice) within this time. 0 turns the cache off.",
+    )
+    cache_max_entries: PositiveInt = Field(
+        100_000, description="Most sessions one process keeps in its cache."
     )
 
 

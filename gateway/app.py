@@ -54,8 +54,9 @@ from gateway.ratelimit import RateLimiter
 from gateway.redis_store import RedisStorage
 from gateway.refresh import SessionRefresher
 from gateway.sealing import Sealer
+from gateway.session_cache import SessionCache
 from gateway.session_index import SessionIndex
-from gateway.sessions import SessionStore
+from gateway.sessions import SessionStore, StoredSession
 from gateway.settings import Settings
 from gateway.storage import Storage
 from gateway.token_cache import TokenCacheStore
@@ -83,7 +84,22 @@ async def _stores(app: web.Application) -> AsyncIterator[None]:
     sealer = Sealer(secret)
     app[STORAGE] = storage
     app[SEALER] = sealer
-    app[SESSIONS] = SessionStore(storage, sealer, settings.session.idle_ttl_seconds, time.time)
+    follower: asyncio.Task[None] | None = None
+    if isinstance(backend, RedisStorage) and settings.session.cache_seconds > 0:
+        cache: SessionCache[StoredSession] = SessionCache(
+            settings.session.cache_seconds, settings.session.cache_max_entries
+        )
+        app[SESSIONS] = SessionStore(
+            storage,
+            sealer,
+            settings.session.idle_ttl_seconds,
+            time.time,
+            cache=cache,
+            notices=backend,
+        )
+        follower = asyncio.create_task(backend.follow(cache.drop, cache.feed_changed))
+    else:
+        app[SESSIONS] = SessionStore(storage, sealer, settings.session.idle_ttl_seconds, time.time)
     app[FLOWS] = FlowStore(
         storage,
         sealer,
@@ -97,6 +113,10 @@ async def _stores(app: web.Application) -> AsyncIterator[None]:
     except GatewayError:
         log.error("the session store is unreachable at start-up; /.auth/readyz will say so")
     yield
+    if follower is not None:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
     await storage.close()
 
 
@@ -195,7 +215,7 @@ async def _reserved(request: web.Request) -> web.StreamResponse:
     raise NotFound("there is nothing at this address")
 
 
-def build_app(settings: Settings) -> web.Application:
+def build_app(settings: Settings, *, serve_metrics: bool = True) -> web.Application:
     app = web.Application(middlewares=[error_middleware])
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
@@ -211,7 +231,9 @@ def build_app(settings: Settings) -> web.Application:
     app.on_shutdown.append(_close_websockets)
     if settings.assertion.enabled:
         app[ASSERTION] = _assertion_signer(settings)
-    app.cleanup_ctx.extend([_stores, _upstream_client, _msal, _metrics_listener])
+    app.cleanup_ctx.extend([_stores, _upstream_client, _msal])
+    if serve_metrics:
+        app.cleanup_ctx.append(_metrics_listener)
     app.on_response_prepare.append(stamp_request_id)
     router = app.router
     router.add_get("/.auth/healthz", health.live, allow_head=True)

@@ -77,6 +77,7 @@ class Metrics:
             "msal_gateway_open_websockets",
             "WebSocket connections being relayed now.",
             registry=self.registry,
+            multiprocess_mode="livesum",  # with several workers: the sum over live ones
         )
         self.store_operations = Counter(
             "msal_gateway_store_operations",

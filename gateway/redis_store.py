@@ -91,6 +91,11 @@ if (ARGV[1] == '0' and current == false) or (ARGV[1] == '1' and current == ARGV[
 end
 return 0
 """
+NOTICE_CHANNEL: Final = "gw:notices"
+# The feed is pinged this often; silence for three periods counts as a lost feed (a connection
+# can die without a reset, and a dead feed must not keep a cache trusted).
+NOTICE_HEARTBEAT_SECONDS: Final = 1.0
+NOTICE_RETRY_SECONDS: Final = 0.5
 LOCK_POLL_SECONDS: Final = 0.02
 READ_RETRIES: Final = 2
 LOG_EVERY_SECONDS: Final = 10.0
@@ -315,6 +320,51 @@ class RedisStorage:
                 return
             if not renewed:
                 return  # Lost the lock (expired and taken); the holder's writes are guarded.
+
+    async def publish(self, message: str) -> None:
+        self._watching()
+        try:
+            async with self._limit:
+                await self._redis.publish(NOTICE_CHANNEL, message)
+        except _FAILURES as exc:
+            raise self._unavailable(exc) from exc
+
+    async def follow(
+        self, on_notice: Callable[[str], None], on_state: Callable[[bool], None]
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self._watching()
+            pubsub = self._redis.pubsub()
+            up = False
+            try:
+                await pubsub.subscribe(NOTICE_CHANNEL)
+                heard = pinged = loop.time()
+                while True:
+                    message = await pubsub.get_message(timeout=NOTICE_HEARTBEAT_SECONDS / 2)
+                    now = loop.time()
+                    if message is not None:
+                        heard = now
+                        if message["type"] == "message":
+                            on_notice(message["data"].decode("ascii", "replace"))
+                        elif message["type"] == "subscribe" and not up:
+                            up = True
+                            on_state(True)
+                    if now - pinged >= NOTICE_HEARTBEAT_SECONDS:
+                        pinged = now
+                        await pubsub.ping()
+                    if now - heard > 3 * NOTICE_HEARTBEAT_SECONDS:
+                        raise TimeoutError("the notice feed fell silent")
+            except _FAILURES as exc:
+                self._log("notices", logging.WARNING, "the Redis notice feed was lost: %r", exc)
+                if self._watch is not None:
+                    self._watch.poke()
+            finally:
+                if up:
+                    on_state(False)
+                with contextlib.suppress(*_FAILURES):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await asyncio.sleep(NOTICE_RETRY_SECONDS)
 
     async def close(self) -> None:
         if self._watch is not None:

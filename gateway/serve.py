@@ -23,8 +23,9 @@ from gateway.settings import Settings
 log = logging.getLogger(__name__)
 
 
-async def _serve(settings: Settings) -> None:
-    app = build_app(settings)
+async def _serve(settings: Settings, worker: bool) -> None:
+    # A worker's supervisor serves the metrics listener for all of them (workers.py).
+    app = build_app(settings, serve_metrics=not worker)
     runner = QuietAppRunner(
         app,
         handle_signals=False,
@@ -34,7 +35,13 @@ async def _serve(settings: Settings) -> None:
     )
     await runner.setup()
     host, port = settings.listen_address()
-    site = web.TCPSite(runner, host, port, shutdown_timeout=settings.proxy.shutdown_grace_seconds)
+    site = web.TCPSite(
+        runner,
+        host,
+        port,
+        shutdown_timeout=settings.proxy.shutdown_grace_seconds,
+        reuse_port=worker or None,
+    )
     await site.start()
     log.info("msal-gateway listening on %s:%d, upstream %s", host, port, settings.upstream)
     stop = asyncio.Event()
@@ -49,7 +56,7 @@ async def _serve(settings: Settings) -> None:
     log.info("stopped")
 
 
-def serve(settings: Settings) -> int:
+def serve(settings: Settings, *, worker: bool = False) -> int:
     logs.configure(settings.log.format, settings.log.level)
-    asyncio.run(_serve(settings))
+    asyncio.run(_serve(settings, worker))
     return 0

@@ -13,9 +13,10 @@ import logging
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Final
 
-from gateway.errors import CorruptRecordError
+from gateway.errors import CorruptRecordError, StoreUnavailable
 from gateway.sealing import Sealer
-from gateway.storage import Clock, Storage
+from gateway.session_cache import SessionCache
+from gateway.storage import Clock, Notices, Storage
 
 log = logging.getLogger(__name__)
 
@@ -138,13 +139,29 @@ class StoredSession:
 
 
 class SessionStore:
-    """Load, save and delete session records. Absent, expired and corrupt records read as None."""
+    """Load, save and delete session records. Absent, expired and corrupt records read as None.
 
-    def __init__(self, storage: Storage, sealer: Sealer, idle_ttl: float, clock: Clock) -> None:
+    With a cache (and the notice feed that keeps it honest, session_cache.py), a recently read
+    record is served from memory; every change made here drops it locally and, through a notice,
+    on every other process."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        sealer: Sealer,
+        idle_ttl: float,
+        clock: Clock,
+        *,
+        cache: SessionCache[StoredSession] | None = None,
+        notices: Notices | None = None,
+    ) -> None:
+        assert (cache is None) == (notices is None), "a cache is only safe with its notices"
         self._storage = storage
         self._sealer = sealer
         self._idle_ttl = idle_ttl
         self._clock = clock
+        self.cache = cache
+        self._notices = notices
 
     def key(self, session_id: str) -> str:
         return SESSION_PREFIX + self._sealer.digest(session_id)
@@ -154,9 +171,18 @@ class SessionStore:
         loaded = await self.load_stored(session_id)
         return loaded.record if loaded else None
 
-    async def load_stored(self, session_id: str) -> StoredSession | None:
-        """Like load, with the stored bytes that a later `replace` must still find."""
+    async def load_stored(self, session_id: str, *, fresh: bool = False) -> StoredSession | None:
+        """Like load, with the stored bytes that a later `replace` must still find. `fresh`
+        skips the cache (before a compare-and-set, the store's own copy is needed)."""
         key = self.key(session_id)
+        cache = self.cache
+        if cache is not None and not fresh:
+            cached = cache.get(key)
+            if cached is not None:
+                if cached.record.expires_at > self._clock():
+                    return cached
+                cache.drop(key)
+        generation = cache.generation() if cache is not None else 0
         sealed = await self._storage.get(key, slide_ttl=self._idle_ttl)
         if sealed is None:
             return None
@@ -169,7 +195,10 @@ class SessionStore:
         if record.expires_at <= self._clock():
             await self._storage.delete(key)
             return None
-        return StoredSession(record, sealed)
+        stored = StoredSession(record, sealed)
+        if cache is not None:
+            cache.put(key, stored, generation)
+        return stored
 
     def _ttl(self, record: SessionRecord) -> float:
         return min(self._idle_ttl, record.expires_at - self._clock())
@@ -178,6 +207,7 @@ class SessionStore:
         key, ttl = self.key(session_id), self._ttl(record)
         if ttl > 0:
             await self._storage.set(key, self._sealer.seal(key, record.encode()), ttl)
+            await self._changed(key)
 
     async def replace(
         self, session_id: str, previous: StoredSession, record: SessionRecord
@@ -188,7 +218,24 @@ class SessionStore:
         if ttl <= 0:
             return False
         sealed = self._sealer.seal(key, record.encode())
-        return await self._storage.replace(key, previous.stored, sealed, ttl)
+        written = await self._storage.replace(key, previous.stored, sealed, ttl)
+        await self._changed(key)  # written or not, this process's copy may be stale
+        return written
 
     async def delete(self, session_id: str) -> None:
-        await self._storage.delete(self.key(session_id))
+        key = self.key(session_id)
+        await self._storage.delete(key)
+        await self._changed(key)
+
+    async def _changed(self, key: str) -> None:
+        if self.cache is None or self._notices is None:
+            return
+        self.cache.drop(key)
+        try:
+            await self._notices.publish(key)
+        except StoreUnavailable:
+            # The change itself is stored; other processes see it once their copy ages out.
+            log.warning(
+                "a session change could not be announced; other processes' cached copies "
+                "expire within GATEWAY_SESSION__CACHE_SECONDS"
+            )

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from pydantic import (
     AnyHttpUrl,
     Field,
+    PositiveInt,
     SecretStr,
     ValidationInfo,
     field_validator,
@@ -127,6 +128,11 @@ class Settings(BaseSettings):
         "from it. Required with redis so that replicas agree.",
     )
     cookie_secret_file: Path | None = Field(None, description="File holding the cookie secret.")
+    workers: Literal["auto"] | PositiveInt = Field(
+        1,
+        description="Worker processes sharing the listen port (SO_REUSEPORT); auto: one per CPU "
+        "this container may use. More than one requires the redis store.",
+    )
     metrics_listen: str | None = Field(
         None, description="host:port of the Prometheus metrics listener (off when empty)."
     )
@@ -277,6 +283,15 @@ class Settings(BaseSettings):
             problems.append(
                 "GATEWAY_SESSION__ABSOLUTE_TTL_SECONDS must be at least "
                 "GATEWAY_SESSION__IDLE_TTL_SECONDS"
+            )
+        if isinstance(self.workers, int) and self.workers > 1 and self.session_store != "redis":
+            problems.append(
+                "GATEWAY_WORKERS above 1 needs GATEWAY_SESSION_STORE=redis: worker processes "
+                "share sessions only through Redis"
+            )
+        if self.session.cache_seconds >= self.session.idle_ttl_seconds:
+            problems.append(
+                "GATEWAY_SESSION__CACHE_SECONDS must be less than GATEWAY_SESSION__IDLE_TTL_SECONDS"
             )
         if self.signin.response_mode == "form_post" and not self.cookie_secure:
             problems.append(

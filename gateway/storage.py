@@ -7,6 +7,7 @@ into StoreUnavailable. The one contract test suite (tests/test_storage.py) runs 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
@@ -45,3 +46,17 @@ class Storage(Protocol):
         """
 
     async def close(self) -> None: ...
+
+
+class Notices(Protocol):
+    """Short messages to every process sharing the store (Redis pub/sub): "this key changed"."""
+
+    async def publish(self, message: str) -> None:
+        """Send to every follower; StoreUnavailable if the store cannot be reached."""
+
+    async def follow(
+        self, on_notice: Callable[[str], None], on_state: Callable[[bool], None]
+    ) -> None:
+        """Run until cancelled, reconnecting as needed: on_state(True) once the subscription is
+        confirmed, on_notice for each message, on_state(False) as soon as the feed is lost or
+        falls silent (notices may be missed from then on)."""

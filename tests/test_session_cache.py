@@ -1,0 +1,189 @@
+"""The in-process session cache: what it keeps, for how long, and how sign-out, revocation and a
+lost notice feed reach every replica's copy (two gateways sharing a real Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from typing import Any
+
+import pytest
+from support.fixtures import Launch, Running
+from support.redis_server import RedisServer, free_port
+from test_logout_everywhere import ADMIN_TOKEN, ALICE_OID
+from test_metrics import sample, scrape
+from test_signin import API, signed_in
+
+from gateway.keys import SESSIONS
+from gateway.session_cache import SessionCache
+
+# Long enough that only a notice (never ageing) can explain a copy disappearing within a test.
+CACHE_SECONDS = 60.0
+GETS = 'msal_gateway_store_operations_total{operation="get",outcome="ok"}'
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def following(ttl: float = 5.0, max_entries: int = 10) -> tuple[SessionCache[str], Clock]:
+    clock = Clock()
+    cache: SessionCache[str] = SessionCache(ttl, max_entries, clock)
+    cache.feed_changed(True)
+    return cache, clock
+
+
+def test_an_entry_is_trusted_for_the_ttl_only() -> None:
+    cache, clock = following(ttl=5.0)
+    cache.put("k", "v", cache.generation())
+    clock.now += 4.9
+    assert cache.get("k") == "v"
+    clock.now += 0.1
+    assert cache.get("k") is None
+    assert len(cache) == 0
+
+
+def test_nothing_is_cached_or_served_unless_the_feed_is_confirmed() -> None:
+    cache: SessionCache[str] = SessionCache(5.0, 10, Clock())
+    cache.put("k", "v", cache.generation())
+    assert cache.get("k") is None and len(cache) == 0
+    cache.feed_changed(True)
+    cache.put("k", "v", cache.generation())
+    assert cache.get("k") == "v"
+    cache.feed_changed(False)  # lost: everything read so far may be stale
+    assert cache.get("k") is None and len(cache) == 0
+
+
+@pytest.mark.parametrize("event", ["notice for another key", "feed lost and back"])
+def test_a_read_that_straddles_a_change_is_not_kept(event: str) -> None:
+    cache, _ = following()
+    before = cache.generation()  # a store read starts ...
+    if event == "notice for another key":
+        cache.drop("other")  # notices are not matched by key: any change voids reads in flight
+    else:
+        cache.feed_changed(False)
+        cache.feed_changed(True)
+    cache.put("k", "old", before)  # ... and ends after the change
+    assert cache.get("k") is None
+
+
+def test_the_oldest_read_is_evicted_at_the_bound() -> None:
+    cache, _ = following(max_entries=3)
+    for key in "abcd":
+        cache.put(key, key.upper(), cache.generation())
+    assert len(cache) == 3
+    assert cache.get("a") is None
+    assert [cache.get(key) for key in "bcd"] == ["B", "C", "D"]
+
+
+async def replicas(launch: Launch, redis_url: str, **extra: Any) -> tuple[Running, Running]:
+    shared = {
+        "session_store": "redis",
+        "redis_url": redis_url,
+        "cookie_secret": secrets.token_urlsafe(32),
+        "session": {"cache_seconds": CACHE_SECONDS},
+        **extra,
+    }
+    first = await launch(**shared, metrics_listen=f"127.0.0.1:{free_port()}")
+    second = await launch(**shared, metrics_listen=f"127.0.0.1:{free_port()}")
+    for running in (first, second):
+        await until(lambda r=running: _following(r), "the notice feed is up")
+    return first, second
+
+
+def _following(running: Running) -> bool:
+    cache = running.app[SESSIONS].cache
+    assert cache is not None
+    return cache.following
+
+
+async def until(check: Any, what: str, seconds: float = 3.0) -> float:
+    """Poll `check` (sync or async) until true; how long it took."""
+    started = time.monotonic()
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return time.monotonic() - started
+        if time.monotonic() - started > seconds:
+            raise AssertionError(f"not within {seconds}s: {what}")
+        await asyncio.sleep(0.01)
+
+
+def metrics_port(running: Running) -> int:
+    assert running.settings.metrics_listen is not None
+    return int(running.settings.metrics_listen.rpartition(":")[2])
+
+
+async def share_session(source: Running, target: Running) -> None:
+    cookie = source.settings.session_cookie_name
+    value = source.browser.cookie(cookie)
+    assert value is not None
+    target.browser.jar.clear()
+    target.browser.jar.update_cookies({cookie: value}, target.browser.jar_origin())
+
+
+async def refused(running: Running) -> bool:
+    return (await running.browser.get("/x", headers=API)).status == 401
+
+
+async def test_a_cached_session_costs_no_store_read(launch: Launch, redis_url: str) -> None:
+    first, second = await replicas(launch, redis_url)
+    await signed_in(first)
+    await share_session(first, second)
+    assert (await second.browser.get("/x", headers=API)).status == 200
+    reads = sample(await scrape(metrics_port(second)), GETS)
+    for _ in range(20):
+        assert (await second.browser.get("/x", headers=API)).status == 200
+    assert sample(await scrape(metrics_port(second)), GETS) == reads
+
+
+async def test_sign_out_on_one_replica_ends_the_cached_copy_on_the_other(
+    launch: Launch, redis_url: str
+) -> None:
+    first, second = await replicas(launch, redis_url)
+    await signed_in(first)
+    await share_session(first, second)
+    assert (await second.browser.get("/x", headers=API)).status == 200  # now cached there
+    await first.browser.get("/.auth/logout")
+    took = await until(lambda: refused(second), "the other replica refuses the session", 1.0)
+    print(f"\nsign-out reached the other replica's cache after {took * 1000:.1f} ms")
+
+
+async def test_revocation_ends_cached_copies_everywhere(launch: Launch, redis_url: str) -> None:
+    first, second = await replicas(launch, redis_url, admin={"token": ADMIN_TOKEN})
+    await signed_in(first, user="alice")
+    await share_session(first, second)
+    for running in (first, second):
+        assert (await running.browser.get("/x", headers=API)).status == 200
+    done = await first.browser.session.post(
+        first.url + "/.auth/admin/revoke",
+        json={"user": ALICE_OID},
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    )
+    assert (await done.json()) == {"revoked": 1}
+    assert await refused(first)
+    await until(lambda: refused(second), "the other replica refuses the revoked session", 1.0)
+
+
+async def test_a_lost_feed_empties_the_cache_and_recovers(
+    launch: Launch, redis_server: RedisServer, redis_url: str
+) -> None:
+    first, second = await replicas(launch, redis_url)
+    await signed_in(first)
+    await share_session(first, second)
+    assert (await second.browser.get("/x", headers=API)).status == 200
+    cache = second.app[SESSIONS].cache
+    assert cache is not None and len(cache) == 1
+    # Every subscriber's connection dropped: notices sent now would reach nobody.
+    redis_server.command("CLIENT", "KILL", "TYPE", "pubsub")
+    await until(lambda: len(cache) == 0, "the cache is emptied when its feed is lost", 1.0)
+    await first.browser.get("/.auth/logout")
+    assert await refused(second)  # read from the store, not from a copy nobody could void
+    await until(lambda: _following(second), "the feed is followed again")

@@ -1,0 +1,162 @@
+"""GATEWAY_WORKERS: several `serve` processes on one port under a supervisor (real processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from support.browser import Browser
+from support.gateway import PUBLIC_URL, GatewayProcess, env_for, idp_ssl, settings_for
+from support.redis_server import free_port
+from support.threaded import ThreadedServer
+from test_metrics import sample, scrape
+from test_signin import API
+
+from gateway.workers import worker_count
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def gone(pids: list[int]) -> bool:
+    return all(not Path(f"/proc/{pid}").exists() for pid in pids)
+
+
+async def until(check: Any, what: str, seconds: float = 15.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {seconds}s: {what}")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def worker_settings(idp: Any, upstream: ThreadedServer, redis_url: str) -> dict[str, Any]:
+    return {
+        "idp": idp,
+        "upstream_url": upstream.url,
+        "session_store": "redis",
+        "redis_url": redis_url,
+        "cookie_secret": secrets.token_urlsafe(32),
+        "workers": 2,
+        "metrics_listen": f"127.0.0.1:{free_port()}",
+    }
+
+
+async def test_two_workers_share_the_port_sessions_and_metrics(
+    worker_settings: dict[str, Any], idp: Any
+) -> None:
+    gateway = await GatewayProcess(settings_for(**worker_settings)).ready()
+    browser = Browser(gateway.url, PUBLIC_URL, idp_ssl(idp.ca_path))
+    try:
+        workers = children(gateway.process.pid)
+        assert len(workers) == 2
+        assert (await browser.sign_in("/")).status == 302
+        cookie = {"Cookie": f"__Host-msal-gateway={browser.cookie('__Host-msal-gateway')}"}
+        # A new connection each time: the kernel spreads them over both workers, and a session
+        # made by one is known to the other.
+        for _ in range(40):
+            async with (
+                aiohttp.ClientSession() as fresh,
+                fresh.get(gateway.url + "/x", headers={**API, **cookie}) as response,
+            ):
+                assert response.status == 200
+        port = int(worker_settings["metrics_listen"].rpartition(":")[2])
+        text = await scrape(port)
+        # One listener adds up every worker's samples.
+        assert sample(text, 'msal_gateway_requests_total{route="proxy",status="200"}') == 40
+    finally:
+        await browser.close()
+        log = gateway.stop()
+    assert gateway.returncode == 0, log
+    assert "Traceback" not in log
+    assert gone(workers)
+
+
+async def test_a_dead_worker_is_replaced(worker_settings: dict[str, Any]) -> None:
+    gateway = await GatewayProcess(settings_for(**worker_settings)).ready()
+    try:
+        first = children(gateway.process.pid)
+        os.kill(first[0], signal.SIGKILL)
+        await until(
+            lambda: len(set(children(gateway.process.pid)) - {first[0]}) == 2,
+            "a new worker takes the dead one's place",
+        )
+        for _ in range(20):
+            async with (
+                aiohttp.ClientSession() as fresh,
+                fresh.get(gateway.url + "/.auth/readyz") as response,
+            ):
+                assert response.status == 200
+    finally:
+        log = gateway.stop()
+    assert gateway.returncode == 0, log
+    assert f"worker {first[0]} exited" in log
+
+
+def test_workers_that_cannot_start_stop_the_supervisor(
+    worker_settings: dict[str, Any],
+) -> None:
+    taken = socket.socket()  # no SO_REUSEPORT: the workers cannot bind next to it
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        env = env_for(settings_for(**worker_settings))
+        env["GATEWAY_LISTEN"] = f"127.0.0.1:{taken.getsockname()[1]}"
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway", "serve"],
+            env=env,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        taken.close()
+    assert done.returncode == 1
+    assert b"keep exiting at start-up" in done.stderr
+
+
+def test_several_workers_need_the_redis_store(idp: Any, upstream: ThreadedServer) -> None:
+    env = env_for(settings_for(idp, upstream.url))
+    env["GATEWAY_WORKERS"] = "2"
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "check-config"],
+        env=env,
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert b"GATEWAY_WORKERS above 1 needs GATEWAY_SESSION_STORE=redis" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("setting", "store", "expected"),
+    [(1, "redis", 1), (3, "redis", 3), ("auto", "memory", 1), ("auto", "redis", None)],
+)
+def test_worker_count(setting: Any, store: str, expected: int | None) -> None:
+    cpus = len(os.sched_getaffinity(0))
+    assert worker_count(setting, store) == (expected if expected is not None else cpus) or (
+        expected is None and 1 <= worker_count(setting, store) <= cpus  # a cgroup quota caps it
+    )
