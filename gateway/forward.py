@@ -121,8 +121,10 @@ async def forward(
                 await response.write(chunk)
         except (TimeoutError, aiohttp.ClientError):
             # Headers are gone already: the only honest signal left is an aborted connection.
-            log.warning("upstream failed while streaming %s %s", request.method, request.path)
-            if request.transport is not None:
+            if request.transport is None or request.transport.is_closing():
+                log.debug("client went away while streaming %s %s", request.method, request.path)
+            else:
+                log.warning("upstream failed while streaming %s %s", request.method, request.path)
                 request.transport.abort()
             return response
         await response.write_eof()

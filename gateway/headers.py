@@ -10,6 +10,7 @@ client cannot use hop-by-hop rules to remove what the gateway adds.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
 import re
@@ -126,24 +127,38 @@ def inbound_headers(
 ) -> CIMultiDict[str]:
     """The client's headers minus hop-by-hop ones, identity and forwarding headers in every
     spelling, the Host header (set by the forwarder) and the gateway's own cookies."""
-    dropped = connection_tokens(headers)
+    dropped = connection_tokens(headers) if "Connection" in headers else frozenset()
     kept: CIMultiDict[str] = CIMultiDict()
     for name, value in headers.items():
-        folded = fold(name)
-        if (
-            folded in HOP_BY_HOP
-            or folded in dropped
-            or folded in FORWARDING_HEADERS
-            or folded == "host"
-            or is_identity_header(name)
-        ):
+        verdict = _inbound_verdict(name)
+        if verdict is _DROP or (dropped and fold(name) in dropped):
             continue
-        if folded == "cookie":
+        if verdict is _COOKIE:
             value = without_named_cookies(value, cookie_names)
             if not value:
                 continue
         kept.add(name, value)
     return kept
+
+
+_KEEP: Final = "keep"
+_DROP: Final = "drop"
+_COOKIE: Final = "cookie"
+
+
+@functools.lru_cache(maxsize=2048)
+def _inbound_verdict(name: str) -> str:
+    """What happens to an inbound header of this name (a client's Connection list aside).
+    Cached: the same few dozen names arrive on every request."""
+    folded = fold(name)
+    if (
+        folded in HOP_BY_HOP
+        or folded in FORWARDING_HEADERS
+        or folded == "host"
+        or is_identity_header(name)
+    ):
+        return _DROP
+    return _COOKIE if folded == "cookie" else _KEEP
 
 
 def without_named_cookies(cookie_header: str, names: frozenset[str]) -> str:
@@ -285,4 +300,5 @@ def traceparent(incoming: str | None) -> str:
     """The W3C trace context for the upstream: the client's when well-formed, else a new one."""
     if incoming is not None and _TRACEPARENT.match(incoming):
         return incoming
-    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+    ids = secrets.token_hex(24)  # one read of the system's randomness for both ids
+    return f"00-{ids[:32]}-{ids[32:]}-01"

@@ -46,6 +46,8 @@ class Timing:
 
 class Metrics:
     def __init__(self) -> None:
+        # Labelled children by (route, status): labels() costs more than the update itself.
+        self._children: dict[tuple[str, int], tuple[Counter, Histogram, Histogram]] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "msal_gateway_requests",
@@ -124,10 +126,18 @@ class Metrics:
     def observe(self, route: str, status: int, timing: Timing) -> None:
         """One answered request: its count, total time and the gateway/upstream split."""
         now = time.perf_counter()
-        self.requests.labels(route, str(status)).inc()
-        self.duration.labels(route).observe(now - timing.started)
+        counted = self._children.get((route, status))
+        if counted is None:
+            counted = self._children[(route, status)] = (
+                self.requests.labels(route, str(status)),
+                self.duration.labels(route),
+                self.gateway_duration.labels(route),
+            )
+        requests, duration, gateway_duration = counted
+        requests.inc()
+        duration.observe(now - timing.started)
         own_until = timing.sent if timing.sent is not None else now
-        self.gateway_duration.labels(route).observe(own_until - timing.started)
+        gateway_duration.observe(own_until - timing.started)
         if timing.sent is not None and timing.answered is not None:
             self.upstream_duration.observe(timing.answered - timing.sent)
 

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 _SAFE_REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 SIGN_IN_PATH: Final = "/.auth/login/aad"
+CLIENT_CLOSED_REQUEST: Final = 499
 # The gateway's own pages and answers: never cached, framed, sniffed or leaking a code in Referer.
 AUTH_RESPONSE_HEADERS: Final = (
     ("Cache-Control", "no-store"),
@@ -167,6 +168,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             clear_cookie(response, name, secure=request.app[SETTINGS].cookie_secure)
     except web.HTTPException:
         raise
+    except ConnectionResetError:
+        if request.transport is not None and not request.transport.is_closing():
+            raise
+        # The client left before its answer was written: nothing to render, and not an error
+        # of the gateway's. Counted as 499 (nginx's "client closed request").
+        log.debug("client went away: %s %s", request.method, request.path)
+        response = web.Response(status=CLIENT_CLOSED_REQUEST)
     except Exception:
         log.exception(
             "unexpected error on %s %s", request.method, request.path, extra={"request_id": rid}

@@ -155,6 +155,28 @@ def assertion_claims(record: SessionRecord, settings: Settings) -> dict[str, obj
     return claims
 
 
+def identity_headers(
+    record: SessionRecord,
+    scopes: tuple[str, ...],
+    settings: Settings,
+    *,
+    api_caller_token: str | None = None,
+) -> list[tuple[str, str]]:
+    """The identity headers the gateway vouches for: a session's, with its token for `scopes`,
+    or (with `api_caller_token`) an API caller's, with the token its request carries upstream."""
+    token = record.token(scopes) if scopes and api_caller_token is None else None
+    vouched = hdrs.identity_headers(
+        record.claims,
+        email_trusted=email_trusted(record.claims, settings.is_multi_tenant),
+        access_token=token.access_token if token else api_caller_token,
+        groups=record.groups,
+        max_bytes=settings.groups.max_header_bytes,
+    )
+    if settings.tokens.easy_auth_token_headers:
+        vouched.extend(easy_auth_token_headers(record, token))
+    return vouched
+
+
 def upstream_headers(
     request: web.Request,
     identity: Identity | None,
@@ -181,18 +203,15 @@ def upstream_headers(
     if identity is not None:
         request[IDENTITY] = identity
         record = identity.record
-        token = record.token(scopes) if scopes and identity.bearer is None else None
-        outbound.extend(
-            hdrs.identity_headers(
-                record.claims,
-                email_trusted=email_trusted(record.claims, settings.is_multi_tenant),
-                access_token=token.access_token if token else api_token,
-                groups=record.groups,
-                max_bytes=settings.groups.max_header_bytes,
-            )
-        )
-        if settings.tokens.easy_auth_token_headers:
-            outbound.extend(easy_auth_token_headers(record, token))
+        if identity.bearer is None:
+            # The same for every request of this record: built once (records are immutable).
+            key = ("identity-headers", scopes, id(settings))
+            vouched = record.derived.get(key)
+            if vouched is None:
+                vouched = record.derived[key] = identity_headers(record, scopes, settings)
+        else:
+            vouched = identity_headers(record, scopes, settings, api_caller_token=api_token)
+        outbound.extend(vouched)
         if "X-MS-CLIENT-PRINCIPAL" not in outbound:
             # Never expected (the principal is always built); if it happens, operators must see it.
             request.app[METRICS].forwarded_without_identity.inc()

@@ -63,6 +63,9 @@ class SessionRecord:
     id_token: str = ""
     tokens: dict[str, UpstreamToken] = field(default_factory=dict)  # by scope_key()
     groups: tuple[str, ...] | None = None  # from Graph, when the token had the overage marker
+    # Values derived from this (immutable) record, computed once: e.g. the identity headers of
+    # each scope set (proxy.py). Not stored, not compared; a changed record starts empty.
+    derived: dict[Any, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def token(self, scopes: tuple[str, ...]) -> UpstreamToken | None:
         return self.tokens.get(scope_key(scopes))
@@ -88,7 +91,9 @@ class SessionRecord:
         )
 
     def encode(self) -> bytes:
-        return json.dumps({"v": FORMAT_VERSION, **asdict(self)}, separators=(",", ":")).encode()
+        data = asdict(self)
+        del data["derived"]
+        return json.dumps({"v": FORMAT_VERSION, **data}, separators=(",", ":")).encode()
 
     @classmethod
     def decode(cls, raw: bytes) -> SessionRecord:

@@ -289,7 +289,10 @@ class Settings(BaseSettings):
                 "GATEWAY_WORKERS above 1 needs GATEWAY_SESSION_STORE=redis: worker processes "
                 "share sessions only through Redis"
             )
-        if self.session.cache_seconds >= self.session.idle_ttl_seconds:
+        if (
+            self.session_store == "redis"
+            and 0 < self.session.idle_ttl_seconds <= self.session.cache_seconds
+        ):
             problems.append(
                 "GATEWAY_SESSION__CACHE_SECONDS must be less than GATEWAY_SESSION__IDLE_TTL_SECONDS"
             )

@@ -7,7 +7,9 @@ from typing import Any
 
 import aiohttp
 from support.fixtures import Launch
+from support.gateway import GatewayProcess, settings_for
 from support.redis_server import free_port
+from support.threaded import ThreadedServer
 from test_signin import API, signed_in
 
 
@@ -141,3 +143,30 @@ async def test_open_websockets_are_a_gauge(launch: Launch) -> None:
             break
         await asyncio.sleep(0.05)
     assert sample(await scrape(port), "msal_gateway_open_websockets") == 0
+
+
+async def test_a_client_that_leaves_early_is_499_not_an_error(
+    idp: Any, upstream: ThreadedServer
+) -> None:
+    # A real gateway process: the test server would cancel the handler when the client leaves.
+    port = free_port()
+    settings = settings_for(
+        idp, upstream.url, proxy={"public_paths": "/"}, metrics_listen=f"127.0.0.1:{port}"
+    )
+    gateway = await GatewayProcess(settings).ready()
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+        writer.write(b"GET /_slow?seconds=0.5 HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.2)  # the request is with the upstream now
+        writer.close()  # gone before the upstream answers
+        await writer.wait_closed()
+        for _ in range(100):
+            text = await scrape(port)
+            if 'msal_gateway_requests_total{route="proxy",status="499"}' in text:
+                break
+            await asyncio.sleep(0.05)
+        assert sample(text, 'msal_gateway_requests_total{route="proxy",status="499"}') == 1
+    finally:
+        log = gateway.stop()
+    assert '"level": "error"' not in log and '"level": "warning"' not in log, log
