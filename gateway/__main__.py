@@ -7,6 +7,7 @@ naming the variable to fix, with exit status 2 and never a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import sys
@@ -51,6 +52,11 @@ def _load(config: Path | None) -> Settings | list[str]:
         return [*problems, str(exc)]
     except ValidationError as exc:
         return [*problems, *describe_errors(exc)]
+    if settings.log.tracing and importlib.util.find_spec("opentelemetry.sdk") is None:
+        problems.append(
+            "GATEWAY_LOG__TRACING is true but OpenTelemetry is not installed: install "
+            "msal-gateway[otel]"
+        )
     return problems or settings
 
 

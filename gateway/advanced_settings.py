@@ -91,7 +91,8 @@ class SessionSettings(SettingsGroup):
         "the worst case (a lost notice) within this time. 0 turns the cache off.",
     )
     cache_max_entries: PositiveInt = Field(
-        100_000, description="Most sessions one process keeps in its cache."
+        5_000,
+        description="Most sessions one process keeps in its cache (about 13 KB each, decoded).",
     )
 
 
@@ -130,6 +131,26 @@ class ProxySettings(SettingsGroup):
         60.0, description="Longest silence allowed while reading from the upstream."
     )
     max_connections: PositiveInt = Field(256, description="Most open connections to the upstream.")
+    max_client_connections: PositiveInt = Field(
+        4096,
+        description="Most open client connections per process. Beyond it the connection idle "
+        "longest is closed (clients reopen idle connections by themselves); when none is idle, "
+        "the new one is. Lowered at start to what the open-file limit allows.",
+    )
+    header_timeout_seconds: float = Field(
+        20.0,
+        gt=0,
+        le=300,
+        description="A request head must arrive within this long of the connection opening (or "
+        "of its first byte, on a kept-alive connection); else 408 and the connection closes.",
+    )
+    keepalive_timeout_seconds: float = Field(
+        75.0,
+        gt=0,
+        le=3600,
+        description="An idle kept-alive client connection is closed after this long. Keep it "
+        "longer than the idle timeout of any proxy in front (60 s for AWS ALB and ingress-nginx).",
+    )
     drain_seconds: float = Field(
         5.0,
         ge=0,
@@ -203,3 +224,8 @@ class LogSettings(SettingsGroup):
         "INFO", description="Lowest level logged."
     )
     access_log: bool = Field(True, description="One line per request (path without query).")
+    tracing: bool = Field(
+        False,
+        description="OpenTelemetry spans over OTLP/HTTP, configured by the OTEL_* variables; "
+        "needs the otel extra (pip install 'msal-gateway[otel]').",
+    )

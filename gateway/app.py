@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 import time
@@ -15,9 +16,10 @@ from collections.abc import AsyncIterator
 from typing import Final
 
 from aiohttp import ClientSession, ClientTimeout, DummyCookieJar, TCPConnector, WSCloseCode, web
+from aiohttp.typedefs import Middleware
 from yarl import URL
 
-from gateway import health, principal, proxy, signin
+from gateway import health, principal, proxy, signin, tracing
 from gateway.api_callers import ApiCallerAuthenticator
 from gateway.assertion import AssertionSigner
 from gateway.errors import GatewayError, NotFound
@@ -46,7 +48,7 @@ from gateway.keys import (
 from gateway.measured_store import MeasuredStorage
 from gateway.memory_store import MemoryStorage
 from gateway.metrics import Metrics
-from gateway.middleware import error_middleware, stamp_request_id
+from gateway.middleware import error_middleware
 from gateway.oidc import MsalClient
 from gateway.peers import networks
 from gateway.policy import Policy
@@ -56,7 +58,7 @@ from gateway.refresh import SessionRefresher
 from gateway.sealing import Sealer
 from gateway.session_cache import SessionCache
 from gateway.session_index import SessionIndex
-from gateway.sessions import SessionStore, StoredSession
+from gateway.sessions import SessionRecord, SessionStore
 from gateway.settings import Settings
 from gateway.storage import Storage
 from gateway.token_cache import TokenCacheStore
@@ -86,7 +88,7 @@ async def _stores(app: web.Application) -> AsyncIterator[None]:
     app[SEALER] = sealer
     follower: asyncio.Task[None] | None = None
     if isinstance(backend, RedisStorage) and settings.session.cache_seconds > 0:
-        cache: SessionCache[StoredSession] = SessionCache(
+        cache: SessionCache[SessionRecord] = SessionCache(
             settings.session.cache_seconds, settings.session.cache_max_entries
         )
         app[SESSIONS] = SessionStore(
@@ -187,6 +189,11 @@ async def _metrics_listener(app: web.Application) -> AsyncIterator[None]:
     await runner.cleanup()
 
 
+async def _exporting(tracer: tracing.Tracing, app: web.Application) -> AsyncIterator[None]:
+    yield
+    await tracer.close()  # the last spans are sent before the process ends
+
+
 async def _close_websockets(app: web.Application) -> None:
     """Shutdown: end relayed WebSockets with "going away" rather than a dropped connection."""
     sockets: set[web.WebSocketResponse] = app[OPEN_WEBSOCKETS]
@@ -216,7 +223,16 @@ async def _reserved(request: web.Request) -> web.StreamResponse:
 
 
 def build_app(settings: Settings, *, serve_metrics: bool = True) -> web.Application:
-    app = web.Application(middlewares=[error_middleware])
+    """The gateway application. Raises TracingConfigError when tracing is on without its extra."""
+    tracer = tracing.tracer_from_settings(settings.log.tracing)
+    middlewares: list[Middleware] = [error_middleware]
+    if tracer is not None:
+        # Outermost, so that the span sees the answer error_middleware rendered.
+        public = URL(str(settings.public_url))
+        middlewares.insert(
+            0, tracing.middleware(tracer, server_address=public.host or "", server_port=public.port)
+        )
+    app = web.Application(middlewares=middlewares)
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app[POLICY] = Policy(
@@ -231,10 +247,11 @@ def build_app(settings: Settings, *, serve_metrics: bool = True) -> web.Applicat
     app.on_shutdown.append(_close_websockets)
     if settings.assertion.enabled:
         app[ASSERTION] = _assertion_signer(settings)
+    if tracer is not None:
+        app.cleanup_ctx.append(functools.partial(_exporting, tracer))
     app.cleanup_ctx.extend([_stores, _upstream_client, _msal])
     if serve_metrics:
         app.cleanup_ctx.append(_metrics_listener)
-    app.on_response_prepare.append(stamp_request_id)
     router = app.router
     router.add_get("/.auth/healthz", health.live, allow_head=True)
     router.add_get("/.auth/readyz", health.ready, allow_head=True)

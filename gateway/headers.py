@@ -279,18 +279,32 @@ def response_headers(
     dropped = {
         fold(token.strip())
         for name, value in items
-        if fold(name) == "connection"
+        if _outbound_verdict(name) is _CONNECTION
         for token in value.split(",")
     }
     kept: CIMultiDict[str] = CIMultiDict()
     for name, value in items:
-        folded = fold(name)
-        if folded in HOP_BY_HOP or folded in dropped:
+        verdict = _outbound_verdict(name)
+        if verdict is _DROP or verdict is _CONNECTION or (dropped and fold(name) in dropped):
             continue
-        if folded == "set-cookie" and value.split("=", 1)[0].strip() in own_cookies:
+        if verdict is _COOKIE and value.split("=", 1)[0].strip() in own_cookies:
             continue
         kept.add(name, value)
     return kept
+
+
+_CONNECTION: Final = "connection"
+
+
+@functools.lru_cache(maxsize=2048)
+def _outbound_verdict(name: str) -> str:
+    """What happens to a response header of this name (cached, as for requests)."""
+    folded = fold(name)
+    if folded == "connection":
+        return _CONNECTION  # hop-by-hop itself, and it names others
+    if folded in HOP_BY_HOP:
+        return _DROP
+    return _COOKIE if folded == "set-cookie" else _KEEP
 
 
 _TRACEPARENT: Final = re.compile(r"^00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$")

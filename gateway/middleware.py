@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import re
-import uuid
 from typing import Final
 from urllib.parse import quote, urlencode
 
@@ -52,7 +52,7 @@ AUTH_RESPONSE_HEADERS: Final = (
 
 def request_id(request: web.Request) -> str:
     supplied = request.headers.get("X-Request-Id", "")
-    return supplied if _SAFE_REQUEST_ID.match(supplied) else uuid.uuid4().hex
+    return supplied if _SAFE_REQUEST_ID.match(supplied) else os.urandom(16).hex()
 
 
 def wants_html(request: web.Request) -> bool:
@@ -166,7 +166,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response = render(request, error, rid)
         for name in error.clear_cookies:
             clear_cookie(response, name, secure=request.app[SETTINGS].cookie_secure)
-    except web.HTTPException:
+    except web.HTTPException as exc:
+        exc.headers.setdefault("X-Request-Id", rid)
         raise
     except ConnectionResetError:
         if request.transport is not None and not request.transport.is_closing():
@@ -181,14 +182,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         )
         response = render(request, GatewayError("unexpected error"), rid)
     route = "auth" if request.path.startswith("/.auth") else "proxy"
-    metrics.observe(route, response.status, timing)
-    if not response.prepared and route == "auth":
-        for name, value in AUTH_RESPONSE_HEADERS:
-            response.headers.setdefault(name, value)
+    status = response.status
+    if not response.prepared and (request.transport is None or request.transport.is_closing()):
+        status = CLIENT_CLOSED_REQUEST  # the answer will never be written
+    metrics.observe(route, status, timing)
+    if not response.prepared:
+        # Prepared answers (streamed, WebSockets) were stamped by forward.py before they started.
+        response.headers.setdefault("X-Request-Id", rid)
+        if route == "auth":
+            for name, value in AUTH_RESPONSE_HEADERS:
+                response.headers.setdefault(name, value)
     return response
-
-
-async def stamp_request_id(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: every response, proxied ones included, names its request id."""
-    if REQUEST_ID in request:
-        response.headers.setdefault("X-Request-Id", request[REQUEST_ID])

@@ -15,6 +15,7 @@ from aiohttp import HttpVersion11, web
 from multidict import CIMultiDict
 
 from gateway import headers as hdrs
+from gateway import tracing
 from gateway.challenges import ClaimsChallenge
 from gateway.errors import GatewayError
 from gateway.forward import forward, forward_websocket, is_websocket
@@ -56,12 +57,14 @@ async def handle(request: web.Request) -> web.StreamResponse:
     cookie, api = settings.session_cookie_name, app.get(API_CALLERS)
     rule = app[POLICY].rule_for(request.method, request.raw_path)
     identity: Identity | None
-    if rule is not None and rule.allow == "public":
-        identity = await authenticate_optional(request, app[SESSIONS], cookie, api)
-    else:
-        identity = await authenticate(request, app[SESSIONS], cookie, api)
-        if rule is not None:
-            admit(rule, identity, multi_tenant=settings.is_multi_tenant)
+    async with tracing.span(request, "session"):
+        if rule is not None and rule.allow == "public":
+            identity = await authenticate_optional(request, app[SESSIONS], cookie, api)
+        else:
+            identity = await authenticate(request, app[SESSIONS], cookie, api)
+    if rule is not None and rule.allow != "public":
+        assert identity is not None  # authenticate never returns None
+        admit(rule, identity, multi_tenant=settings.is_multi_tenant)
     scopes = bearer_scopes(
         request.method, request.rel_url.raw_path, settings.tokens.routes, settings.scopes
     )
@@ -69,7 +72,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
         assert api is not None  # API callers exist only when configured
         return await send_for_api_caller(request, identity, scopes, api)
     if identity is not None and refresh_due(identity.record, scopes, time.time()):
-        identity = await app[REFRESHER].refresh(identity, scopes)
+        async with tracing.span(request, "refresh"):
+            identity = await app[REFRESHER].refresh(identity, scopes)
     on_challenge = None
     if identity is not None and scopes:
         signed_in = identity
@@ -115,15 +119,19 @@ async def send_upstream(
             open_websockets=app[OPEN_WEBSOCKETS],
             open_gauge=app[METRICS].open_websockets,
         )
-    return await send(
-        request,
-        headers,
-        client=app[UPSTREAM],
-        base=app[UPSTREAM_BASE],
-        own_cookies=app[SETTINGS].own_cookie_names,
-        on_claims_challenge=on_claims_challenge,
-        timing=request.get(TIMING),
-    )
+    async with tracing.span(request, "upstream"):
+        traced = tracing.outbound_traceparent(request)
+        if traced is not None:  # the upstream's parent is this span
+            headers["traceparent"] = traced
+        return await send(
+            request,
+            headers,
+            client=app[UPSTREAM],
+            base=app[UPSTREAM_BASE],
+            own_cookies=app[SETTINGS].own_cookie_names,
+            on_claims_challenge=on_claims_challenge,
+            timing=request.get(TIMING),
+        )
 
 
 def easy_auth_token_headers(

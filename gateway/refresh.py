@@ -65,7 +65,7 @@ class SessionRefresher:
         session_id = identity.session_id
         lock = self._token_caches.lock_name(session_id)
         async with self._storage.lock(lock, self._lock_ttl, self._lock_wait):
-            loaded = await self._sessions.load_stored(session_id, fresh=True)
+            loaded = await self._sessions.load_stored(session_id)
             if loaded is None:
                 raise SignInRequired("the session has ended")
             record, now = loaded.record, self._clock()

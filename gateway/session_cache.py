@@ -57,9 +57,17 @@ class SessionCache(Generic[V]):
             return
         entries = self._entries
         entries.pop(key, None)
+        now = self._clock()
+        # Entries are in the order they were read, so the expired ones are at the front: drop a
+        # few with each insertion, and the cache holds about the sessions of the last ttl seconds.
+        for _ in range(2):
+            oldest = next(iter(entries), None)
+            if oldest is None or now - entries[oldest][0] < self._ttl:
+                break
+            del entries[oldest]
         if len(entries) >= self._max:
-            del entries[next(iter(entries))]  # the oldest read (dicts keep insertion order)
-        entries[key] = (self._clock(), value)
+            del entries[next(iter(entries))]  # the oldest read
+        entries[key] = (now, value)
 
     def drop(self, key: str) -> None:
         self._generation += 1

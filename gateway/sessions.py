@@ -157,7 +157,7 @@ class SessionStore:
         idle_ttl: float,
         clock: Clock,
         *,
-        cache: SessionCache[StoredSession] | None = None,
+        cache: SessionCache[SessionRecord] | None = None,
         notices: Notices | None = None,
     ) -> None:
         assert (cache is None) == (notices is None), "a cache is only safe with its notices"
@@ -172,22 +172,31 @@ class SessionStore:
         return SESSION_PREFIX + self._sealer.digest(session_id)
 
     async def load(self, session_id: str) -> SessionRecord | None:
-        """One round trip: read and slide the idle TTL. StoreUnavailable propagates."""
-        loaded = await self.load_stored(session_id)
-        return loaded.record if loaded else None
-
-    async def load_stored(self, session_id: str, *, fresh: bool = False) -> StoredSession | None:
-        """Like load, with the stored bytes that a later `replace` must still find. `fresh`
-        skips the cache (before a compare-and-set, the store's own copy is needed)."""
+        """The record: from the cache when it holds a recent copy, else one round trip that also
+        slides the idle TTL. StoreUnavailable propagates."""
         key = self.key(session_id)
         cache = self.cache
-        if cache is not None and not fresh:
-            cached = cache.get(key)
-            if cached is not None:
-                if cached.record.expires_at > self._clock():
-                    return cached
-                cache.drop(key)
-        generation = cache.generation() if cache is not None else 0
+        if cache is None:
+            loaded = await self._read(key)
+            return loaded.record if loaded else None
+        cached = cache.get(key)
+        if cached is not None:
+            if cached.expires_at > self._clock():
+                return cached
+            cache.drop(key)
+        generation = cache.generation()
+        loaded = await self._read(key)
+        if loaded is None:
+            return None
+        cache.put(key, loaded.record, generation)
+        return loaded.record
+
+    async def load_stored(self, session_id: str) -> StoredSession | None:
+        """The record with the stored bytes that a later `replace` must still find: always read
+        from the store (a cached copy may be older than what a compare-and-set must match)."""
+        return await self._read(self.key(session_id))
+
+    async def _read(self, key: str) -> StoredSession | None:
         sealed = await self._storage.get(key, slide_ttl=self._idle_ttl)
         if sealed is None:
             return None
@@ -200,10 +209,7 @@ class SessionStore:
         if record.expires_at <= self._clock():
             await self._storage.delete(key)
             return None
-        stored = StoredSession(record, sealed)
-        if cache is not None:
-            cache.put(key, stored, generation)
-        return stored
+        return StoredSession(record, sealed)
 
     def _ttl(self, record: SessionRecord) -> float:
         return min(self._idle_ttl, record.expires_at - self._clock())

@@ -133,6 +133,10 @@ class Settings(BaseSettings):
         description="Worker processes sharing the listen port (SO_REUSEPORT); auto: one per CPU "
         "this container may use. More than one requires the redis store.",
     )
+    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        "auto",
+        description="auto: uvloop where it is installed (Linux, macOS), else asyncio's own.",
+    )
     metrics_listen: str | None = Field(
         None, description="host:port of the Prometheus metrics listener (off when empty)."
     )

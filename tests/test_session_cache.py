@@ -187,3 +187,14 @@ async def test_a_lost_feed_empties_the_cache_and_recovers(
     await first.browser.get("/.auth/logout")
     assert await refused(second)  # read from the store, not from a copy nobody could void
     await until(lambda: _following(second), "the feed is followed again")
+
+
+def test_expired_entries_are_dropped_as_new_ones_arrive() -> None:
+    cache, clock = following(ttl=5.0, max_entries=1000)
+    for key in "abc":
+        cache.put(key, key, cache.generation())
+    clock.now += 6.0  # a, b and c have aged out but nobody asked for them again
+    cache.put("d", "d", cache.generation())
+    cache.put("e", "e", cache.generation())
+    assert len(cache) == 2  # two puts, up to two expired entries dropped each
+    assert cache.get("d") == "d"
