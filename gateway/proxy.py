@@ -202,10 +202,15 @@ def upstream_headers(
     # or X-Forwarded-Host (password resets, caches) cannot be pointed at another site.
     public_host = settings.public_url_host
     if settings.proxy.preserve_host:
-        outbound["Host"] = public_host
-    outbound["X-Forwarded-Host"] = public_host
-    outbound["X-Forwarded-For"] = client_address(request, request.app[TRUSTED_PROXIES])
-    outbound["X-Forwarded-Proto"] = settings.public_url.scheme
+        outbound.add("Host", public_host)  # inbound_headers dropped the client's
+    # The client's forwarding headers are gone already (inbound_headers): add, never replace.
+    outbound.extend(
+        (
+            ("X-Forwarded-Host", public_host),
+            ("X-Forwarded-For", client_address(request, request.app[TRUSTED_PROXIES])),
+            ("X-Forwarded-Proto", settings.public_url.scheme),
+        )
+    )
     outbound["X-Request-Id"] = request[REQUEST_ID]
     outbound["traceparent"] = hdrs.traceparent(request.headers.get("traceparent"))
     if identity is not None:
@@ -220,7 +225,7 @@ def upstream_headers(
         else:
             vouched = identity_headers(record, scopes, settings, api_caller_token=api_token)
         outbound.extend(vouched)
-        if "X-MS-CLIENT-PRINCIPAL" not in outbound:
+        if not vouched or vouched[0][0] != "X-MS-CLIENT-PRINCIPAL":
             # Never expected (the principal is always built); if it happens, operators must see it.
             request.app[METRICS].forwarded_without_identity.inc()
             log.error("signed-in request forwarded without an identity principal")

@@ -34,6 +34,10 @@ class SessionCache(Generic[V]):
         self._generation = 0  # bumped by every notice: reads that straddle one are not kept
         self.following = False  # the notice feed is confirmed up
 
+    @property
+    def max_entries(self) -> int:
+        return self._max
+
     def __len__(self) -> int:
         return len(self._entries)
 

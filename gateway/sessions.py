@@ -8,6 +8,7 @@ Cookies are cookies.py's business.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import asdict, dataclass, field, replace
@@ -167,8 +168,18 @@ class SessionStore:
         self._clock = clock
         self.cache = cache
         self._notices = notices
+        # With a cache, the keyed digest of a busy session's id is remembered too (an HMAC per
+        # request otherwise); the bound keeps attacker-chosen ids from growing it.
+        self._key = (
+            functools.lru_cache(maxsize=cache.max_entries)(self._digest_key)
+            if cache is not None
+            else self._digest_key
+        )
 
     def key(self, session_id: str) -> str:
+        return self._key(session_id)
+
+    def _digest_key(self, session_id: str) -> str:
         return SESSION_PREFIX + self._sealer.digest(session_id)
 
     async def load(self, session_id: str) -> SessionRecord | None:
