@@ -97,7 +97,10 @@ def main(argv: list[str] | None = None) -> int:
         # Workers drain and finish their requests first; the margin covers their start-up.
         grace = proxy.drain_seconds + proxy.shutdown_grace_seconds + 5
         logs.configure(loaded.log.format, loaded.log.level)
-        return supervise(count, args_list, loaded.metrics_listen, grace)
+        try:
+            return supervise(count, args_list, loaded.metrics_listen, grace)
+        finally:
+            logs.shutdown()
     from gateway.serve import serve
 
     return serve(loaded, worker=is_worker())

@@ -3,13 +3,22 @@ id of the request it belongs to, and the access log in the same shape.
 
 Nothing here logs a query string, a header value or a body: paths are logged without their
 query (a callback's query holds the authorization code), so no token or secret reaches a log.
+
+Writing never blocks the event loop. Records go into a bounded queue and one thread formats and
+writes them: when stderr is read slowly or not at all (a stuck log collector, a full pipe), a
+synchronous write would freeze every request of the process, as it did in a soak test after 64 KiB
+of unread access log. When the queue is full, records are dropped and counted, and a warning says
+how many as soon as there is room again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import logging
+import logging.handlers
+import queue
 import sys
 import time
 from typing import Any, Final
@@ -55,19 +64,78 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
+QUEUED_RECORDS: Final = 10_000
+
+
+class NonBlockingHandler(logging.handlers.QueueHandler):
+    """Hands records to the writer thread; never waits for it."""
+
+    def __init__(self, records: queue.Queue[logging.LogRecord | None]) -> None:
+        super().__init__(records)
+        self.dropped = 0
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        # The message is fixed now (its arguments may change later); formatting, the costly
+        # part, happens in the writer thread. Exceptions travel as they are, within one process.
+        record.msg = record.getMessage()
+        record.args = None
+        return record
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        try:
+            if self.dropped:
+                self.queue.put_nowait(self._dropped_notice())
+                self.dropped = 0
+            self.queue.put_nowait(record)
+        except queue.Full:
+            self.dropped += 1
+
+    def _dropped_notice(self) -> logging.LogRecord:
+        notice = logging.LogRecord(
+            __name__,
+            logging.WARNING,
+            __file__,
+            0,
+            f"{self.dropped} log lines were dropped: stderr is not read fast enough",
+            None,
+            None,
+        )
+        notice.request_id = None
+        return notice
+
+
+_listener: logging.handlers.QueueListener | None = None
+
+
 def configure(format_name: str, level: str = "INFO") -> None:
-    """Send every log line to stderr in `format_name` ("json" or "text")."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(RequestIdFilter())
+    """Send every log line to stderr in `format_name` ("json" or "text"), through a writer
+    thread (see above)."""
+    global _listener
+    shutdown()
+    writer = logging.StreamHandler(sys.stderr)
     if format_name == "json":
-        handler.setFormatter(JsonFormatter())
+        writer.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(
+        writer.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
         )
+    records: queue.Queue[logging.LogRecord | None] = queue.Queue(QUEUED_RECORDS)
+    handler = NonBlockingHandler(records)
+    handler.addFilter(RequestIdFilter())  # here, in the request's own context
+    _listener = logging.handlers.QueueListener(records, writer)
+    _listener.start()
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+
+
+def shutdown() -> None:
+    """Write what is queued and stop the writer thread (at exit)."""
+    global _listener
+    if _listener is not None:
+        with contextlib.suppress(queue.Full):  # stderr is not read at all: nothing more to do
+            _listener.stop()
+        _listener = None
 
 
 class AccessLogger(AbstractAccessLogger):

@@ -112,8 +112,14 @@ async def wait_ready(url: str, seconds: float = 15.0) -> None:
 class GatewayProcess:
     """`python -m gateway serve` on a free loopback port."""
 
-    def __init__(self, settings: Settings, extra_env: Mapping[str, str] | None = None) -> None:
-        self.port = free_port()
+    def __init__(
+        self,
+        settings: Settings,
+        extra_env: Mapping[str, str] | None = None,
+        *,
+        port: int | None = None,
+    ) -> None:
+        self.port = free_port() if port is None else port  # a restarted replica keeps its port
         env = env_for(settings)
         env["GATEWAY_LISTEN"] = f"127.0.0.1:{self.port}"
         env["GATEWAY_PROXY__DRAIN_SECONDS"] = "0"  # tests that measure draining set their own
