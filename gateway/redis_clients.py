@@ -127,7 +127,31 @@ class _Sentinel(Sentinel):
 
 class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
     """Connections to the current master that, like BlockingConnectionPool, wait for a free one
-    rather than fail when all are busy (PERF.md)."""
+    rather than fail when all are busy (PERF.md).
+
+    No connection to a former master is handed out: when the pool moves to a new master (the
+    watch, or redis-py itself when it opens a connection), a connection that was busy at that
+    moment comes back still connected to the old one, which keeps acting as a master until the
+    sentinels demote it; writes there would be confirmed and then lost. So every connection is
+    checked against the current master as it leaves the pool."""
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        connection = await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+        current = self.master_address
+        if (
+            current is not None
+            and connection.is_connected
+            and (connection.host, connection.port) != current
+        ):
+            # Reconnect now, through the sentinels: a connection merely closed would reconnect
+            # on its next command to the address it remembers, the old master.
+            try:
+                await connection.disconnect()
+                await connection.connect()
+            except BaseException:
+                await self.release(connection)
+                raise
+        return connection
 
 
 class CallLimit:
@@ -176,10 +200,17 @@ class MasterWatch:
                 await self._task
             self._task = None
 
+    def current(self) -> tuple[str, int] | None:
+        """The master the pool's connections go to."""
+        return self._pool.master_address
+
     async def _run(self) -> None:
         while True:
             self._poked.clear()
-            await self.check()
+            try:
+                await self.check()
+            except Exception:  # the watch must outlive any one failed check
+                log.warning("checking the Redis master failed; trying again", exc_info=True)
             await asyncio.sleep(RECHECK_SECONDS)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(MASTER_CHECK_SECONDS - RECHECK_SECONDS):

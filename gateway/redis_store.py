@@ -352,6 +352,7 @@ class RedisStorage:
                             on_state(True)
                     if now - pinged >= NOTICE_HEARTBEAT_SECONDS:
                         pinged = now
+                        self._same_master(pubsub)
                         await pubsub.ping()
                     if now - heard > 3 * NOTICE_HEARTBEAT_SECONDS:
                         raise TimeoutError("the notice feed fell silent")
@@ -365,6 +366,21 @@ class RedisStorage:
                 with contextlib.suppress(*_FAILURES):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
             await asyncio.sleep(NOTICE_RETRY_SECONDS)
+
+    def _same_master(self, pubsub: Any) -> None:
+        """After a failover the old master stays alive, answering PINGs, until it is demoted;
+        notices are published on the new one. A feed left there would hear nothing while it
+        seems up, so it must move (and count as lost: notices may have been missed)."""
+        if self._watch is None:
+            return
+        current = self._watch.current()
+        connection = pubsub.connection
+        if (
+            current is not None
+            and connection is not None
+            and (connection.host, connection.port) != current
+        ):
+            raise RedisConnectionError("the notice feed is on a former Redis master")
 
     async def close(self) -> None:
         if self._watch is not None:
