@@ -1,20 +1,47 @@
 # msal-gateway: a slim, non-root image that runs `msal-gateway serve`.
-FROM python:3.11-slim AS build
+#
+#   docker build --build-arg SOURCE_URL=<repository URL> -t msal-gateway:0.1.0 .
+#
+# Two stages: the first builds a virtual environment from the project's wheel and its dependencies'
+# wheels; the second is a clean slim Python with only that environment copied in: no pip cache, no
+# wheels, no build tools, no compilers (the slim base has none, and every dependency ships binary
+# wheels). The image writes nothing at run time (bytecode is compiled at build time), so it runs
+# with a read-only root filesystem, as deploy/ does, as uid/gid 10001 like deploy/'s manifests.
+# tests/test_wheel_entrypoint.py runs this image's entrypoint and HEALTHCHECK command against the
+# wheel installed into a fresh virtual environment.
+ARG PYTHON_VERSION=3.11
+
+FROM python:${PYTHON_VERSION}-slim-bookworm AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
-RUN python -m pip install --no-cache-dir --upgrade pip \
- && python -m pip wheel --no-cache-dir --wheel-dir /wheels .
+# --compile: the .pyc files are written now, since the running image cannot write them.
+RUN python -m venv /opt/msal-gateway \
+ && /opt/msal-gateway/bin/pip install --compile . \
+ && /opt/msal-gateway/bin/pip uninstall --yes pip
 
-FROM python:3.11-slim
+FROM python:${PYTHON_VERSION}-slim-bookworm
+ARG VERSION=0.1.0
+ARG SOURCE_URL=""
 LABEL org.opencontainers.image.title="msal-gateway" \
-      org.opencontainers.image.description="Reverse-proxy sidecar: Sign in with Microsoft for any web app"
-COPY --from=build /wheels /wheels
-RUN python -m pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
- && useradd --system --uid 10001 --no-create-home gateway
-USER 10001
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 GATEWAY_LISTEN=0.0.0.0:8000
+      org.opencontainers.image.description="Reverse-proxy sidecar: Sign in with Microsoft (Entra ID) for any web application" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="MIT" \
+      org.opencontainers.image.source="${SOURCE_URL}"
+RUN groupadd --system --gid 10001 gateway \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin gateway
+COPY --from=build /opt/msal-gateway /opt/msal-gateway
+ENV PATH=/opt/msal-gateway/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    GATEWAY_LISTEN=0.0.0.0:8000
+USER 10001:10001
+WORKDIR /
 EXPOSE 8000
-HEALTHCHECK --interval=15s --timeout=3s CMD ["python", "-c", "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/.auth/healthz', timeout=2).status != 200)"]
+# Liveness on the port GATEWAY_LISTEN names (8000 unless overridden), with the image's own Python:
+# no curl or wget in a slim image, and none needed.
+HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 CMD ["python", "-c", "import os, sys, urllib.request; port = os.environ.get('GATEWAY_LISTEN', ':8000').rpartition(':')[2]; sys.exit(urllib.request.urlopen(f'http://127.0.0.1:{port}/.auth/healthz', timeout=2).status != 200)"]
 ENTRYPOINT ["msal-gateway"]
 CMD ["serve"]

@@ -4,6 +4,7 @@ GATEWAY_SESSION__IDLE_TTL_SECONDS). Common settings are flat fields of settings.
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Annotated, Final, Literal
 
 from pydantic import (
@@ -229,3 +230,57 @@ class LogSettings(SettingsGroup):
         description="OpenTelemetry spans over OTLP/HTTP, configured by the OTEL_* variables; "
         "needs the otel extra (pip install 'msal-gateway[otel]').",
     )
+
+
+# A logo URL ends up in an HTML attribute and, for https, its origin in the pages' CSP: allow only
+# characters that need no escaping in either (no quotes, spaces, ';' or ',').
+_HTTPS_LOGO: Final = re.compile(
+    r"^https://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~/%+=&?:@!$()*-]*)?$"
+)
+_DATA_LOGO: Final = re.compile(
+    r"^data:image/(?:png|gif|jpeg|webp|svg\+xml);base64,[A-Za-z0-9+/]+=*$"
+)
+MAX_LOGO_URL_LENGTH: Final = 32_768
+
+
+class PagesSettings(SettingsGroup):
+    """Branding of the pages the gateway itself shows people (errors, signed out)."""
+
+    title: str = Field(
+        "msal-gateway",
+        min_length=1,
+        max_length=80,
+        description="Product name shown at the top of the gateway's own pages (errors, signed "
+        "out) and in their window title.",
+    )
+    logo_url: str | None = Field(
+        None,
+        max_length=MAX_LOGO_URL_LENGTH,
+        description="Logo on those pages: an https URL (their Content-Security-Policy then allows "
+        "images from that origin only) or a data:image/...;base64 URL. Unset: no logo, and the "
+        "pages load nothing from anywhere.",
+    )
+    color: str = Field(
+        "#0f6cbd",
+        pattern=r"^#[0-9A-Fa-f]{6}$",
+        description="Primary colour (#rrggbb): the line along the top of the pages and their main "
+        "button, whose text is black or white, whichever contrasts more.",
+    )
+
+    @field_validator("logo_url")
+    @classmethod
+    def _logo(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if value.startswith("data:"):
+            if not _DATA_LOGO.match(value):
+                raise ValueError(
+                    "a data URL must be data:image/<png|gif|jpeg|webp|svg+xml>;base64,<data>"
+                )
+            return value
+        if not _HTTPS_LOGO.match(value):
+            raise ValueError(
+                "must be an https URL (without user name, spaces, quotes, ';' or ',') or a "
+                "data:image/...;base64 URL"
+            )
+        return value

@@ -262,6 +262,7 @@ def build_app(settings: Settings, *, serve_metrics: bool = True) -> web.Applicat
         router.add_route(method, "/.auth/logout", signin.sign_out)
         router.add_route(method, "/.auth/refresh", signin.refresh)
         router.add_route(method, "/.auth/logout/frontchannel", signin.front_channel_logout)
+    router.add_get("/.auth/logout/complete", signin.signed_out)
     router.add_post("/.auth/admin/revoke", signin.revoke)
     router.add_get("/.auth/me", principal.me)
     router.add_get("/.auth/verify", principal.verify)

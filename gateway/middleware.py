@@ -30,7 +30,7 @@ from gateway.errors import (
 from gateway.keys import METRICS, REQUEST_ID, SETTINGS, TIMING
 from gateway.logs import request_id_var
 from gateway.metrics import Timing
-from gateway.pages import page
+from gateway.pages import PAGE_CSP, content_security_policy, error_actions, error_title, page
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +43,7 @@ AUTH_RESPONSE_HEADERS: Final = (
     ("X-Content-Type-Options", "nosniff"),
     ("X-Frame-Options", "DENY"),
     ("Referrer-Policy", "no-referrer"),
-    (
-        "Content-Security-Policy",
-        "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
-    ),
+    ("Content-Security-Policy", PAGE_CSP),
 )
 
 
@@ -119,15 +116,23 @@ def render(request: web.Request, error: GatewayError, rid: str) -> web.Response:
         response.headers["WWW-Authenticate"] = challenge(origin, error)
         return response
     if wants_html(request):
+        branding = request.app[SETTINGS].pages
         body = page(
-            error.title,
+            error_title(error.code, error.title),
             message,
+            branding=branding,
             request_id=rid,
             status=error.status,
-            action_href="/",
-            action_label="Go to the start page",
+            actions=error_actions(
+                error.status, error.code, during_sign_in=request.path.startswith(SIGN_IN_PATH)
+            ),
         )
-        return web.Response(status=error.status, text=body, content_type="text/html")
+        response = web.Response(status=error.status, text=body, content_type="text/html")
+        # Set here, not only for /.auth answers: an error page on a proxied path is the
+        # gateway's page too, and its policy must allow the operator's logo.
+        response.headers.update(AUTH_RESPONSE_HEADERS)
+        response.headers["Content-Security-Policy"] = content_security_policy(branding)
+        return response
     return web.json_response(
         {"error": error.code, "message": message, "request_id": rid}, status=error.status
     )

@@ -196,6 +196,7 @@ class RedisStorage:
             async with self._limit:
                 return await self._retry.call_with_retry(call, _no_cleanup, is_retryable=_transient)
         except _FAILURES as exc:
+            await self._drop_idle(exc)
             raise self._unavailable(exc) from exc
 
     async def _write(self, *command: Any) -> Any:
@@ -212,6 +213,7 @@ class RedisStorage:
                     pipe.execute_command("WAIT", acks, self._wait_ms)
                     result, confirmed = await pipe.execute()
         except _FAILURES as exc:
+            await self._drop_idle(exc)
             raise self._unavailable(exc) from exc
         if confirmed < acks:
             if self._watch is not None:
@@ -230,6 +232,15 @@ class RedisStorage:
     def _watching(self) -> None:
         if self._watch is not None:
             self._watch.start()
+
+    async def _drop_idle(self, error: BaseException) -> None:
+        """After a lost connection, close the idle ones too: a restarted Redis closed them all,
+        and the first write to use one would fail (writes are never retried), so the first
+        sign-in after a recovery would be a 503."""
+        if not isinstance(self._redis, Redis) or not isinstance(error, RedisConnectionError):
+            return  # a cluster client manages its nodes' connections itself
+        with contextlib.suppress(*_FAILURES):
+            await self._redis.connection_pool.disconnect(inuse_connections=False)
 
     def _unavailable(self, error: BaseException) -> StoreUnavailable:
         if isinstance(error, AuthenticationError):

@@ -38,6 +38,7 @@ from gateway.advanced_settings import (
     AdminSettings,
     LogSettings,
     MsalSettings,
+    PagesSettings,
     ProxySettings,
     Scopes,
     SessionSettings,
@@ -153,6 +154,7 @@ class Settings(BaseSettings):
     admin: AdminSettings = Field(default_factory=AdminSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    pages: PagesSettings = Field(default_factory=PagesSettings)
 
     @classmethod
     def settings_customise_sources(

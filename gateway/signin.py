@@ -40,6 +40,7 @@ from gateway.keys import (
     METRICS,
     MSAL,
     REFRESHER,
+    REQUEST_ID,
     SEALER,
     SESSION_INDEX,
     SESSIONS,
@@ -48,6 +49,7 @@ from gateway.keys import (
     TOKEN_CACHES,
     TRUSTED_PROXIES,
 )
+from gateway.pages import content_security_policy, signed_out_page
 from gateway.peers import client_address
 from gateway.redirects import safe_return_path
 from gateway.routes import scope_sets
@@ -58,6 +60,8 @@ log = logging.getLogger(__name__)
 
 
 _OAUTH_ERROR: Final = re.compile(r"^[a-z_]{1,64}$")
+# Where a sign-out ends by default: the signed-out page (Easy Auth's address for it).
+SIGNED_OUT_PATH: Final = "/.auth/logout/complete"
 
 
 class SignInExpired(BadRequest):
@@ -243,8 +247,27 @@ async def _delete_session(request: web.Request, session_id: str) -> None:
     await request.app[TOKEN_CACHES].delete(session_id)
 
 
+async def signed_out(request: web.Request) -> web.StreamResponse:
+    """GET /.auth/logout/complete: the page a sign-out ends on (the identity provider sends the
+    browser here, a cross-site navigation). Shown only without a session cookie, so that it
+    never claims a sign-out that did not happen; a browser still signed in goes to the start."""
+    settings = request.app[SETTINGS]
+    if read_id(request, settings.session_cookie_name) is not None:
+        return web.Response(status=302, headers={"Location": "/", "Cache-Control": "no-store"})
+    body = signed_out_page(branding=settings.pages, request_id=request[REQUEST_ID])
+    return web.Response(
+        text=body,
+        content_type="text/html",
+        headers={
+            "Cache-Control": "no-store",
+            "Content-Security-Policy": content_security_policy(settings.pages),
+        },
+    )
+
+
 async def sign_out(request: web.Request) -> web.StreamResponse:
-    """End the session here (record and token cache), then at the identity provider."""
+    """End the session here (record and token cache), then at the identity provider, which
+    sends the browser back to the signed-out page unless another return target was asked for."""
     settings = request.app[SETTINGS]
     if request.headers.get("Sec-Fetch-Site") == "cross-site":
         # Another site must not be able to sign the user out (logout CSRF); the identity
@@ -253,7 +276,8 @@ async def sign_out(request: web.Request) -> web.StreamResponse:
     query: dict[str, Any] = dict(request.query)
     if request.method == "POST":
         query.update({k: v for k, v in (await request.post()).items() if isinstance(v, str)})
-    target = safe_return_path(query.get("post_logout_redirect_uri"), settings.public_origin)
+    requested = query.get("post_logout_redirect_uri")
+    target = safe_return_path(requested, settings.public_origin) if requested else SIGNED_OUT_PATH
     session_id = read_id(request, settings.session_cookie_name)
     id_token = ""
     if session_id is not None:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sourced by the other scripts: installs the system packages and the virtualenv the project needs.
-# Usage: source scripts/bootstrap.sh [test]   ("test" adds redis-server and the test extra)
+# Usage: source scripts/bootstrap.sh [test]   ("test" adds redis-server, nginx, chromium and
+# chromedriver, and the test extra)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -9,6 +10,9 @@ python3 -c 'import ensurepip, venv' 2>/dev/null || want+=(python3-venv)
 if [ "${1:-}" = "test" ]; then
   command -v redis-server >/dev/null || want+=(redis-server)
   { command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; } || want+=(nginx)
+  # The browser end-to-end test drives Debian's Chromium through Debian's matching chromedriver.
+  command -v chromium >/dev/null || want+=(chromium)
+  command -v chromedriver >/dev/null || want+=(chromium-driver)
 fi
 if [ ${#want[@]} -gt 0 ]; then
   sudo=""

@@ -9,6 +9,7 @@ snippet must be safe either way.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import secrets
@@ -31,6 +32,8 @@ from support.threaded import ThreadedServer
 from support.upstream import make_upstream_app
 from test_signin import API, upstream_headers
 from yarl import URL
+
+from gateway.keys import SESSIONS
 
 # What /.auth/verify may answer and nginx copies onto the request (the snippet's list).
 IDENTITY_HEADERS = (
@@ -500,6 +503,13 @@ async def test_store_outage_is_a_500_and_nothing_reaches_the_app(
         await sign_in(fa, "/before")
         assert (await fa.browser.get("/before", headers=API)).status == 200
         redis.stop()
+        # The gateway's session cache serves a copy until it learns that Redis is gone (its
+        # notice feed drops, within milliseconds); from then on every request needs the store.
+        cache = fa.gateway.app[SESSIONS].cache
+        for _ in range(200):
+            if cache is None or not cache.following:
+                break
+            await asyncio.sleep(0.01)
         for headers in (NAVIGATE, API):
             response = await fa.browser.get("/fa01-store-down", headers=headers)
             assert response.status == 500
