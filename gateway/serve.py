@@ -4,6 +4,7 @@ On SIGTERM (Kubernetes' "please stop"): /.auth/readyz turns 503 at once while th
 accepting for GATEWAY_PROXY__DRAIN_SECONDS, so the load balancer stops sending traffic without a
 single refused connection; then the listener closes and requests in flight, streams included, get
 up to GATEWAY_PROXY__SHUTDOWN_GRACE_SECONDS to finish; open WebSockets are closed with 1001.
+Client connections are bounded (request-head deadline, idle keep-alive, a cap) by connections.py.
 """
 
 from __future__ import annotations
@@ -11,27 +12,49 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
+from collections.abc import Callable
+from typing import Final
 
 from aiohttp import web
 
 from gateway import logs
 from gateway.app import build_app
-from gateway.http_errors import QuietAppRunner
+from gateway.connections import (
+    BoundedAppRunner,
+    ClientConnections,
+    client_connection_limit,
+    raise_open_file_limit,
+)
 from gateway.keys import DRAINING
 from gateway.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# Connections the kernel completes before the gateway accepts them. aiohttp's 128 overflows when a
+# burst arrives (a flood, or many browsers reconnecting after a restart), and an overflowed SYN is
+# dropped: that client waits a full one-second retransmission. The kernel caps it at somaxconn.
+LISTEN_BACKLOG: Final = 1024
+
 
 async def _serve(settings: Settings, worker: bool) -> None:
     # A worker's supervisor serves the metrics listener for all of them (workers.py).
     app = build_app(settings, serve_metrics=not worker)
-    runner = QuietAppRunner(
+    proxy = settings.proxy
+    limit = client_connection_limit(
+        proxy.max_client_connections,
+        raise_open_file_limit(),
+        reserved=proxy.max_connections + settings.redis.max_connections,
+    )
+    runner = BoundedAppRunner(
         app,
         handle_signals=False,
         access_log_class=logs.AccessLogger,
         access_log=logging.getLogger("gateway.access") if settings.log.access_log else None,
-        shutdown_timeout=settings.proxy.shutdown_grace_seconds,
+        shutdown_timeout=proxy.shutdown_grace_seconds,
+        keepalive_timeout=proxy.keepalive_timeout_seconds,
+        connections=ClientConnections(limit),
+        header_timeout=proxy.header_timeout_seconds,
     )
     await runner.setup()
     host, port = settings.listen_address()
@@ -41,6 +64,7 @@ async def _serve(settings: Settings, worker: bool) -> None:
         port,
         shutdown_timeout=settings.proxy.shutdown_grace_seconds,
         reuse_port=worker or None,
+        backlog=LISTEN_BACKLOG,
     )
     await site.start()
     log.info("msal-gateway listening on %s:%d, upstream %s", host, port, settings.upstream)
@@ -56,7 +80,30 @@ async def _serve(settings: Settings, worker: bool) -> None:
     log.info("stopped")
 
 
+def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise
+        return None
+    return uvloop.new_event_loop
+
+
 def serve(settings: Settings, *, worker: bool = False) -> int:
     logs.configure(settings.log.format, settings.log.level)
-    asyncio.run(_serve(settings, worker))
+    try:
+        factory = _loop_factory(settings.event_loop)
+    except ImportError:
+        print(
+            "msal-gateway: GATEWAY_EVENT_LOOP=uvloop, but uvloop is not installed", file=sys.stderr
+        )
+        return 2
+    try:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(_serve(settings, worker))
+    finally:
+        logs.shutdown()
     return 0
