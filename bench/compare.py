@@ -528,7 +528,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--keep-temp", action="store_true", help="keep configurations and logs for reading"
     )
+    parser.add_argument(
+        "--gateway-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an extra GATEWAY_* variable for the gateway, e.g. GATEWAY_EVENT_LOOP=asyncio",
+    )
     args = parser.parse_args(argv)
+    for setting in args.gateway_setting:
+        if not setting.startswith("GATEWAY_") or "=" not in setting:
+            parser.error(f"--gateway-setting wants GATEWAY_NAME=VALUE, got {setting!r}")
     if args.quick:
         args.duration = 1
     if args.warmup is None:
@@ -550,7 +560,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     started = datetime.datetime.now(datetime.UTC)
     stack = Stack(
-        gateway_workers=args.gateway_workers, access_logs=args.access_logs, keep_temp=args.keep_temp
+        gateway_workers=args.gateway_workers,
+        access_logs=args.access_logs,
+        keep_temp=args.keep_temp,
+        gateway_extra_env=dict(setting.split("=", 1) for setting in args.gateway_setting),
     )
     try:
         print(f"starting the systems in {stack.root} ...", flush=True)

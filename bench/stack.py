@@ -110,6 +110,7 @@ class Stack:
     gateway_workers: int
     access_logs: bool
     keep_temp: bool = False
+    gateway_extra_env: dict[str, str] = field(default_factory=dict)
     root: Path = field(init=False)
     group: ProcessGroup = field(default_factory=ProcessGroup)
     user: str | None = field(init=False)
@@ -247,6 +248,7 @@ class Stack:
         # One process needs no variable, so this also runs against a gateway without workers.
         if self.gateway_workers > 1:
             env["GATEWAY_WORKERS"] = str(self.gateway_workers)
+        env.update(self.gateway_extra_env)
         return env
 
     def _start_gateway(self) -> None:

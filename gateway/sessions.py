@@ -8,6 +8,7 @@ Cookies are cookies.py's business.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -168,6 +169,7 @@ class SessionStore:
         self._clock = clock
         self.cache = cache
         self._notices = notices
+        self._reading: dict[str, asyncio.Future[SessionRecord | None]] = {}
         # With a cache, the keyed digest of a busy session's id is remembered too (an HMAC per
         # request otherwise); the bound keeps attacker-chosen ids from growing it.
         self._key = (
@@ -195,12 +197,35 @@ class SessionStore:
             if cached.expires_at > self._clock():
                 return cached
             cache.drop(key)
-        generation = cache.generation()
-        loaded = await self._read(key)
-        if loaded is None:
-            return None
-        cache.put(key, loaded.record, generation)
-        return loaded.record
+        # When a busy session's copy ages out, every request in flight for it misses at once:
+        # one of them reads the store, the others wait for that answer.
+        pending = self._reading.get(key)
+        if pending is not None:
+            try:
+                return await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                if not pending.cancelled():
+                    raise  # this request was cancelled
+                # The reading request was cancelled, not this one: read for ourselves.
+                return await self.load(session_id)
+        pending = self._reading[key] = asyncio.get_running_loop().create_future()
+        try:
+            generation = cache.generation()
+            loaded = await self._read(key)
+            record = loaded.record if loaded is not None else None
+            if record is not None:
+                cache.put(key, record, generation)
+            pending.set_result(record)
+            return record
+        except asyncio.CancelledError:
+            pending.cancel()
+            raise
+        except BaseException as exc:
+            pending.set_exception(exc)
+            pending.exception()  # retrieved here, so an unawaited failure is not reported
+            raise
+        finally:
+            del self._reading[key]
 
     async def load_stored(self, session_id: str) -> StoredSession | None:
         """The record with the stored bytes that a later `replace` must still find: always read

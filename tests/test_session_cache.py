@@ -16,7 +16,12 @@ from test_metrics import sample, scrape
 from test_signin import API, signed_in
 
 from gateway.keys import SESSIONS
+from gateway.measured_store import MeasuredStorage
+from gateway.memory_store import MemoryStorage
+from gateway.metrics import Metrics
+from gateway.sealing import Sealer
 from gateway.session_cache import SessionCache
+from gateway.sessions import SessionRecord, SessionStore
 
 # Long enough that only a notice (never ageing) can explain a copy disappearing within a test.
 CACHE_SECONDS = 60.0
@@ -198,3 +203,43 @@ def test_expired_entries_are_dropped_as_new_ones_arrive() -> None:
     cache.put("e", "e", cache.generation())
     assert len(cache) == 2  # two puts, up to two expired entries dropped each
     assert cache.get("d") == "d"
+
+
+class _Quiet:
+    """Notices that go nowhere: one process, nobody else to tell (enough for this test)."""
+
+    async def publish(self, message: str) -> None:
+        return None
+
+    async def follow(self, on_notice: Any, on_state: Any) -> None:
+        return None
+
+
+class _SlowReads(MemoryStorage):
+    """Reads take a moment, as over a network: concurrent readers overlap."""
+
+    async def get(self, key: str, *, slide_ttl: float | None = None) -> bytes | None:
+        await asyncio.sleep(0.02)
+        return await super().get(key, slide_ttl=slide_ttl)
+
+
+async def test_concurrent_misses_for_one_session_read_the_store_once() -> None:
+    metrics = Metrics()
+    storage = MeasuredStorage(_SlowReads(), metrics)
+    cache: SessionCache[SessionRecord] = SessionCache(5.0, 100)
+    cache.feed_changed(True)
+    sessions = SessionStore(
+        storage, Sealer(b"k" * 32), 3600, time.time, cache=cache, notices=_Quiet()
+    )
+    now = time.time()
+    record = SessionRecord("u", "h", {"oid": "u"}, now, now + 3600)
+    await sessions.save("s" * 43, record)  # a save drops the copy: the next read is a miss
+
+    def gets() -> float:
+        labels = {"operation": "get", "outcome": "ok"}
+        value = metrics.registry.get_sample_value("msal_gateway_store_operations_total", labels)
+        return value or 0.0
+
+    loaded = await asyncio.gather(*(sessions.load("s" * 43) for _ in range(50)))
+    assert all(one == record for one in loaded)
+    assert gets() == 1
