@@ -33,6 +33,7 @@ import aiohttp
 import apache
 import nginx
 import wrk
+from chart import write_chart
 from processes import ManagedProcess, MissingTool
 from signin import Fetched, SignInFailed, fetch, sign_in
 from stack import BENCH_USER, GATEWAY_PUBLIC_URL, REPO, Stack, check_tools
@@ -582,6 +583,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(text)
     args.output.write_text(text)
     print(f"written to {args.output}")
+    write_chart(args.output, args.output.with_suffix(".svg"))
+    print(f"and drawn in {args.output.with_suffix('.svg')}")
     return 0
 
 
