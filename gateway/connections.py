@@ -30,6 +30,7 @@ from aiohttp.web_response import StreamResponse
 from aiohttp.web_server import Server
 
 from gateway.http_errors import QuietAppRunner, QuietRequestHandler, QuietServer, refusal_bytes
+from gateway.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +74,9 @@ class ClientConnections:
     """The open client connections of one server process; the idle ones in the order they became
     idle."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, metrics: Metrics | None = None) -> None:
         self.limit = limit
+        self.metrics = metrics
         self._open: set[BoundedRequestHandler] = set()
         self._idle: OrderedDict[BoundedRequestHandler, None] = OrderedDict()
         self._warned_at: float | None = None
@@ -84,15 +86,23 @@ class ClientConnections:
         False when every other connection is busy: the new one must be closed instead."""
         self._open.add(connection)
         self._idle[connection] = None
+        if self.metrics is not None:
+            self.metrics.client_connections.inc()
         while len(self._open) > self.limit:
             oldest = next(iter(self._idle))
             self.closed(oldest)
             if oldest is connection:
                 self._warn("every connection has a request in progress: refusing new ones")
+                self.count_close("refused_at_limit")
                 return False
             self._warn("closing the connections idle longest")
+            self.count_close("idle_at_limit")
             oldest.force_close()
         return True
+
+    def count_close(self, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.client_connections_closed.labels(reason).inc()
 
     def busy(self, connection: BoundedRequestHandler) -> None:
         self._idle.pop(connection, None)
@@ -103,7 +113,10 @@ class ClientConnections:
             self._idle.move_to_end(connection)
 
     def closed(self, connection: BoundedRequestHandler) -> None:
-        self._open.discard(connection)
+        if connection in self._open:
+            self._open.discard(connection)
+            if self.metrics is not None:
+                self.metrics.client_connections.dec()
         self._idle.pop(connection, None)
 
     def _warn(self, what: str) -> None:
@@ -199,6 +212,7 @@ class BoundedRequestHandler(QuietRequestHandler):
                 extra={"event": "request_head_timeout"},
             )
             self.transport.write(refusal_bytes(408))
+        self._connections.count_close("head_timeout")
         self.force_close()
 
 

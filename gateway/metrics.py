@@ -81,6 +81,19 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="livesum",  # with several workers: the sum over live ones
         )
+        self.client_connections = Gauge(
+            "msal_gateway_client_connections",
+            "Client connections open now.",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        self.client_connections_closed = Counter(
+            "msal_gateway_client_connections_closed",
+            "Client connections the gateway closed itself, by reason: idle_at_limit (the longest "
+            "idle, to make room), refused_at_limit (every connection busy), head_timeout.",
+            ["reason"],
+            registry=self.registry,
+        )
         self.store_operations = Counter(
             "msal_gateway_store_operations",
             "Session-store operations, by operation and outcome (ok or error).",

@@ -27,7 +27,7 @@ from gateway.connections import (
     client_connection_limit,
     raise_open_file_limit,
 )
-from gateway.keys import DRAINING
+from gateway.keys import DRAINING, METRICS
 from gateway.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ async def _serve(settings: Settings, worker: bool) -> None:
         access_log=logging.getLogger("gateway.access") if settings.log.access_log else None,
         shutdown_timeout=proxy.shutdown_grace_seconds,
         keepalive_timeout=proxy.keepalive_timeout_seconds,
-        connections=ClientConnections(limit),
+        connections=ClientConnections(limit, app[METRICS]),
         header_timeout=proxy.header_timeout_seconds,
     )
     await runner.setup()

@@ -12,6 +12,7 @@ import resource
 import socket
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Any, Final
 import pytest
 from support.browser import Browser
 from support.gateway import PUBLIC_URL, GatewayProcess, idp_ssl, settings_for
+from support.redis_server import free_port
 from support.threaded import ThreadedServer
 
 from gateway.connections import client_connection_limit
@@ -29,6 +31,16 @@ HEADER_TIMEOUT: Final = 1.0
 KEEPALIVE_TIMEOUT: Final = 3.0
 CAP: Final = 40
 HEALTHZ: Final = b"GET /.auth/healthz HTTP/1.1\r\nHost: app.test\r\n\r\n"
+METRICS_PORT: Final = free_port()
+
+
+def closes(reason: str) -> float:
+    """The gateway's count of connections it closed for `reason` (its metrics listener)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=5) as page:
+        text = page.read().decode()
+    name = f'msal_gateway_client_connections_closed_total{{reason="{reason}"}} '
+    found = [line for line in text.splitlines() if line.startswith(name)]
+    return float(found[0].rsplit(" ", 1)[1]) if found else 0.0
 
 
 @dataclass
@@ -87,6 +99,7 @@ def bounded(idp_server: Any, upstream: ThreadedServer) -> Iterator[Served]:
         "GATEWAY_PROXY__HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT),
         "GATEWAY_PROXY__KEEPALIVE_TIMEOUT_SECONDS": str(KEEPALIVE_TIMEOUT),
         "GATEWAY_PROXY__MAX_CLIENT_CONNECTIONS": str(CAP),
+        "GATEWAY_METRICS_LISTEN": f"127.0.0.1:{METRICS_PORT}",
     }
     with running(idp_server, upstream, env) as served:
         yield served
@@ -159,6 +172,7 @@ def is_closed(sock: socket.socket) -> bool:
 
 def test_head_sent_one_byte_at_a_time_is_cut_off_with_408(bounded: Served) -> None:
     head = b"GET /loris HTTP/1.1\r\nHost: app.test\r\nX-Slow: " + b"x" * 100
+    before = closes("head_timeout")
     with connect(bounded.port) as sock:
         started = time.monotonic()
         try:
@@ -173,6 +187,7 @@ def test_head_sent_one_byte_at_a_time_is_cut_off_with_408(bounded: Served) -> No
     assert b"loris" not in data and b"X-Slow" not in data  # nothing of the request echoed
     assert HEADER_TIMEOUT - 0.1 <= closed_after < HEADER_TIMEOUT + 1.5, closed_after
     assert b"request_head_timeout" in bounded.log()
+    assert closes("head_timeout") - before == 1
 
 
 def test_a_connection_that_never_speaks_is_closed_silently(bounded: Served) -> None:
@@ -220,6 +235,7 @@ def test_head_deadline_on_a_kept_alive_connection_runs_from_its_first_byte(
 
 def test_new_connections_close_the_connections_idle_longest(bounded: Served) -> None:
     time.sleep(0.2)  # connections of earlier tests are gone
+    before = closes("idle_at_limit")
     socks = []
     try:
         for _ in range(CAP + CAP // 2):
@@ -232,6 +248,7 @@ def test_new_connections_close_the_connections_idle_longest(bounded: Served) -> 
         # The first ones to go idle were closed to make room; the newest are all open.
         assert closed[: CAP // 2] == [True] * (CAP // 2), closed
         assert closed[CAP // 2 :] == [False] * CAP, closed
+        assert closes("idle_at_limit") - before >= CAP // 2  # operators see it
         # A signed-in user still gets through, on a new connection, at once.
         with connect(bounded.port) as user:
             started = time.monotonic()
@@ -245,6 +262,7 @@ def test_new_connections_close_the_connections_idle_longest(bounded: Served) -> 
 
 def test_when_every_connection_is_busy_a_new_one_is_closed_at_once(bounded: Served) -> None:
     time.sleep(0.2)  # connections of earlier tests are gone
+    before = closes("refused_at_limit")
     busy = []
     try:
         for _ in range(CAP):
@@ -256,6 +274,7 @@ def test_when_every_connection_is_busy_a_new_one_is_closed_at_once(bounded: Serv
             extra.sendall(HEALTHZ)
             data, closed_after = until_closed(extra, 1.0)
         assert data == b"" and closed_after is not None
+        assert closes("refused_at_limit") - before == 1
         for sock in busy:  # the requests in progress are not disturbed
             sock.settimeout(10)
             assert read_response(sock)[0] == 200
