@@ -86,22 +86,21 @@ async def _stores(app: web.Application) -> AsyncIterator[None]:
     sealer = Sealer(secret)
     app[STORAGE] = storage
     app[SEALER] = sealer
+    # Only Redis has replicas whose copies need the notice feed; the memory store has no cache.
+    notices = backend if isinstance(backend, RedisStorage) else None
+    cache: SessionCache[SessionRecord] | None = None
     follower: asyncio.Task[None] | None = None
-    if isinstance(backend, RedisStorage) and settings.session.cache_seconds > 0:
-        cache: SessionCache[SessionRecord] = SessionCache(
-            settings.session.cache_seconds, settings.session.cache_max_entries
-        )
-        app[SESSIONS] = SessionStore(
-            storage,
-            sealer,
-            settings.session.idle_ttl_seconds,
-            time.time,
-            cache=cache,
-            notices=backend,
-        )
-        follower = asyncio.create_task(backend.follow(cache.drop, cache.feed_changed))
-    else:
-        app[SESSIONS] = SessionStore(storage, sealer, settings.session.idle_ttl_seconds, time.time)
+    if notices is not None and settings.session.cache_seconds > 0:
+        cache = SessionCache(settings.session.cache_seconds, settings.session.cache_max_entries)
+        follower = asyncio.create_task(notices.follow(cache.drop, cache.feed_changed))
+    app[SESSIONS] = SessionStore(
+        storage,
+        sealer,
+        settings.session.idle_ttl_seconds,
+        time.time,
+        cache=cache,
+        notices=notices if cache is not None else None,
+    )
     app[FLOWS] = FlowStore(
         storage,
         sealer,

@@ -114,9 +114,13 @@ def is_identity_header(name: str) -> bool:
 
 def connection_tokens(headers: CIMultiDictProxy[str]) -> frozenset[str]:
     """Header names the client's Connection header lists (they are hop-by-hop by declaration)."""
+    return _listed(headers.getall("Connection", []))
+
+
+def _listed(connection_values: Iterable[str]) -> frozenset[str]:
     return frozenset(
         fold(token.strip())
-        for value in headers.getall("Connection", [])
+        for value in connection_values
         for token in value.split(",")
         if token.strip()
     )
@@ -276,12 +280,7 @@ def response_headers(
     and minus any Set-Cookie for the gateway's own cookies: the application cannot plant or
     clear a session (session fixation through the upstream)."""
     items = list(headers)
-    dropped = {
-        fold(token.strip())
-        for name, value in items
-        if _outbound_verdict(name) is _CONNECTION
-        for token in value.split(",")
-    }
+    dropped = _listed(value for name, value in items if _outbound_verdict(name) is _CONNECTION)
     kept: CIMultiDict[str] = CIMultiDict()
     for name, value in items:
         verdict = _outbound_verdict(name)

@@ -223,7 +223,7 @@ class MasterWatch:
             self.acks = self._wanted  # the master is down or being replaced: stay strict
             return
         master, replicas = max(serving, key=lambda view: _epoch(view[0]))
-        await self._follow(_address(master))
+        self._follow(_address(master))
         unanimous = len(views) == len(self.sentinel_client.sentinels) and all(
             _address(m) == _address(master) for m, _ in views
         )
@@ -235,7 +235,7 @@ class MasterWatch:
             return
         self.acks = min(self._wanted, sum(1 for replica in replicas if _in_sync(replica)))
 
-    async def _follow(self, address: tuple[str, int]) -> None:
+    def _follow(self, address: tuple[str, int]) -> None:
         previous = self._pool.master_address
         if previous is None or previous == address:
             return
@@ -244,11 +244,8 @@ class MasterWatch:
             *address,
             *previous,
         )
+        # The pool reconnects every connection to the old master as it next hands it out.
         self._pool.master_address = address
-        # Idle connections close now, busy ones when their command returns (a write there fails
-        # its WAIT): none to the old master is handed out again.
-        await self._pool.update_active_connections_for_reconnect()  # type: ignore[no-untyped-call]
-        await self._pool.disconnect(inuse_connections=False)
 
 
 def _timeouts(s: RedisSettings) -> dict[str, Any]:

@@ -13,8 +13,8 @@ writes: after SENTINEL FAILOVER the old master keeps accepting them on the conne
 open for about ten seconds, until the sentinels demote it and it resyncs from the new master
 (measured with a bare master_for client: thousands of acknowledged writes gone, no error). Hence:
 - a watcher asks all the sentinels every second, and at once after an error, which master is
-  current (the highest configuration epoch wins, as among the sentinels), and retires every
-  connection to a previous one; new connections are routed the same way;
+  current (the highest configuration epoch wins, as among the sentinels); the pool reconnects
+  any connection to a previous master before handing it out, and the notice feed leaves one;
 - each write waits (WAIT, on the same connection) until a replica holds it before it counts, so a
   write the promoted replica never saw fails instead of vanishing. Once the sentinels agree that
   fewer healthy replicas are left than required (the old master was killed), fewer confirmations

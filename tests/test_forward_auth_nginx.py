@@ -25,7 +25,7 @@ from aiohttp.typedefs import Handler
 from multidict import CIMultiDict
 from support.browser import NAVIGATE, Browser
 from support.fixtures import Launch, Running
-from support.gateway import PUBLIC_URL, idp_ssl
+from support.gateway import PUBLIC_URL, idp_ssl, shared_redis
 from support.nginx import Nginx
 from support.redis_server import RedisServer, free_port
 from support.threaded import ThreadedServer
@@ -495,9 +495,7 @@ async def test_store_outage_is_a_500_and_nothing_reaches_the_app(
     redis = RedisServer().start()
     try:
         fa = await make_forward_auth(
-            session_store="redis",
-            redis_url=redis.url,
-            cookie_secret=secrets.token_urlsafe(32),
+            **shared_redis(redis.url),
             **trust,
         )
         await sign_in(fa, "/before")

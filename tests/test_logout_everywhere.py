@@ -9,7 +9,7 @@ from typing import Any
 
 from support.browser import Browser
 from support.fixtures import Launch, Running
-from support.gateway import idp_ssl
+from support.gateway import idp_ssl, shared_redis
 from test_signin import API, signed_in, upstream_headers
 
 ALICE_OID = "0b7e2c1d-4a5f-4e3b-8c9d-1e2f3a4b5c6d"
@@ -18,9 +18,7 @@ ADMIN_TOKEN = secrets.token_urlsafe(32)
 
 async def two_replicas(launch: Launch, redis_url: str, **extra: Any) -> tuple[Running, Running]:
     shared = {
-        "session_store": "redis",
-        "redis_url": redis_url,
-        "cookie_secret": secrets.token_urlsafe(32),
+        **shared_redis(redis_url),
         **extra,
     }
     return await launch(**shared), await launch(**shared)

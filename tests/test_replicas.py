@@ -4,14 +4,13 @@ replicas, a Redis outage and its recovery, and what a Redis dump reveals."""
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 from support.browser import Browser
-from support.gateway import PUBLIC_URL, GatewayProcess, idp_ssl, settings_for
+from support.gateway import PUBLIC_URL, GatewayProcess, idp_ssl, settings_for, shared_redis
 from support.redis_server import RedisServer
 from support.threaded import ThreadedServer
 from test_signin import API, upstream_headers
@@ -24,9 +23,7 @@ async def replicas(
     settings = settings_for(
         idp,
         upstream.url,
-        session_store="redis",
-        redis_url=redis_url,
-        cookie_secret=secrets.token_urlsafe(32),
+        **shared_redis(redis_url),
         scopes="api://upstream/read",
     )
     first, second = GatewayProcess(settings), GatewayProcess(settings)
@@ -99,9 +96,7 @@ async def test_redis_outage_is_503_then_recovers(idp: Any, upstream: ThreadedSer
     settings = settings_for(
         idp,
         upstream.url,
-        session_store="redis",
-        redis_url=server.url,
-        cookie_secret=secrets.token_urlsafe(32),
+        **shared_redis(server.url),
         redis={"socket_timeout_seconds": 0.5, "connect_timeout_seconds": 0.5},
     )
     gateway = GatewayProcess(settings)

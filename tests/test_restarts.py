@@ -6,7 +6,6 @@ or a clean 503 - never a 401 and never a 500."""
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -14,7 +13,7 @@ from typing import Any
 
 import aiohttp
 from support.browser import Browser
-from support.gateway import PUBLIC_URL, GatewayProcess, idp_ssl, settings_for
+from support.gateway import PUBLIC_URL, GatewayProcess, idp_ssl, settings_for, shared_redis
 from support.redis_server import RedisServer
 from support.threaded import ThreadedServer
 from test_signin import API
@@ -93,9 +92,7 @@ async def test_a_replica_restarted_under_load_signs_nobody_out(
     settings = settings_for(
         idp,
         upstream.url,
-        session_store="redis",
-        redis_url=redis_url,
-        cookie_secret=secrets.token_urlsafe(32),
+        **shared_redis(redis_url),
     )
     first = await GatewayProcess(settings).ready()
     second = await GatewayProcess(settings).ready()
@@ -133,9 +130,7 @@ async def test_redis_killed_and_restarted_under_load_signs_nobody_out(
     settings = settings_for(
         idp,
         upstream.url,
-        session_store="redis",
-        redis_url=redis.url,
-        cookie_secret=secrets.token_urlsafe(32),
+        **shared_redis(redis.url),
         redis={"socket_timeout_seconds": 0.5, "connect_timeout_seconds": 0.5},
     )
     gateways = [await GatewayProcess(settings).ready() for _ in range(2)]

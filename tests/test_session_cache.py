@@ -4,12 +4,12 @@ lost notice feed reach every replica's copy (two gateways sharing a real Redis).
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from typing import Any
 
 import pytest
 from support.fixtures import Launch, Running
+from support.gateway import shared_redis
 from support.redis_server import RedisServer, free_port
 from test_logout_everywhere import ADMIN_TOKEN, ALICE_OID
 from test_metrics import sample, scrape
@@ -88,9 +88,7 @@ def test_the_oldest_read_is_evicted_at_the_bound() -> None:
 
 async def replicas(launch: Launch, redis_url: str, **extra: Any) -> tuple[Running, Running]:
     shared = {
-        "session_store": "redis",
-        "redis_url": redis_url,
-        "cookie_secret": secrets.token_urlsafe(32),
+        **shared_redis(redis_url),
         "session": {"cache_seconds": CACHE_SECONDS},
         **extra,
     }

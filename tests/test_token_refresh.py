@@ -15,7 +15,7 @@ import jwt
 import pytest
 from support.browser import Browser
 from support.fixtures import Launch
-from support.gateway import PUBLIC_URL, GatewayProcess, idp_ssl, settings_for
+from support.gateway import PUBLIC_URL, GatewayProcess, idp_ssl, settings_for, shared_redis
 from support.redis_server import RedisServer
 from support.threaded import ThreadedServer
 from test_signin import API, signed_in, upstream_headers
@@ -39,9 +39,7 @@ async def three_replicas(
     settings = settings_for(
         idp,
         upstream.url,
-        session_store="redis",
-        redis_url=redis_url,
-        cookie_secret=secrets.token_urlsafe(32),
+        **shared_redis(redis_url),
         scopes=SCOPE,
         tokens={"refresh_lock_seconds": request.param},
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -16,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 from support.browser import Browser
-from support.gateway import PUBLIC_URL, GatewayProcess, env_for, idp_ssl, settings_for
+from support.gateway import PUBLIC_URL, GatewayProcess, env_for, idp_ssl, settings_for, shared_redis
 from support.redis_server import free_port
 from support.threaded import ThreadedServer
 from test_metrics import sample, scrape
@@ -56,9 +55,7 @@ def worker_settings(idp: Any, upstream: ThreadedServer, redis_url: str) -> dict[
     return {
         "idp": idp,
         "upstream_url": upstream.url,
-        "session_store": "redis",
-        "redis_url": redis_url,
-        "cookie_secret": secrets.token_urlsafe(32),
+        **shared_redis(redis_url),
         "workers": 2,
         "metrics_listen": f"127.0.0.1:{free_port()}",
     }

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import ssl
 import subprocess
 import sys
@@ -39,6 +40,15 @@ def settings_for(idp: Any, upstream_url: str, **overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings(**values)
+
+
+def shared_redis(redis_url: str) -> dict[str, Any]:
+    """Settings of replicas that share sessions in one Redis: the store and one cookie secret."""
+    return {
+        "session_store": "redis",
+        "redis_url": redis_url,
+        "cookie_secret": secrets.token_urlsafe(32),
+    }
 
 
 def env_for(settings: Settings) -> dict[str, str]:
