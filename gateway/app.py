@@ -44,6 +44,8 @@ from gateway.keys import (
     TRUSTED_PROXIES,
     UPSTREAM,
     UPSTREAM_BASE,
+    UPSTREAM_POOL,
+    UPSTREAM_PREFIX,
 )
 from gateway.measured_store import MeasuredStorage
 from gateway.memory_store import MemoryStorage
@@ -62,6 +64,7 @@ from gateway.sessions import SessionRecord, SessionStore
 from gateway.settings import Settings
 from gateway.storage import Storage
 from gateway.token_cache import TokenCacheStore
+from gateway.upstream_http import UpstreamPool
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +126,15 @@ async def _stores(app: web.Application) -> AsyncIterator[None]:
 
 async def _upstream_client(app: web.Application) -> AsyncIterator[None]:
     p = app[SETTINGS].proxy
+    base = URL(str(app[SETTINGS].upstream))
+    app[UPSTREAM_POOL] = UpstreamPool(
+        base,
+        connect_timeout=p.connect_timeout_seconds,
+        read_timeout=p.read_timeout_seconds,
+        limit=p.max_connections,
+    )
+    app[UPSTREAM_PREFIX] = base.raw_path.rstrip("/")
+    # WebSockets only: HTTP goes through the pool above.
     app[UPSTREAM] = ClientSession(
         connector=TCPConnector(limit=p.max_connections, limit_per_host=0),
         auto_decompress=False,  # pass bytes through untouched
@@ -133,8 +145,9 @@ async def _upstream_client(app: web.Application) -> AsyncIterator[None]:
             total=None, sock_connect=p.connect_timeout_seconds, sock_read=p.read_timeout_seconds
         ),
     )
-    app[UPSTREAM_BASE] = URL(str(app[SETTINGS].upstream))
+    app[UPSTREAM_BASE] = base
     yield
+    await app[UPSTREAM_POOL].close()
     await app[UPSTREAM].close()
 
 

@@ -1,11 +1,13 @@
-"""Streaming requests to the upstream and responses back, over one shared keep-alive pool.
+"""Streaming requests to the upstream and responses back: HTTP through the gateway's own
+keep-alive pool (upstream_http.py), WebSockets through aiohttp's client.
 
 Bodies are not buffered: request bytes flow from the client's stream into the upstream request,
 response bytes are written as they arrive, so memory does not grow with body size. The exception
 is an answer of known length up to 64 KiB, which is read whole and sent in one write with its
-headers (one system call instead of two on the most common response). aiohttp client
-errors are translated here into UpstreamUnavailable / UpstreamTimeout. Once the response has
-started streaming, a failure can only abort the connection; it is logged, not rendered.
+headers (one system call instead of two on the most common response). Failures before the answer
+starts are UpstreamUnavailable / UpstreamTimeout (aiohttp's WebSocket errors are translated here).
+Once the response has started streaming, a failure can only abort the connection; it is logged,
+not rendered.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from gateway.challenges import ClaimsChallenge, claims_from, replayable
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
 from gateway.headers import response_headers
 from gateway.metrics import Timing
+from gateway.upstream_http import UpstreamPool
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +78,16 @@ async def forward(
     request: web.Request,
     headers: CIMultiDict[str],
     *,
-    client: ClientSession,
-    base: URL,
+    pool: UpstreamPool,
+    prefix: str = "",
     own_cookies: frozenset[str] = frozenset(),
     on_claims_challenge: Callable[[str], Awaitable[None]] | None = None,
     timing: Timing | None = None,
 ) -> web.StreamResponse:
     """Send the request upstream and stream the answer back; redirects are passed through.
+
+    The upstream's target is `prefix` (the path of GATEWAY_UPSTREAM) plus the request's raw path
+    and query, byte for byte (never the absolute URL a client may put on the request line).
 
     With `on_claims_challenge`, an upstream 401 claims challenge raises ClaimsChallenge when the
     request can be replayed; otherwise the callback gets the claims (so that the client's retry
@@ -89,25 +95,18 @@ async def forward(
     body = request.content if request.body_exists else None
     if timing is not None:
         timing.upstream_sent()
-    with _translated("the application could not be reached"):
-        upstream = await client.request(
-            request.method,
-            upstream_url(base, request),
-            headers=headers,
-            data=body,
-            allow_redirects=False,
-            compress=None,
-        )
+    upstream = await pool.send(request.method, prefix + request.rel_url.raw_path_qs, headers, body)
     if timing is not None:
         timing.upstream_answered()
     async with upstream:
         if on_claims_challenge is not None and upstream.status == 401:
-            claims = claims_from(upstream.headers.getall("WWW-Authenticate", []))
+            challenges = [v for n, v in upstream.headers if n.lower() == "www-authenticate"]
+            claims = claims_from(challenges)
             if claims is not None:
                 if replayable(request.method, request.body_exists):
                     raise ClaimsChallenge(claims)
                 await on_claims_challenge(claims)
-        kept = response_headers(upstream.headers.items(), own_cookies=own_cookies)
+        kept = response_headers(upstream.headers, own_cookies=own_cookies)
         if _REQUEST_ID in headers:  # answers name the request id the upstream was given
             kept.setdefault(_REQUEST_ID, headers[_REQUEST_ID])
         status, reason, length = upstream.status, upstream.reason, upstream.content_length
@@ -115,8 +114,7 @@ async def forward(
         if not no_body and length is not None and length <= BUFFERED_BODY_BYTES:
             # A small answer of known size is read whole and sent with its headers in one write,
             # as nginx's proxy buffers do; a failure while reading it can still be a clean 502.
-            with _translated("the application's answer was cut short"):
-                whole = await upstream.read()
+            whole = await upstream.read()
             return web.Response(status=status, reason=reason, headers=kept, body=whole)
         response = web.StreamResponse(status=status, reason=reason, headers=kept)
         if no_body:
@@ -127,9 +125,9 @@ async def forward(
             response.content_length = length
         await response.prepare(request)
         try:
-            async for chunk in upstream.content.iter_any():
+            while chunk := await upstream.next_chunk():
                 await response.write(chunk)
-        except (TimeoutError, aiohttp.ClientError):
+        except (UpstreamUnavailable, UpstreamTimeout):
             # Headers are gone already: the only honest signal left is an aborted connection.
             if request.transport is None or request.transport.is_closing():
                 log.debug("client went away while streaming %s %s", request.method, request.path)

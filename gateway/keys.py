@@ -20,6 +20,7 @@ from gateway.session_index import SessionIndex
 from gateway.sessions import SessionStore
 from gateway.settings import Settings
 from gateway.storage import Storage
+from gateway.upstream_http import UpstreamPool
 
 if TYPE_CHECKING:  # The sign-in path's types stay out of the hot path's imports.
     from gateway.oidc import MsalClient  # noqa: F401
@@ -28,6 +29,9 @@ if TYPE_CHECKING:  # The sign-in path's types stay out of the hot path's imports
 SETTINGS: Final = web.AppKey("settings", Settings)
 UPSTREAM: Final = web.AppKey("upstream", ClientSession)
 UPSTREAM_BASE: Final = web.AppKey("upstream_base", URL)
+UPSTREAM_POOL: Final = web.AppKey("upstream_pool", UpstreamPool)
+# The path of GATEWAY_UPSTREAM without its final "/": put before every proxied path.
+UPSTREAM_PREFIX: Final = web.AppKey("upstream_prefix", str)
 STORAGE: Final = web.AppKey[Storage]("storage")
 SEALER: Final = web.AppKey("sealer", Sealer)
 SESSIONS: Final = web.AppKey("sessions", SessionStore)

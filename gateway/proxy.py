@@ -5,7 +5,6 @@ and only when a token is due."""
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -43,6 +42,8 @@ from gateway.keys import (
     TRUSTED_PROXIES,
     UPSTREAM,
     UPSTREAM_BASE,
+    UPSTREAM_POOL,
+    UPSTREAM_PREFIX,
 )
 from gateway.peers import client_address
 from gateway.routes import bearer_scopes
@@ -112,22 +113,27 @@ async def send_upstream(
 ) -> web.StreamResponse:
     """Forward the request (a WebSocket is registered for a clean close at shutdown)."""
     app = request.app
-    send: Callable[..., Awaitable[web.StreamResponse]] = forward
-    if is_websocket(request):
-        send = functools.partial(
-            forward_websocket,
-            open_websockets=app[OPEN_WEBSOCKETS],
-            open_gauge=app[METRICS].open_websockets,
-        )
     async with tracing.span(request, "upstream"):
         traced = tracing.outbound_traceparent(request)
         if traced is not None:  # the upstream's parent is this span
             headers["traceparent"] = traced
-        return await send(
+        if is_websocket(request):
+            return await forward_websocket(
+                request,
+                headers,
+                client=app[UPSTREAM],
+                base=app[UPSTREAM_BASE],
+                own_cookies=app[SETTINGS].own_cookie_names,
+                on_claims_challenge=on_claims_challenge,
+                timing=request.get(TIMING),
+                open_websockets=app[OPEN_WEBSOCKETS],
+                open_gauge=app[METRICS].open_websockets,
+            )
+        return await forward(
             request,
             headers,
-            client=app[UPSTREAM],
-            base=app[UPSTREAM_BASE],
+            pool=app[UPSTREAM_POOL],
+            prefix=app[UPSTREAM_PREFIX],
             own_cookies=app[SETTINGS].own_cookie_names,
             on_claims_challenge=on_claims_challenge,
             timing=request.get(TIMING),
