@@ -19,7 +19,8 @@ writes the request head as one string and reads the answer with one parser call 
   connection, when a reused connection ends before the first byte of an answer: the application
   closed it while it was idle (RFC 9112 section 9.3.1).
 - **Time.** Connecting is bounded by `connect_timeout`; waiting for an answer, and for each part
-  of its body, by `read_timeout` of silence. Idle connections are closed after `IDLE_SECONDS`.
+  of its body, by `read_timeout` of silence on the connection (a request body still being sent
+  counts as traffic). Idle connections close after `idle_seconds` (15 s, as aiohttp's client).
 - **Back-pressure.** Reading from the application pauses while more than `BUFFER_BYTES` of body
   wait for the caller; writing a request body waits while the application's socket is full.
 
@@ -33,10 +34,9 @@ import asyncio
 import contextlib
 import ssl
 from collections import deque
-from typing import Final, cast
+from typing import Final, Protocol, cast
 
 import httptools
-from aiohttp import StreamReader
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -53,6 +53,12 @@ BODYLESS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _UNREACHABLE: Final = "the application could not be reached"
 _CUT_SHORT: Final = "the application's answer was cut short"
 _TOO_SLOW: Final = "the application did not answer in time"
+
+
+class BodySource(Protocol):
+    """Where a request body comes from (aiohttp's StreamReader is one): b"" at its end."""
+
+    async def readany(self) -> bytes: ...
 
 
 class _HeadTooLarge(Exception):
@@ -367,6 +373,7 @@ class UpstreamPool:
         read_timeout: float,
         limit: int,
         ssl_context: ssl.SSLContext | None = None,
+        idle_seconds: float = IDLE_SECONDS,
     ) -> None:
         if base.scheme not in ("http", "https") or not base.raw_host:
             raise ValueError(f"not an http(s) origin: {base}")
@@ -380,6 +387,7 @@ class UpstreamPool:
         # The Host header when the caller gives none: the origin's, without a default port.
         self.host_header = base.raw_authority.rpartition("@")[2]
         self._limit = limit
+        self._idle_seconds = idle_seconds
         self._open = 0
         self._idle: list[_Connection] = []
         self._waiters: deque[asyncio.Future[None]] = deque()
@@ -411,7 +419,7 @@ class UpstreamPool:
         return (text + "\r\n\r\n").encode("utf-8", "surrogateescape")
 
     async def send(
-        self, method: str, target: str, headers: CIMultiDict[str], body: StreamReader | None
+        self, method: str, target: str, headers: CIMultiDict[str], body: BodySource | None
     ) -> UpstreamResponse:
         """Send the request (streaming `body`, if any) and wait for the answer's head."""
         chunked = body is not None and "Content-Length" not in headers
@@ -448,7 +456,7 @@ class UpstreamPool:
             now = self.loop.time()
             while self._idle:
                 connection = self._idle.pop()
-                if not connection.closed and now - connection.idle_since < IDLE_SECONDS:
+                if not connection.closed and now - connection.idle_since < self._idle_seconds:
                     return connection
                 connection.close()
             if self._open < self._limit:
@@ -494,7 +502,7 @@ class UpstreamPool:
         connection.idle_since = self.loop.time()
         self._idle.append(connection)
         if self._sweeper is None:
-            self._sweeper = self.loop.call_later(IDLE_SECONDS, self._sweep)
+            self._sweeper = self.loop.call_later(self._idle_seconds, self._sweep)
         self._wake_one()
 
     def forget(self, connection: _Connection) -> None:
@@ -517,13 +525,13 @@ class UpstreamPool:
                 return
 
     def _sweep(self) -> None:
-        """Close connections idle for IDLE_SECONDS; look again while any are idle."""
+        """Close connections idle for `idle_seconds`; look again while any are idle."""
         self._sweeper = None
-        now = self.loop.time()
-        for connection in [c for c in self._idle if now - c.idle_since >= IDLE_SECONDS]:
+        now, limit = self.loop.time(), self._idle_seconds
+        for connection in [c for c in self._idle if now - c.idle_since >= limit]:
             connection.close()
         if self._idle:
-            self._sweeper = self.loop.call_later(IDLE_SECONDS / 2, self._sweep)
+            self._sweeper = self.loop.call_later(limit / 2, self._sweep)
 
     async def close(self) -> None:
         self._closed = True
@@ -541,7 +549,7 @@ class UpstreamPool:
 
 
 async def _send_body(
-    connection: _Connection, exchange: UpstreamResponse, body: StreamReader, chunked: bool
+    connection: _Connection, exchange: UpstreamResponse, body: BodySource, chunked: bool
 ) -> None:
     """Stream the client's body to the application; on any failure the connection closes, and
     the exchange fails with it (unless its answer is complete already)."""
