@@ -261,6 +261,9 @@ class UpstreamResponse:
         if self._released:
             return
         self._released = True
+        # The parser holds this object's callbacks: dropping it here ends the reference cycle
+        # at once, instead of leaving one per request to the cyclic garbage collector.
+        del self._parser
         sender = self.sender
         if sender is not None and not sender.done():
             sender.cancel()

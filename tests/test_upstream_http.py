@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -495,3 +496,19 @@ async def test_reading_pauses_while_the_caller_does_not_read() -> None:
         assert received == size
         assert await fetch(pool) == (200, [("Content-Length", "2")], b"ok")
         assert raw.connections == 1
+
+
+async def test_an_exchange_leaves_no_garbage_cycles() -> None:
+    # A reference cycle per request would be freed only by the cyclic collector, whose pauses
+    # grow with the garbage: under load that showed as a p99 four times the median's.
+    async with upstream(lambda n: OK) as raw, pool_for(raw) as pool:
+        await fetch(pool)  # the connection exists before counting starts
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(200):
+                await fetch(pool)
+            found = gc.collect()
+        finally:
+            gc.enable()
+        assert found < 50, f"{found} objects in cycles after 200 requests"
