@@ -104,7 +104,9 @@ _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
 
 def fold(name: str) -> str:
     """The spelling frameworks see: lower case, with "_" and "." turned into "-"."""
-    return name.lower().translate(_FOLD)
+    lower = name.lower()
+    # translate() looks up every character in a dict: skip it for the usual names.
+    return lower.translate(_FOLD) if "_" in lower or "." in lower else lower
 
 
 def is_identity_header(name: str) -> bool:

@@ -410,7 +410,7 @@ class UpstreamPool:
         lines = [f"{method} {target} HTTP/1.1"]
         if "Host" not in headers:
             lines.append(f"Host: {self.host_header}")
-        lines.extend(f"{name}: {value}" for name, value in headers.items())
+        lines.extend(map(": ".join, headers.items()))
         if chunked:
             lines.append("Transfer-Encoding: chunked")
         elif method not in BODYLESS and "Content-Length" not in headers:
