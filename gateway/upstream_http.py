@@ -346,6 +346,10 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None
         self.transport.write(data)
 
+    def writelines(self, data: tuple[bytes, ...]) -> None:
+        assert self.transport is not None
+        self.transport.writelines(data)
+
     def pause_reading(self) -> None:
         if self.transport is not None and not self.closed:
             self.transport.pause_reading()
@@ -558,8 +562,8 @@ async def _send_body(
     the exchange fails with it (unless its answer is complete already)."""
     try:
         while chunk := await body.readany():
-            if chunked:
-                connection.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+            if chunked:  # the chunk itself is not copied into a framed one
+                connection.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
             else:
                 connection.write(chunk)
             connection.last_data = connection.loop.time()  # a sending side is not silent
