@@ -29,6 +29,7 @@ class Reply:
     close: bool = False  # close the connection after writing `data`
     delay: float = 0.0  # before writing
     silent: bool = False  # write nothing, keep the connection open
+    early: bool = False  # answer after the head, without reading the body
 
 
 OK = Reply(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
@@ -68,8 +69,8 @@ class RawUpstream:
                 except (asyncio.IncompleteReadError, ConnectionError):
                     return
                 self.heads.append(head)
-                self.bodies.append(await self._body(reader, head))
                 reply = self.answer(len(self.heads) - 1)
+                self.bodies.append(b"" if reply.early else await self._body(reader, head))
                 if reply.delay:
                     await asyncio.sleep(reply.delay)
                 if reply.silent:
@@ -512,3 +513,76 @@ async def test_an_exchange_leaves_no_garbage_cycles() -> None:
         finally:
             gc.enable()
         assert found < 50, f"{found} objects in cycles after 200 requests"
+
+
+class SlowBody:
+    """A body that keeps coming: one piece every `pause` seconds, `pieces` in all."""
+
+    def __init__(self, pieces: int, pause: float) -> None:
+        self.pieces, self.pause, self.sent = pieces, pause, 0
+
+    async def readany(self) -> bytes:
+        if self.sent == self.pieces:
+            return b""
+        await asyncio.sleep(self.pause)
+        self.sent += 1
+        return b"x" * 1024
+
+
+async def test_an_answer_before_the_body_is_sent_is_passed_on_and_the_upload_stops() -> None:
+    refusal = Reply(
+        b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\n\r\n", close=True, early=True
+    )
+    async with upstream(lambda n: refusal if n == 0 else OK) as raw, pool_for(raw) as pool:
+        body = SlowBody(pieces=1000, pause=0.01)
+        length = CIMultiDict([("Content-Length", str(1000 * 1024))])
+        async with await pool.send("POST", "/upload", length, body) as response:
+            assert response.status == 413
+        sent = body.sent
+        await asyncio.sleep(0.1)
+        assert body.sent == sent < 1000  # released: the upload was stopped, not drained
+        assert await fetch(pool) == (200, [("Content-Length", "2")], b"ok")
+        assert raw.connections == 2
+
+
+async def test_a_body_still_moving_is_not_silence() -> None:
+    # 0.5 s of upload with a 0.2 s read timeout: the application answers once it has it all.
+    async with upstream(lambda n: OK) as raw, pool_for(raw, read_timeout=0.2) as pool:
+        length = CIMultiDict([("Content-Length", str(25 * 1024))])
+        async with await pool.send("PUT", "/", length, SlowBody(25, 0.02)) as response:
+            assert response.status == 200
+        assert raw.bodies == [b"x" * 25 * 1024]
+
+
+async def test_a_caller_that_gives_up_closes_its_connection() -> None:
+    async with upstream(lambda n: Reply(silent=True)) as raw, pool_for(raw) as pool:
+        waiting = asyncio.create_task(pool.send("GET", "/", CIMultiDict(), None))
+        await asyncio.sleep(0.1)
+        assert raw.open_now == 1
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        await asyncio.sleep(0.05)
+        assert pool.open_connections == 0 and pool.idle_connections == 0
+
+
+async def test_a_caller_that_leaves_mid_body_closes_its_connection() -> None:
+    size = 4 * 1024 * 1024
+    big = Reply(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"x" * size)
+    async with upstream(lambda n: big if n == 0 else OK) as raw, pool_for(raw) as pool:
+        response = await pool.send("GET", "/", CIMultiDict(), None)
+        assert await response.next_chunk()
+        response.release()  # before the end of the body
+        await asyncio.sleep(0.05)
+        assert pool.open_connections == 0
+        assert await fetch(pool) == (200, [("Content-Length", "2")], b"ok")
+        assert raw.connections == 2
+
+
+async def test_an_upload_that_stalls_times_out() -> None:
+    # The client stopped sending and the application waits for the rest: silence both ways.
+    async with upstream(lambda n: OK) as raw, pool_for(raw, read_timeout=0.2) as pool:
+        length = CIMultiDict([("Content-Length", str(10 * 1024))])
+        with pytest.raises(UpstreamTimeout):
+            await pool.send("PUT", "/", length, SlowBody(10, 30.0))
+        assert raw.bodies == []
