@@ -66,11 +66,12 @@ class RawUpstream:
             while True:
                 try:
                     head = await reader.readuntil(b"\r\n\r\n")
+                    self.heads.append(head)
+                    reply = self.answer(len(self.heads) - 1)
+                    body = b"" if reply.early else await self._body(reader, head)
                 except (asyncio.IncompleteReadError, ConnectionError):
-                    return
-                self.heads.append(head)
-                reply = self.answer(len(self.heads) - 1)
-                self.bodies.append(b"" if reply.early else await self._body(reader, head))
+                    return  # the client closed the connection
+                self.bodies.append(body)
                 if reply.delay:
                     await asyncio.sleep(reply.delay)
                 if reply.silent:
