@@ -5,6 +5,7 @@ and only when a token is due."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -117,23 +118,20 @@ async def send_upstream(
         traced = tracing.outbound_traceparent(request)
         if traced is not None:  # the upstream's parent is this span
             headers["traceparent"] = traced
+        send: Callable[..., Awaitable[web.StreamResponse]]
         if is_websocket(request):
-            return await forward_websocket(
-                request,
-                headers,
+            send = functools.partial(
+                forward_websocket,
                 client=app[UPSTREAM],
                 base=app[UPSTREAM_BASE],
-                own_cookies=app[SETTINGS].own_cookie_names,
-                on_claims_challenge=on_claims_challenge,
-                timing=request.get(TIMING),
-                open_websockets=app[OPEN_WEBSOCKETS],
+                open_websockets=app[OPEN_WEBSOCKETS],  # closed properly at shutdown
                 open_gauge=app[METRICS].open_websockets,
             )
-        return await forward(
+        else:
+            send = functools.partial(forward, pool=app[UPSTREAM_POOL], prefix=app[UPSTREAM_PREFIX])
+        return await send(
             request,
             headers,
-            pool=app[UPSTREAM_POOL],
-            prefix=app[UPSTREAM_PREFIX],
             own_cookies=app[SETTINGS].own_cookie_names,
             on_claims_challenge=on_claims_challenge,
             timing=request.get(TIMING),

@@ -35,6 +35,10 @@ class Reply:
 OK = Reply(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 
 
+def sized(size: int) -> Reply:
+    return Reply(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"x" * size)
+
+
 @dataclass
 class RawUpstream:
     """Answers the n-th request (counted over all connections) with `answer(n)`."""
@@ -485,7 +489,7 @@ async def test_idle_connections_are_closed() -> None:
 
 async def test_reading_pauses_while_the_caller_does_not_read() -> None:
     size = 16 * 1024 * 1024
-    big = Reply(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"x" * size)
+    big = sized(size)
     async with upstream(lambda n: big if n == 0 else OK) as raw, pool_for(raw) as pool:
         response = await pool.send("GET", "/", CIMultiDict(), None)
         await asyncio.sleep(0.3)
@@ -569,7 +573,7 @@ async def test_a_caller_that_gives_up_closes_its_connection() -> None:
 
 async def test_a_caller_that_leaves_mid_body_closes_its_connection() -> None:
     size = 4 * 1024 * 1024
-    big = Reply(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"x" * size)
+    big = sized(size)
     async with upstream(lambda n: big if n == 0 else OK) as raw, pool_for(raw) as pool:
         response = await pool.send("GET", "/", CIMultiDict(), None)
         assert await response.next_chunk()
