@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import pytest
+import trustme
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -53,10 +55,11 @@ class RawUpstream:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     port: int = 0
+    scheme: str = "http"
 
     @property
     def url(self) -> URL:
-        return URL(f"http://127.0.0.1:{self.port}")
+        return URL(f"{self.scheme}://127.0.0.1:{self.port}")
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -106,9 +109,11 @@ class RawUpstream:
 
 
 @contextlib.asynccontextmanager
-async def upstream(answer: Callable[[int], Reply]) -> AsyncIterator[RawUpstream]:
-    raw = RawUpstream(answer)
-    server = await asyncio.start_server(raw.serve, "127.0.0.1", 0)
+async def upstream(
+    answer: Callable[[int], Reply], tls: ssl.SSLContext | None = None
+) -> AsyncIterator[RawUpstream]:
+    raw = RawUpstream(answer, scheme="https" if tls else "http")
+    server = await asyncio.start_server(raw.serve, "127.0.0.1", 0, ssl=tls)
     raw.port = server.sockets[0].getsockname()[1]
     try:
         yield raw
@@ -591,3 +596,26 @@ async def test_an_upload_that_stalls_times_out() -> None:
         with pytest.raises(UpstreamTimeout):
             await pool.send("PUT", "/", length, SlowBody(10, 30.0))
         assert raw.bodies == []
+
+
+async def test_tls_to_the_upstream_is_verified() -> None:
+    authority = trustme.CA()
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(served)
+    trusting = ssl.create_default_context()
+    authority.configure_trust(trusting)
+    async with upstream(lambda n: OK, tls=served) as raw:
+        trusted = UpstreamPool(
+            raw.url, connect_timeout=2, read_timeout=2, limit=2, ssl_context=trusting
+        )
+        default = UpstreamPool(raw.url, connect_timeout=2, read_timeout=2, limit=2)
+        try:
+            assert await fetch(trusted) == (200, [("Content-Length", "2")], b"ok")
+            assert await fetch(trusted) == (200, [("Content-Length", "2")], b"ok")
+            assert raw.connections == 1  # kept alive over TLS too
+            with pytest.raises(UpstreamUnavailable, match="could not be reached"):
+                await fetch(default)  # a certificate no trusted authority issued: refused
+            assert len(raw.heads) == 2
+        finally:
+            await trusted.close()
+            await default.close()
