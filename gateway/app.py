@@ -206,6 +206,11 @@ async def _exporting(tracer: tracing.Tracing, app: web.Application) -> AsyncIter
     await tracer.close()  # the last spans are sent before the process ends
 
 
+async def _flush_metrics(app: web.Application) -> None:
+    """The last requests' metrics, written before the process ends (a worker's are read after)."""
+    app[METRICS].flush()
+
+
 async def _close_websockets(app: web.Application) -> None:
     """Shutdown: end relayed WebSockets with "going away" rather than a dropped connection."""
     sockets: set[web.WebSocketResponse] = app[OPEN_WEBSOCKETS]
@@ -265,6 +270,7 @@ def build_app(settings: Settings, *, serve_metrics: bool = True) -> web.Applicat
     app[SIGNIN_LIMITER] = RateLimiter(settings.signin.max_starts_per_minute)
     app[OPEN_WEBSOCKETS] = set()
     app.on_shutdown.append(_close_websockets)
+    app.on_cleanup.append(_flush_metrics)
     if settings.assertion.enabled:
         app[ASSERTION] = _assertion_signer(settings)
     if tracer is not None:

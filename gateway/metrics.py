@@ -8,11 +8,18 @@ A request's latency is split in two: the gateway's own time (from arrival until 
 upstream, or until the gateway answers by itself) and the upstream's time (from sending until the
 upstream's response head arrives). Streaming the body afterwards belongs to neither; the total
 duration histogram includes it.
+
+The four per-request metrics are added up in plain Python and written to prometheus_client at
+most FLUSH_SECONDS later, and at once before this process serves a scrape: each prometheus
+update takes a lock, and with several workers also writes a shared memory-mapped file, which
+cost about 6 µs a request, a twentieth of the whole hot path.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from bisect import bisect_left
 from typing import Final
 
 from aiohttp import web
@@ -25,6 +32,7 @@ OVERHEAD_BUCKETS: Final = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
 )  # fmt: skip
 STORE_OPERATIONS: Final = ("get", "set", "replace", "take", "delete", "ping", "lock")
+FLUSH_SECONDS: Final = 0.5
 
 
 class Timing:
@@ -44,10 +52,61 @@ class Timing:
         self.answered = time.perf_counter()
 
 
+class _PendingHistogram:
+    """One histogram child's observations since the last flush, by bucket.
+
+    Written through the child's per-bucket values (`_upper_bounds`, `_buckets`, `_sum`), the
+    layout prometheus_client's Histogram has always had; it has no public call that adds several
+    observations at once. tests/test_metrics.py checks the exposition against exact counts."""
+
+    __slots__ = ("_bounds", "_child", "_counts", "_total")
+
+    def __init__(self, child: Histogram) -> None:
+        self._child = child
+        self._bounds: list[float] = child._upper_bounds  # ends with +Inf
+        self._counts = [0] * len(self._bounds)
+        self._total = 0.0
+
+    def add(self, value: float) -> None:
+        # The first bucket whose bound is >= value, as Histogram.observe() picks it.
+        self._counts[bisect_left(self._bounds, value)] += 1
+        self._total += value
+
+    def flush(self) -> None:
+        counts = self._counts
+        for index, count in enumerate(counts):
+            if count:
+                self._child._buckets[index].inc(count)
+                counts[index] = 0
+        if self._total:
+            self._child._sum.inc(self._total)
+            self._total = 0.0
+
+
+class _PendingRequests:
+    """The requests of one (route, status) since the last flush."""
+
+    __slots__ = ("count", "counter", "duration", "gateway_duration")
+
+    def __init__(self, counter: Counter, duration: Histogram, gateway_duration: Histogram) -> None:
+        self.count = 0
+        self.counter = counter
+        self.duration = _PendingHistogram(duration)
+        self.gateway_duration = _PendingHistogram(gateway_duration)
+
+    def flush(self) -> None:
+        if self.count:
+            self.counter.inc(self.count)
+            self.count = 0
+        self.duration.flush()
+        self.gateway_duration.flush()
+
+
 class Metrics:
     def __init__(self) -> None:
-        # Labelled children by (route, status): labels() costs more than the update itself.
-        self._children: dict[tuple[str, int], tuple[Counter, Histogram, Histogram]] = {}
+        # By (route, status): labels() costs more than the update itself.
+        self._pending: dict[tuple[str, int], _PendingRequests] = {}
+        self._flush_timer: asyncio.TimerHandle | None = None
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "msal_gateway_requests",
@@ -75,6 +134,7 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self._pending_upstream = _PendingHistogram(self.upstream_duration)
         self.open_websockets = Gauge(
             "msal_gateway_open_websockets",
             "WebSocket connections being relayed now.",
@@ -139,22 +199,33 @@ class Metrics:
     def observe(self, route: str, status: int, timing: Timing) -> None:
         """One answered request: its count, total time and the gateway/upstream split."""
         now = time.perf_counter()
-        counted = self._children.get((route, status))
-        if counted is None:
-            counted = self._children[(route, status)] = (
+        pending = self._pending.get((route, status))
+        if pending is None:
+            pending = self._pending[(route, status)] = _PendingRequests(
                 self.requests.labels(route, str(status)),
                 self.duration.labels(route),
                 self.gateway_duration.labels(route),
             )
-        requests, duration, gateway_duration = counted
-        requests.inc()
-        duration.observe(now - timing.started)
+        pending.count += 1
+        pending.duration.add(now - timing.started)
         own_until = timing.sent if timing.sent is not None else now
-        gateway_duration.observe(own_until - timing.started)
+        pending.gateway_duration.add(own_until - timing.started)
         if timing.sent is not None and timing.answered is not None:
-            self.upstream_duration.observe(timing.answered - timing.sent)
+            self._pending_upstream.add(timing.answered - timing.sent)
+        if self._flush_timer is None:
+            self._flush_timer = asyncio.get_running_loop().call_later(FLUSH_SECONDS, self.flush)
+
+    def flush(self) -> None:
+        """Write the pending request metrics to prometheus_client."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        for pending in self._pending.values():
+            pending.flush()
+        self._pending_upstream.flush()
 
     async def serve(self, request: web.Request) -> web.Response:
+        self.flush()
         return web.Response(
             body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )

@@ -21,6 +21,7 @@ from support.threaded import ThreadedServer
 from test_metrics import sample, scrape
 from test_signin import API
 
+from gateway.metrics import FLUSH_SECONDS
 from gateway.workers import worker_count
 
 
@@ -80,15 +81,26 @@ async def test_two_workers_share_the_port_sessions_and_metrics(
             ):
                 assert response.status == 200
         port = int(worker_settings["metrics_listen"].rpartition(":")[2])
-        text = await scrape(port)
-        # One listener adds up every worker's samples.
-        assert sample(text, 'msal_gateway_requests_total{route="proxy",status="200"}') == 40
+        # One listener adds up every worker's samples, which each worker writes at most
+        # FLUSH_SECONDS after its requests.
+        counted = 'msal_gateway_requests_total{route="proxy",status="200"}'
+        deadline = asyncio.get_running_loop().time() + 5 * FLUSH_SECONDS
+        while (found := _counted(await scrape(port), counted)) != 40:
+            assert asyncio.get_running_loop().time() < deadline, f"{found} requests counted"
+            await asyncio.sleep(0.05)
     finally:
         await browser.close()
         log = gateway.stop()
     assert gateway.returncode == 0, log
     assert "Traceback" not in log
     assert gone(workers)
+
+
+def _counted(text: str, name: str) -> float:
+    try:
+        return sample(text, name)
+    except AssertionError:  # no worker has written the sample yet
+        return 0
 
 
 async def test_a_dead_worker_is_replaced(worker_settings: dict[str, Any]) -> None:
