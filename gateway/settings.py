@@ -196,6 +196,17 @@ class Settings(BaseSettings):
             raise ValueError("must not have a query or fragment")
         return value
 
+    @field_validator("upstream")
+    @classmethod
+    def _plain_upstream(cls, value: AnyHttpUrl) -> AnyHttpUrl:
+        # Credentials in the URL would have to become an Authorization header, which is the
+        # bearer token's; a query or fragment has no place in front of every request's path.
+        if value.username or value.password:
+            raise ValueError("must not contain a user name or password")
+        if value.query or value.fragment:
+            raise ValueError("must not have a query or fragment")
+        return value
+
     @field_validator("public_url", mode="before")
     @classmethod
     def _no_query_or_fragment(cls, value: object) -> object:

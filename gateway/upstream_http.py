@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import ssl
 from collections import deque
 from typing import Final, Protocol, cast
@@ -53,6 +54,7 @@ BODYLESS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _UNREACHABLE: Final = "the application could not be reached"
 _CUT_SHORT: Final = "the application's answer was cut short"
 _TOO_SLOW: Final = "the application did not answer in time"
+_HEAD_TOO_LARGE: Final = "the application's answer has a head (or trailer) over 64 KiB"
 
 
 class BodySource(Protocol):
@@ -82,6 +84,8 @@ class UpstreamResponse:
         self.nothing_received = True
         self._reason = b""
         self._head_bytes = 0
+        self._quiet_bytes = 0  # bytes fed since the body last moved: a head, or trailers
+        self._body_moved = False
         self._head_done = False
         self._complete = False
         self._until_close = False
@@ -133,7 +137,7 @@ class UpstreamResponse:
             if lower == "content-length":
                 self.content_length = int(value)  # llhttp has checked it is one number
             elif lower == "transfer-encoding":
-                chunked = value.lower().rstrip().endswith("chunked")
+                chunked = value.rpartition(",")[2].strip().lower() == "chunked"
         if self._head_request or status in (204, 304):
             self._complete = True  # llhttp waits for a HEAD answer's body; there is none
         elif self.content_length is None and not chunked:
@@ -147,6 +151,7 @@ class UpstreamResponse:
             return
         self._body.append(body)
         self._buffered += len(body)
+        self._body_moved = True
         if self._buffered > BUFFER_BYTES and not self._paused:
             self._paused = True
             self._connection.pause_reading()
@@ -164,22 +169,33 @@ class UpstreamResponse:
 
     def feed(self, data: bytes) -> None:
         self.nothing_received = False
+        self._body_moved = False
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(UpstreamUnavailable("the application switched protocols unasked"))
-        except httptools.HttpParserError:
+        except httptools.HttpParserError as exc:
             if self._complete:
                 self._reusable = False  # stray bytes after a complete answer
-            else:
-                self._fail(UpstreamUnavailable("the application's answer could not be read"))
+            elif isinstance(exc.__context__, _HeadTooLarge):  # raised in our callback
+                self._fail(UpstreamUnavailable(_HEAD_TOO_LARGE))
+            else:  # llhttp's reason names what was wrong, never the bytes themselves
+                self._fail(
+                    UpstreamUnavailable(f"the application's answer could not be read: {exc}")
+                )
+        if not self._complete:
+            # httptools gathers a header field whole before it calls on_header: without this
+            # bound, one endless header (or trailer) line would be held in memory entire.
+            self._quiet_bytes = 0 if self._body_moved else self._quiet_bytes + len(data)
+            if self._quiet_bytes > MAX_HEAD_BYTES:
+                self._fail(UpstreamUnavailable(_HEAD_TOO_LARGE))
         self._wake()
 
     def ended(self, exc: BaseException | None) -> None:
         """The connection closed (by the application, or because of `exc`)."""
         self._reusable = False
-        if self._head_done and self._until_close and self._error is None:
-            self._complete = True
+        if self._head_done and self._until_close and self._error is None and exc is None:
+            self._complete = True  # a clean close ends such a body; a reset cuts it short
         elif not self._complete:
             message = _UNREACHABLE if not self._head_done else _CUT_SHORT
             self._fail(UpstreamUnavailable(message))
@@ -232,6 +248,8 @@ class UpstreamResponse:
     async def read(self) -> bytes:
         """The whole body (the caller has checked that it is small)."""
         while not self._complete:
+            if isinstance(self._error, UpstreamTimeout):
+                raise self._error
             if self._error is not None:
                 raise UpstreamUnavailable(_CUT_SHORT) from self._error
             await self._wait()
@@ -249,6 +267,8 @@ class UpstreamResponse:
                 if self._paused:
                     self._paused = False
                     self._connection.resume_reading()
+                    # The pause was the caller's: the application's silence counts from now.
+                    self._connection.last_data = self._connection.loop.time()
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
             if self._error is not None:
                 raise self._error
@@ -269,6 +289,8 @@ class UpstreamResponse:
             sender.cancel()
         connection = self._connection
         if self._complete and self._reusable and self.request_sent and self._error is None:
+            if self._paused:  # the answer ended while its reader held back: read on for the next
+                connection.resume_reading()
             connection.finished()
         else:
             connection.close()
@@ -317,9 +339,7 @@ class _Connection(asyncio.Protocol):
         exchange, self.exchange = self.exchange, None
         if exchange is not None:
             exchange.ended(exc)
-        writable = self._writable
-        if writable is not None and not writable.done():
-            writable.set_exception(ConnectionResetError("the upstream connection closed"))
+        self.resume_writing()  # a waiting writer wakes and finds the connection closed
         self.pool.forget(self)
 
     def pause_writing(self) -> None:
@@ -332,10 +352,10 @@ class _Connection(asyncio.Protocol):
             writable.set_result(None)
 
     async def drain(self) -> None:
-        if self.closed:
-            raise ConnectionResetError("the upstream connection closed")
         if self._writable is not None:
             await self._writable
+        if self.closed:
+            raise ConnectionResetError("the upstream connection closed")
 
     def start(self, method: str) -> UpstreamResponse:
         exchange = self.exchange = UpstreamResponse(self, method)
@@ -368,6 +388,10 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()  # nothing of ours is worth flushing on a doubtful connection
 
 
+def _closing(connection: _Connection) -> bool:
+    return connection.transport is None or connection.transport.is_closing()
+
+
 class UpstreamPool:
     """Keep-alive connections to one upstream origin, at most `limit` open at once; a request
     beyond that waits for one."""
@@ -392,12 +416,13 @@ class UpstreamPool:
         https = base.scheme == "https"
         self._ssl = (ssl_context or ssl.create_default_context()) if https else None
         # The Host header when the caller gives none: the origin's, without a default port.
-        self.host_header = base.raw_authority.rpartition("@")[2]
+        self.host_header = base.host_port_subcomponent or self._host
         self._limit = limit
         self._idle_seconds = idle_seconds
         self._open = 0
         self._idle: list[_Connection] = []
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        # A waiter's future gets a connection handed over, or None for a free slot.
+        self._waiters: deque[asyncio.Future[_Connection | None]] = deque()
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
 
@@ -431,10 +456,12 @@ class UpstreamPool:
         """Send the request (streaming `body`, if any) and wait for the answer's head."""
         chunked = body is not None and "Content-Length" not in headers
         head = self.head(method, target, headers, chunked=chunked)
+        length = None if chunked or body is None else int(headers["Content-Length"])
         retry = body is None and method in IDEMPOTENT
+        idle_after = -math.inf
         while True:
-            connection = await self._acquire()
-            reused = connection.reused
+            connection = await self._acquire(idle_after)
+            reused, idle_since = connection.reused, connection.idle_since
             exchange = connection.start(method)
             try:
                 connection.write(head)
@@ -442,13 +469,15 @@ class UpstreamPool:
                     exchange.request_sent = True
                 else:
                     exchange.sender = self.loop.create_task(
-                        _send_body(connection, exchange, body, chunked)
+                        _send_body(connection, exchange, body, length)
                     )
                 await exchange.wait_head()
             except UpstreamUnavailable:
                 exchange.release()
                 if retry and reused and exchange.nothing_received:
-                    retry = False  # once: a fresh connection that fails is the answer
+                    # Once, and not on a connection idle as long as this one: the application's
+                    # idle timeout has likely closed those too.
+                    retry, idle_after = False, idle_since
                     continue
                 raise
             except BaseException:
@@ -456,25 +485,49 @@ class UpstreamPool:
                 raise
             return exchange
 
-    async def _acquire(self) -> _Connection:
+    async def _acquire(self, idle_after: float = -math.inf) -> _Connection:
+        """A connection: the one idle least long (if it went idle after `idle_after`), else a
+        new one, else the first to come free, in the order the callers asked."""
+        woken = False
         while True:
             if self._closed:
                 raise UpstreamUnavailable("the gateway is shutting down")
-            now = self.loop.time()
+            oldest = self.loop.time() - self._idle_seconds
             while self._idle:
                 connection = self._idle.pop()
-                if not connection.closed and now - connection.idle_since < self._idle_seconds:
+                if (
+                    connection.idle_since > max(oldest, idle_after)
+                    and not connection.closed
+                    and not _closing(connection)  # the application's EOF is in
+                ):
                     return connection
                 connection.close()
             if self._open < self._limit:
                 return await self._connect()
-            waiter = self.loop.create_future()
-            self._waiters.append(waiter)
+            waiter: asyncio.Future[_Connection | None] = self.loop.create_future()
+            if woken:  # a free slot, but another caller was quicker: first in line again
+                self._waiters.appendleft(waiter)
+            else:
+                self._waiters.append(waiter)
             try:
-                await waiter
+                handed = await waiter
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    # Woken but leaving: the turn passes on, never lost.
+                    handed = waiter.result()
+                    if handed is None:
+                        self._wake_one()
+                    else:
+                        self.put_back(handed)
+                raise
             finally:
                 with contextlib.suppress(ValueError):
                     self._waiters.remove(waiter)
+            if handed is not None:
+                if not handed.closed and not _closing(handed):
+                    return handed
+                handed.close()
+            woken = True
 
     async def _connect(self) -> _Connection:
         self._open += 1
@@ -507,10 +560,14 @@ class UpstreamPool:
             connection.close()
             return
         connection.idle_since = self.loop.time()
+        while self._waiters:  # handed to the first in line, so no later caller can take it
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(connection)
+                return
         self._idle.append(connection)
         if self._sweeper is None:
             self._sweeper = self.loop.call_later(self._idle_seconds, self._sweep)
-        self._wake_one()
 
     def forget(self, connection: _Connection) -> None:
         """A connection closed (idle or in use): it no longer counts against the limit."""
@@ -556,20 +613,27 @@ class UpstreamPool:
 
 
 async def _send_body(
-    connection: _Connection, exchange: UpstreamResponse, body: BodySource, chunked: bool
+    connection: _Connection, exchange: UpstreamResponse, body: BodySource, length: int | None
 ) -> None:
-    """Stream the client's body to the application; on any failure the connection closes, and
-    the exchange fails with it (unless its answer is complete already)."""
+    """Stream the client's body to the application: `length` bytes exactly, or chunked when it
+    is None. On any failure the connection closes, and the exchange fails with it (unless its
+    answer is complete already)."""
     try:
+        left = length
         while chunk := await body.readany():
-            if chunked:  # the chunk itself is not copied into a framed one
+            if left is None:  # on uvloop the chunk is not copied into a framed one
                 connection.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
             else:
+                left -= len(chunk)
+                if left < 0:  # never more than announced: the rest would read as a request
+                    raise ValueError("the request body is longer than its Content-Length")
                 connection.write(chunk)
             connection.last_data = connection.loop.time()  # a sending side is not silent
             await connection.drain()
-        if chunked:
+        if left is None:
             connection.write(b"0\r\n\r\n")
+        elif left > 0:
+            raise ValueError("the request body ended before its Content-Length")
         exchange.request_sent = True
     except asyncio.CancelledError:
         connection.close()

@@ -146,6 +146,11 @@ INVALID: Final = [
         "GATEWAY_PUBLIC_URL",
         GATEWAY_PUBLIC_URL="https://app.example.com#",
     ),
+    # Credentials would have to become an Authorization header (the bearer token's place); a
+    # query cannot sit in front of every request's path.
+    bad("upstream-userinfo", "GATEWAY_UPSTREAM", GATEWAY_UPSTREAM="http://u:p@127.0.0.1:8080"),
+    bad("upstream-query", "GATEWAY_UPSTREAM", GATEWAY_UPSTREAM="http://127.0.0.1:8080/?a=1"),
+    bad("upstream-fragment", "GATEWAY_UPSTREAM", GATEWAY_UPSTREAM="http://127.0.0.1:8080/#a"),
     bad("client-id-empty", "GATEWAY_CLIENT_ID", GATEWAY_CLIENT_ID=""),
     bad("client-secret-empty", "GATEWAY_CLIENT_SECRET", GATEWAY_CLIENT_SECRET=""),
     bad("upstream-not-a-url", "GATEWAY_UPSTREAM", GATEWAY_UPSTREAM="127.0.0.1:8080"),

@@ -12,12 +12,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import inspect
+import socket
 import ssl
-from collections.abc import AsyncIterator, Callable
+import struct
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 import trustme
+import uvloop
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -32,6 +37,7 @@ class Reply:
     delay: float = 0.0  # before writing
     silent: bool = False  # write nothing, keep the connection open
     early: bool = False  # answer after the head, without reading the body
+    reset: bool = False  # after writing, end the connection with a TCP reset
 
 
 OK = Reply(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
@@ -54,6 +60,7 @@ class RawUpstream:
     writers: list[asyncio.StreamWriter] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    close_reused: bool = False  # close, unanswered, any request but a connection's first
     port: int = 0
     scheme: str = "http"
 
@@ -69,6 +76,7 @@ class RawUpstream:
         self.open_now += 1
         self.most_open = max(self.most_open, self.open_now)
         self.writers.append(writer)
+        served = 0
         try:
             while True:
                 try:
@@ -84,8 +92,16 @@ class RawUpstream:
                 if reply.silent:
                     await self.stopping.wait()
                     return
+                served += 1
+                if self.close_reused and served > 1:
+                    return
                 writer.write(reply.data)
                 await writer.drain()
+                if reply.reset:
+                    await asyncio.sleep(0.05)  # the bytes are delivered before the reset
+                    sock = writer.get_extra_info("socket")
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    return
                 if reply.close:
                     return
         finally:
@@ -289,6 +305,9 @@ MALFORMED = {
     "too-many-fields": b"HTTP/1.1 200 OK\r\n"
     + b"".join(b"X-%d: 1\r\n" % i for i in range(MAX_HEAD_FIELDS + 1))
     + b"Content-Length: 2\r\n\r\nok",
+    "endless-header": b"HTTP/1.1 200 OK\r\nX-Endless: " + b"a" * (4 * 1024 * 1024),
+    "endless-trailer": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n"
+    b"X-Endless: " + b"a" * (4 * 1024 * 1024),
     "switching-protocols-unasked": b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n"
     b"Connection: Upgrade\r\n\r\n",
 }
@@ -388,15 +407,16 @@ async def test_a_reused_connection_closed_by_the_upstream_is_retried_once() -> N
 
 
 @pytest.mark.parametrize(
-    ("method", "body", "why"),
+    ("method", "pieces", "why"),
     [
         ("POST", None, "not idempotent"),
-        ("PUT", Body(b"once"), "its body cannot be read twice"),
+        ("PUT", (b"once",), "its body cannot be read twice"),
     ],
 )
 async def test_no_retry_when_a_second_send_could_repeat_or_lose_work(
-    method: str, body: Body | None, why: str
+    method: str, pieces: tuple[bytes, ...] | None, why: str
 ) -> None:
+    body = Body(*pieces) if pieces is not None else None
     async with (
         upstream(lambda n: Reply(close=True) if n == 1 else OK) as raw,
         pool_for(raw) as pool,
@@ -619,3 +639,133 @@ async def test_tls_to_the_upstream_is_verified() -> None:
         finally:
             await trusted.close()
             await default.close()
+
+
+async def test_a_connection_whose_reader_held_back_is_read_again_when_reused() -> None:
+    # The whole of a large answer arrives while its reader holds back (reading pauses), and the
+    # caller leaves without reading it: the next request on the connection must still be read.
+    size = 300 * 1024
+    async with upstream(lambda n: sized(size) if n == 0 else OK) as raw, pool_for(raw) as pool:
+        response = await pool.send("GET", "/", CIMultiDict(), None)
+        await asyncio.sleep(0.2)
+        response.release()
+        started = asyncio.get_running_loop().time()
+        assert await fetch(pool) == (200, [("Content-Length", "2")], b"ok")
+        assert asyncio.get_running_loop().time() - started < 0.5
+
+
+async def test_a_waiter_that_leaves_when_its_turn_comes_passes_the_turn_on() -> None:
+    async with upstream(lambda n: OK) as raw, pool_for(raw, limit=1) as pool:
+        first = await pool.send("GET", "/", CIMultiDict(), None)
+        leaving = asyncio.create_task(fetch(pool))
+        staying = asyncio.create_task(fetch(pool))
+        await asyncio.sleep(0.05)
+        await first.read()
+        first.release()  # the connection is handed to `leaving`...
+        leaving.cancel()  # ...which is cancelled before it runs
+        assert (await asyncio.wait_for(staying, 2))[0] == 200
+        assert leaving.cancelled()
+
+
+async def test_waiting_callers_are_served_in_turn() -> None:
+    slow = Reply(OK.data, delay=0.01)
+    async with upstream(lambda n: slow) as raw, pool_for(raw, limit=1) as pool:
+        served: list[str] = []
+
+        async def busy() -> None:
+            for _ in range(10):
+                await fetch(pool)
+                served.append("busy")
+
+        async def patient() -> None:
+            await asyncio.sleep(0.005)  # arrives while `busy` holds the only connection
+            await fetch(pool)
+            served.append("patient")
+
+        await asyncio.gather(busy(), patient())
+        assert served.index("patient") <= 1
+
+
+async def test_an_answer_without_length_cut_by_a_reset_fails() -> None:
+    cut = Reply(b"HTTP/1.1 200 OK\r\n\r\npartial body", reset=True)
+    async with upstream(lambda n: cut) as raw, pool_for(raw) as pool:
+        response = await pool.send("GET", "/", CIMultiDict(), None)
+        with pytest.raises(UpstreamUnavailable):
+            while await response.next_chunk():
+                pass
+        response.release()
+
+
+async def test_a_retry_goes_to_a_connection_idle_for_less_time() -> None:
+    # Both idle connections are closed by the application (its idle timeout): the retry opens
+    # a new one instead of trying the other stale one.
+    slow = Reply(OK.data, delay=0.05)
+    async with upstream(lambda n: slow) as raw, pool_for(raw) as pool:
+        raw.close_reused = False
+        await asyncio.gather(fetch(pool), fetch(pool))
+        assert raw.connections == 2
+        raw.close_reused = True
+        assert (await fetch(pool))[0] == 200
+        assert raw.connections == 3
+
+
+async def test_silence_inside_a_small_body_is_a_timeout() -> None:
+    stalled = Reply(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+    async with upstream(lambda n: stalled) as raw, pool_for(raw, read_timeout=0.2) as pool:
+        response = await pool.send("GET", "/", CIMultiDict(), None)
+        with pytest.raises(UpstreamTimeout):
+            await response.read()  # 504, as for silence before the answer
+        response.release()
+
+
+async def test_the_host_header_leaves_out_a_default_port() -> None:
+    for origin, host in [
+        ("http://app.test:80", "app.test"),
+        ("https://app.test:443", "app.test"),
+        ("http://app.test:8080/prefix", "app.test:8080"),
+        ("http://[::1]:8080", "[::1]:8080"),
+    ]:
+        pool = UpstreamPool(URL(origin), connect_timeout=1, read_timeout=1, limit=1)
+        head = pool.head("GET", "/", CIMultiDict(), chunked=False)
+        assert head == f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode(), origin
+        await pool.close()
+
+
+async def test_a_body_longer_than_announced_is_never_sent() -> None:
+    async with upstream(lambda n: OK) as raw, pool_for(raw) as pool:
+        with pytest.raises(UpstreamUnavailable):
+            await pool.send("PUT", "/", CIMultiDict([("Content-Length", "3")]), Body(b"abcdef"))
+        await asyncio.sleep(0.05)
+        assert raw.bodies == []  # not even the first three bytes: the whole piece was refused
+
+
+# Every test above runs on both event loops: the gateway runs on uvloop by default, and the two
+# differ in when callbacks, reads and timers run.
+LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+    "asyncio": asyncio.new_event_loop,
+    "uvloop": uvloop.new_event_loop,
+}
+
+
+def _on_both_loops(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    def run(loop: str, *args: Any, **kwargs: Any) -> None:
+        with asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
+            assert type(runner.get_loop()).__module__.startswith(loop)
+            runner.run(test(*args, **kwargs))
+
+    signature = inspect.signature(test)
+    loop = inspect.Parameter("loop", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    run.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[loop, *signature.parameters.values()]
+    )
+    run.__name__, run.__doc__ = test.__name__, test.__doc__
+    run.pytestmark = [  # type: ignore[attr-defined]
+        *getattr(test, "pytestmark", []),
+        pytest.mark.parametrize("loop", LOOPS),
+    ]
+    return run
+
+
+for _name, _test in list(globals().items()):
+    if _name.startswith("test_") and inspect.iscoroutinefunction(_test):
+        globals()[_name] = _on_both_loops(_test)
