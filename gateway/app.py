@@ -132,6 +132,8 @@ async def _upstream_client(app: web.Application) -> AsyncIterator[None]:
         connect_timeout=p.connect_timeout_seconds,
         read_timeout=p.read_timeout_seconds,
         limit=p.max_connections,
+        open_gauge=app[METRICS].upstream_connections,
+        waits=app[METRICS].upstream_waits,
     )
     app[UPSTREAM_PREFIX] = base.raw_path.rstrip("/")
     # WebSockets only: HTTP goes through the pool above.

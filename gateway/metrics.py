@@ -147,6 +147,19 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="livesum",
         )
+        self.upstream_connections = Gauge(
+            "msal_gateway_upstream_connections",
+            "Connections to the upstream open now (at most GATEWAY_PROXY__MAX_CONNECTIONS per "
+            "process).",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        self.upstream_waits = Counter(
+            "msal_gateway_upstream_waits",
+            "Requests that waited for a connection to the upstream because "
+            "GATEWAY_PROXY__MAX_CONNECTIONS were in use.",
+            registry=self.registry,
+        )
         self.client_connections_closed = Counter(
             "msal_gateway_client_connections_closed",
             "Client connections the gateway closed itself, by reason: idle_at_limit (the longest "

@@ -39,6 +39,7 @@ from typing import Final, Protocol, cast
 
 import httptools
 from multidict import CIMultiDict
+from prometheus_client import Counter, Gauge
 from yarl import URL
 
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
@@ -405,6 +406,8 @@ class UpstreamPool:
         limit: int,
         ssl_context: ssl.SSLContext | None = None,
         idle_seconds: float = IDLE_SECONDS,
+        open_gauge: Gauge | None = None,
+        waits: Counter | None = None,
     ) -> None:
         if base.scheme not in ("http", "https") or not base.raw_host:
             raise ValueError(f"not an http(s) origin: {base}")
@@ -419,6 +422,8 @@ class UpstreamPool:
         self.host_header = base.host_port_subcomponent or self._host
         self._limit = limit
         self._idle_seconds = idle_seconds
+        self._open_gauge = open_gauge
+        self._waits = waits
         self._open = 0
         self._idle: list[_Connection] = []
         # A waiter's future gets a connection handed over, or None for a free slot.
@@ -505,6 +510,8 @@ class UpstreamPool:
             if self._open < self._limit:
                 return await self._connect()
             waiter: asyncio.Future[_Connection | None] = self.loop.create_future()
+            if not woken and self._waits is not None:
+                self._waits.inc()
             if woken:  # a free slot, but another caller was quicker: first in line again
                 self._waiters.appendleft(waiter)
             else:
@@ -549,10 +556,12 @@ class UpstreamPool:
         except BaseException:
             self._lost_one()
             raise
-        connection.counted = True
-        if connection.closed:  # lost between connecting and now
+        if connection.closed:  # lost between connecting and now (forget() did not count it)
             self._lost_one()
             raise UpstreamUnavailable(_UNREACHABLE)
+        connection.counted = True
+        if self._open_gauge is not None:
+            self._open_gauge.inc()
         return connection
 
     def put_back(self, connection: _Connection) -> None:
@@ -575,6 +584,8 @@ class UpstreamPool:
             self._idle.remove(connection)
         if connection.counted:
             connection.counted = False
+            if self._open_gauge is not None:
+                self._open_gauge.dec()
             self._lost_one()
 
     def _lost_one(self) -> None:

@@ -24,6 +24,7 @@ import pytest
 import trustme
 import uvloop
 from multidict import CIMultiDict
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from yarl import URL
 
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
@@ -737,6 +738,25 @@ async def test_a_body_longer_than_announced_is_never_sent() -> None:
             await pool.send("PUT", "/", CIMultiDict([("Content-Length", "3")]), Body(b"abcdef"))
         await asyncio.sleep(0.05)
         assert raw.bodies == []  # not even the first three bytes: the whole piece was refused
+
+
+async def test_open_connections_and_waits_are_measured() -> None:
+    registry = CollectorRegistry()
+    gauge = Gauge("open", "open connections", registry=registry)
+    waits = Counter("waits", "waits for a connection", registry=registry)
+    slow = Reply(OK.data, delay=0.05)
+    async with upstream(lambda n: slow) as raw:
+        pool = UpstreamPool(
+            raw.url, connect_timeout=2, read_timeout=2, limit=2, open_gauge=gauge, waits=waits
+        )
+        try:
+            await asyncio.gather(*(fetch(pool) for _ in range(5)))
+            assert registry.get_sample_value("open") == 2
+            assert registry.get_sample_value("waits_total") == 3  # the three beyond the limit
+        finally:
+            await pool.close()
+        await asyncio.sleep(0.05)
+        assert registry.get_sample_value("open") == 0
 
 
 # Every test above runs on both event loops: the gateway runs on uvloop by default, and the two

@@ -62,6 +62,22 @@ def worker_settings(idp: Any, upstream: ThreadedServer, redis_url: str) -> dict[
     }
 
 
+async def every_worker_ready(url: str, in_a_row: int = 20, seconds: float = 15.0) -> None:
+    """Each worker loads the identity provider's metadata itself, and ready() heard one of them:
+    readiness on `in_a_row` new connections, which the kernel spreads over the workers."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    ready = 0
+    while ready < in_a_row:
+        assert asyncio.get_running_loop().time() < deadline, "not every worker became ready"
+        async with (
+            aiohttp.ClientSession() as fresh,
+            fresh.get(url + "/.auth/readyz") as response,
+        ):
+            ready = ready + 1 if response.status == 200 else 0
+        if not ready:
+            await asyncio.sleep(0.05)
+
+
 async def test_two_workers_share_the_port_sessions_and_metrics(
     worker_settings: dict[str, Any], idp: Any
 ) -> None:
@@ -70,6 +86,7 @@ async def test_two_workers_share_the_port_sessions_and_metrics(
     try:
         workers = children(gateway.process.pid)
         assert len(workers) == 2
+        await every_worker_ready(gateway.url)
         assert (await browser.sign_in("/")).status == 302
         cookie = {"Cookie": f"__Host-msal-gateway={browser.cookie('__Host-msal-gateway')}"}
         # A new connection each time: the kernel spreads them over both workers, and a session
