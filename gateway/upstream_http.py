@@ -10,19 +10,25 @@ writes the request head as one string and reads the answer with one parser call 
 - **Framing.** The head is built from what aiohttp's server already parsed; a header line with a
   CR, LF or NUL in it is refused before anything is written. A body goes with the client's
   Content-Length, else chunked; a body-less request with a method that carries a body gets
-  `Content-Length: 0`. Answers are parsed by llhttp with no leniencies; an answer whose head is
-  over `MAX_HEAD_BYTES` or `MAX_HEAD_FIELDS` fails, as does one llhttp refuses.
+  `Content-Length: 0`; never more body than its Content-Length is sent. Answers are parsed by
+  llhttp with no leniencies; an answer whose head (or trailer) grows over `MAX_HEAD_BYTES`, or
+  whose head has over `MAX_HEAD_FIELDS` fields, fails as it arrives, as does one llhttp refuses.
+  An answer without a length ends only with a clean close: a reset cuts it short.
 - **Reuse.** A connection goes back to the pool only after a complete answer to a completely sent
   request, with keep-alive on both sides and no stray bytes after the answer. Otherwise it is
   closed: a connection whose framing is in doubt must never carry another user's request.
-- **Retry.** A request with an idempotent method and no body is sent once more, on a new
-  connection, when a reused connection ends before the first byte of an answer: the application
-  closed it while it was idle (RFC 9112 section 9.3.1).
+- **Retry.** A request with an idempotent method and no body is sent once more when a reused
+  connection ends before the first byte of an answer: the application closed it while it was
+  idle (RFC 9112 section 9.3.1). The retry goes on a connection that went idle later, or a new
+  one, never on one idle as long (the same idle timeout has likely closed it too).
+- **Turns.** Beyond `limit` connections, callers wait in line; a released connection is handed to
+  the first of them, and one that leaves when its turn comes passes the turn on.
 - **Time.** Connecting is bounded by `connect_timeout`; waiting for an answer, and for each part
   of its body, by `read_timeout` of silence on the connection (a request body still being sent
   counts as traffic). Idle connections close after `idle_seconds` (15 s, as aiohttp's client).
 - **Back-pressure.** Reading from the application pauses while more than `BUFFER_BYTES` of body
-  wait for the caller; writing a request body waits while the application's socket is full.
+  wait for the caller (and resumes before the connection serves anyone else); writing a request
+  body waits while the application's socket is full.
 
 Failures are the gateway's errors: UpstreamUnavailable (502) and UpstreamTimeout (504), raised
 by `send` before an answer exists and by `read`/`next_chunk` while its body is read.
