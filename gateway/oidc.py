@@ -95,6 +95,7 @@ class MsalClient:
         self._seed_cache: dict[str, Any] = {}
         self._seeded_at = time.monotonic()
         self._provider: Provider | None = None
+        self._loaded = asyncio.Event()
         self._policy: IdTokenPolicy | None = None
 
     def _application(
@@ -198,6 +199,11 @@ class MsalClient:
         Raises IdentityProviderError naming what failed; the caller decides whether that is fatal.
         """
         await self._run(self._warm_up)
+        self._loaded.set()
+
+    async def loaded(self) -> None:
+        """Until the provider's metadata and keys are loaded (start() succeeded)."""
+        await self._loaded.wait()
 
     def _warm_up(self) -> None:
         settings = self._settings

@@ -27,7 +27,7 @@ from gateway.connections import (
     client_connection_limit,
     raise_open_file_limit,
 )
-from gateway.keys import DRAINING, METRICS
+from gateway.keys import DRAINING, METRICS, MSAL
 from gateway.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,9 @@ GC_THRESHOLDS: Final = (50_000, 20, 100)
 # burst arrives (a flood, or many browsers reconnecting after a restart), and an overflowed SYN is
 # dropped: that client waits a full one-second retransmission. The kernel caps it at somaxconn.
 LISTEN_BACKLOG: Final = 1024
+# A worker joins the shared port once it has the identity provider's metadata, or after this long
+# (the provider may be down: signed-in users must still be served).
+WORKER_METADATA_WAIT_SECONDS: Final = 5.0
 
 
 async def _serve(settings: Settings, worker: bool) -> None:
@@ -68,6 +71,18 @@ async def _serve(settings: Settings, worker: bool) -> None:
         reuse_port=worker or None,
         backlog=LISTEN_BACKLOG,
     )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    if worker:
+        # Workers share the port, and each loads the metadata itself: a worker listening before
+        # it has them would answer the sign-ins the kernel sends it with a 502 page, while the
+        # other worker tells the readiness probe all is well.
+        await _metadata_or_stop(app, stop, WORKER_METADATA_WAIT_SECONDS)
+        if stop.is_set():
+            await runner.cleanup()
+            return
     await site.start()
     # Everything built at start-up lives as long as the process: keep it out of the collector's
     # way, and collect young objects less often, so that collections stop adding latency tails.
@@ -75,16 +90,29 @@ async def _serve(settings: Settings, worker: bool) -> None:
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
     log.info("msal-gateway listening on %s:%d, upstream %s", host, port, settings.upstream)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     app[DRAINING].set()
     log.info("stopping: not ready, draining for %.1fs", settings.proxy.drain_seconds)
     await asyncio.sleep(settings.proxy.drain_seconds)
     await runner.cleanup()
     log.info("stopped")
+
+
+async def _metadata_or_stop(app: web.Application, stop: asyncio.Event, seconds: float) -> None:
+    """Until the identity provider's metadata is loaded, `stop` is set, or `seconds` pass."""
+    client = app[MSAL]
+    waits = [asyncio.ensure_future(client.loaded()), asyncio.ensure_future(stop.wait())]
+    try:
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiting in waits:
+            waiting.cancel()
+    if not client.ready and not stop.is_set():
+        log.warning(
+            "the identity provider's metadata is not loaded after %.0fs; serving anyway "
+            "(sign-in answers 502 until it is)",
+            seconds,
+        )
 
 
 def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
