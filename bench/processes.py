@@ -16,7 +16,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -46,18 +46,31 @@ def free_port() -> int:
         return port
 
 
-def wait_for_port(port: int, process: ManagedProcess, seconds: float = 20.0) -> None:
-    """Until something accepts on 127.0.0.1:`port`; fails early if the process dies."""
+def wait_until(
+    ready: Callable[[], bool], process: ManagedProcess, what: str, seconds: float = 20.0
+) -> None:
+    """Until `ready()` holds; fails early if the process dies, and names `what` on a timeout."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.exited:
             raise RuntimeError(f"{process.name} exited early:\n{process.log_tail()}")
+        if ready():
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{process.name} {what}:\n{process.log_tail()}")
+
+
+def wait_for_port(port: int, process: ManagedProcess, seconds: float = 20.0) -> None:
+    """Until something accepts on 127.0.0.1:`port`; fails early if the process dies."""
+
+    def accepts() -> bool:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
+                return True
         except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{process.name} did not listen on port {port}:\n{process.log_tail()}")
+            return False
+
+    wait_until(accepts, process, f"did not listen on port {port}", seconds)
 
 
 def _children_index() -> dict[int, list[int]]:

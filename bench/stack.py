@@ -16,7 +16,6 @@ import shutil
 import socket
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from processes import (
     find_binary,
     free_port,
     wait_for_port,
+    wait_until,
 )
 from wrk import wrk_binary
 
@@ -87,19 +87,12 @@ def _redis_ping(port: int) -> bool:
         return False
 
 
-def _wait_http_ok(url: str, process: ManagedProcess, seconds: float = 30.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.exited:
-            raise RuntimeError(f"{process.name} exited early:\n{process.log_tail()}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{process.name} not ready at {url}:\n{process.log_tail()}")
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 @dataclass
@@ -183,11 +176,7 @@ class Stack:
         ]
         self.redis = self.group.add(ManagedProcess("redis-server", argv, directory / "redis.log"))
         wait_for_port(self.redis_port, self.redis)
-        deadline = time.monotonic() + 10
-        while not _redis_ping(self.redis_port):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server does not answer:\n{self.redis.log_tail()}")
-            time.sleep(0.05)
+        wait_until(lambda: _redis_ping(self.redis_port), self.redis, "does not answer", 10)
 
     def _start_idp(self, apache_port: int) -> None:
         clients = (
@@ -264,7 +253,8 @@ class Stack:
                 cwd=REPO,
             )
         )
-        _wait_http_ok(f"{self.gateway_url}/.auth/readyz", self.gateway)
+        ready = f"{self.gateway_url}/.auth/readyz"
+        wait_until(lambda: _http_ok(ready), self.gateway, f"not ready at {ready}", 30)
 
     def _start_apache(self, port: int) -> None:
         assert self.idp is not None and self.upstream is not None
