@@ -2,24 +2,34 @@
 #
 #   docker build --build-arg SOURCE_URL=<repository URL> -t msal-gateway:0.1.0 .
 #
-# Two stages: the first builds a virtual environment from the project's wheel and its dependencies'
-# wheels; the second is a clean slim Python with only that environment copied in: no pip cache, no
-# wheels, no build tools, no compilers (the slim base has none, and every dependency ships binary
-# wheels). The image writes nothing at run time (bytecode is compiled at build time), so it runs
-# with a read-only root filesystem, as deploy/ does, as uid/gid 10001 like deploy/'s manifests.
-# tests/test_wheel_entrypoint.py runs this image's entrypoint and HEALTHCHECK command against the
-# wheel installed into a fresh virtual environment.
+# Two stages. The first installs the hash-pinned runtime lock (requirements/runtime.txt, written by
+# scripts/lock.sh) into a virtual environment: the only step that reaches the package index. It
+# then builds the project's wheel with the locked build backend and installs it offline, without
+# dependencies (--no-index: nothing unpinned can arrive). The second is a clean slim Python with
+# only that environment copied in: no pip or setuptools (the venv seeds them), no wheels, no build
+# tools, no compilers (the slim base has none, and every dependency ships binary wheels). The image
+# writes nothing at run time (bytecode is compiled at build time), so it runs with a read-only root
+# filesystem, as deploy/ does, as uid/gid 10001 like deploy/'s manifests.
+# tests/test_wheel_entrypoint.py runs these same build steps, then the image's entrypoint and
+# HEALTHCHECK command, without a container engine; tests/test_release.py lints this file.
 ARG PYTHON_VERSION=3.11
 
 FROM python:${PYTHON_VERSION}-slim-bookworm AS build
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY gateway ./gateway
+COPY requirements/runtime.txt requirements/build.txt ./requirements/
 # --compile: the .pyc files are written now, since the running image cannot write them.
 RUN python -m venv /opt/msal-gateway \
- && /opt/msal-gateway/bin/pip install --compile . \
- && /opt/msal-gateway/bin/pip uninstall --yes pip
+ && /opt/msal-gateway/bin/pip install --no-cache-dir --require-hashes --only-binary :all: --compile \
+      -r requirements/runtime.txt \
+ && python -m venv /opt/build \
+ && /opt/build/bin/pip install --no-cache-dir --require-hashes --only-binary :all: \
+      -r requirements/build.txt
+COPY pyproject.toml README.md ./
+COPY gateway ./gateway
+RUN /opt/build/bin/pip wheel --no-cache-dir --no-index --no-deps --no-build-isolation -w /wheels . \
+ && /opt/msal-gateway/bin/pip install --no-cache-dir --no-index --no-deps --compile /wheels/*.whl \
+ && /opt/msal-gateway/bin/pip uninstall --yes pip setuptools
 
 FROM python:${PYTHON_VERSION}-slim-bookworm
 ARG VERSION=0.1.0

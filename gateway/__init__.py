@@ -1,3 +1,4 @@
-"""msal-gateway: a reverse-proxy sidecar that signs users in with Microsoft Entra ID."""
+"""msal-gateway: a reverse-proxy sidecar that signs users in with Microsoft Entra ID.
 
-__version__ = "0.1.0"
+The version is the package's metadata (gateway.build_info.version()); pyproject.toml states it.
+"""

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from gateway import logs
+from gateway import build_info, logs
 from gateway.configuration import ConfigFileError, describe_errors, load_settings, unknown_variables
 from gateway.settings import Settings
 
@@ -27,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="msal-gateway",
         description="Reverse-proxy sidecar that puts a web application behind Microsoft sign-in.",
     )
+    parser.add_argument("--version", action="version", version=build_info.describe())
     commands = parser.add_subparsers(dest="command", required=True)
     for name, text in (
         ("serve", "run the gateway"),
@@ -88,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             f"configuration OK: upstream {loaded.upstream}, authority {loaded.authority_url}, "
             f"store {loaded.session_store}"
         )
+        print(build_info.describe())
         return 0
     from gateway.workers import is_worker, supervise, worker_count
 

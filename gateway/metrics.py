@@ -26,6 +26,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway import build_info
+
 LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 # The gateway's own work is meant to take tens of microseconds: finer buckets at the low end.
 OVERHEAD_BUCKETS: Final = (
@@ -202,6 +204,14 @@ class Metrics:
             "Signed-in requests forwarded without X-MS-CLIENT-PRINCIPAL (a canary: must stay 0).",
             registry=self.registry,
         )
+        self.build_info = Gauge(
+            "msal_gateway_build_info",
+            "Always 1; its labels name the running gateway's version and its runtime's.",
+            list(build_info.components()),
+            registry=self.registry,
+            multiprocess_mode="max",  # the same labels and value in every worker
+        )
+        self.build_info.labels(**build_info.components()).set(1)
         self.upstream_errors = Counter(
             "msal_gateway_upstream_errors",
             "Requests the upstream could not answer, by kind.",

@@ -296,10 +296,10 @@ def standalone_client(url: str, s: RedisSettings) -> Redis:
 def sentinel_client(s: RedisSettings) -> tuple[_Sentinel, _BlockingSentinelPool]:
     tls = {"ssl": True, **_tls(s)} if s.tls else {}
     password = s.sentinel_password.get_secret_value() if s.sentinel_password else None
-    # redis-py's asyncio Sentinel and its pool are not annotated.
-    sentinel = _Sentinel(  # type: ignore[no-untyped-call]
+    sentinel = _Sentinel(
         s.sentinel_addresses, sentinel_kwargs={**_timeouts(s), "password": password, **tls}
     )
+    # redis-py's asyncio Sentinel pool is not annotated.
     pool = _BlockingSentinelPool(  # type: ignore[no-untyped-call]
         s.sentinel_master,
         sentinel,

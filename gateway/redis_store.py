@@ -375,7 +375,7 @@ class RedisStorage:
                 if up:
                     on_state(False)
                 with contextlib.suppress(*_FAILURES):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
             await asyncio.sleep(NOTICE_RETRY_SECONDS)
 
     def _same_master(self, pubsub: Any) -> None:

@@ -19,7 +19,7 @@ from typing import Final
 
 from aiohttp import web
 
-from gateway import logs
+from gateway import build_info, logs
 from gateway.app import build_app
 from gateway.connections import (
     BoundedAppRunner,
@@ -89,7 +89,13 @@ async def _serve(settings: Settings, worker: bool) -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
-    log.info("msal-gateway listening on %s:%d, upstream %s", host, port, settings.upstream)
+    log.info(
+        "%s listening on %s:%d, upstream %s",
+        build_info.describe(),
+        host,
+        port,
+        settings.upstream,
+    )
     await stop.wait()
     app[DRAINING].set()
     log.info("stopping: not ready, draining for %.1fs", settings.proxy.drain_seconds)

@@ -361,6 +361,12 @@ def run_check_config_with_file(command: str, tmp_path: Path) -> None:
     assert "GATEWAY_PUBLIC_URL" in result.stdout + result.stderr
 
 
+def run_version(command: str, tmp_path: Path) -> None:
+    result = shell(command, tmp_path)
+    _ok(result, command)
+    assert re.fullmatch(r"msal-gateway \S+ \(Python \S+, aiohttp \S+, msal \S+\)\n", result.stdout)
+
+
 def run_help(command: str, tmp_path: Path) -> None:
     """A measurement script: its full run is a measurement (minutes of both cores, figures to
     read), not a test, so only its command line is run, with --help."""
@@ -420,6 +426,7 @@ RUNS: Final[Mapping[str, Runner]] = {
     "msal-gateway demo [--port 8000]": run_synopsis,
     "msal-gateway devidp [--port 8443] [--state-dir DIR] …": run_synopsis,
     "msal-gateway devidp": run_synopsis,
+    "msal-gateway --version": run_version,
     # Measurements, not tests: run with --help only (see run_help).
     ".venv/bin/python bench/memory.py": run_help,
     ".venv/bin/python bench/soak.py": run_help,
@@ -489,6 +496,9 @@ NO_CLUSTER: Final = "needs a Kubernetes cluster (none here); the names it uses a
 NO_AZURE: Final = "needs an Azure subscription and `az login`"
 NOT_RUNNABLE: Final[Mapping[str, str]] = {
     "./scripts/test.sh": "it is the check run that runs this test",
+    "./scripts/lock.sh": "re-resolves requirements/ and then runs ./scripts/test.sh, which runs "
+    "this test; tests/test_release.py checks the locks it writes against pyproject.toml",
+    "./scripts/lock.sh --upgrade": "as ./scripts/lock.sh, with every package at its newest release",
     ".ci/run": "CI's entry point; it runs ./scripts/test.sh, which runs this test",
     "bench/bootstrap.sh": "installs apache2, mod_auth_openidc, wrk, nginx, redis-server (apt-get)",
     "kubectl create namespace shop": NO_CLUSTER,

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import platform
+import re
+from importlib import metadata
 from typing import Any
 
 import aiohttp
@@ -53,6 +56,29 @@ async def test_metrics_count_requests_signins_and_refreshes(launch: Launch, idp:
     assert sample(text, 'msal_gateway_requests_total{route="proxy",status="302"}') >= 1
     assert sample(text, 'msal_gateway_request_duration_seconds_count{route="auth"}') >= 3
     assert sample(text, "msal_gateway_forwarded_without_identity_total") == 0  # the canary
+
+
+def expected_build_info() -> dict[str, str]:
+    """The build-info labels this process's own package metadata predicts."""
+    return {
+        "version": metadata.version("msal-gateway"),
+        "python": platform.python_version(),
+        "aiohttp": metadata.version("aiohttp"),
+        "msal": metadata.version("msal"),
+    }
+
+
+def build_info(text: str) -> tuple[dict[str, str], float]:
+    """The labels and value of the one msal_gateway_build_info series of a scrape."""
+    [line] = [line for line in text.splitlines() if line.startswith("msal_gateway_build_info{")]
+    labels, _, value = line.rpartition(" ")
+    return dict(re.findall(r'(\w+)="([^"]*)"', labels)), float(value)
+
+
+async def test_build_info_names_the_running_versions(launch: Launch) -> None:
+    port = free_port()
+    await launch(metrics_listen=f"127.0.0.1:{port}")
+    assert build_info(await scrape(port)) == (expected_build_info(), 1.0)
 
 
 async def test_upstream_errors_are_counted(launch: Launch) -> None:

@@ -1,11 +1,12 @@
-"""The container image's entrypoint, tested without a container engine: the project's wheel is
-built from exactly what the Dockerfile copies, installed with its dependencies (from the package
-index) into a fresh virtual environment, and the Dockerfile's own ENTRYPOINT, CMD, ENV and
-HEALTHCHECK are run against it. Also the Dockerfile's promises that can be read from it: two
-stages, a slim base, uid 10001 as in deploy/, nothing installed or compiled in the final stage,
-the OCI labels.
+"""The container image, tested without a container engine: the Dockerfile's build stage is run
+step by step here (its COPY and RUN instructions, the image's paths mapped to a scratch folder):
+the hash-pinned runtime lock is the only step that may reach the package index, and the
+environment it leaves holds exactly that lock and the project's wheel. The Dockerfile's own
+ENTRYPOINT, CMD, ENV and HEALTHCHECK are then run against that environment. Also the
+Dockerfile's promises that can be read from it: two stages, a slim base, uid 10001 as in deploy/,
+nothing installed or compiled in the final stage, the OCI labels.
 
-Slow (a wheel build and a dependency install, about a minute) and meant to run in CI: under
+Slow (a dependency install and a wheel build, about half a minute) and meant to run in CI: under
 CI=true an unreachable package index fails it instead of skipping it.
 """
 
@@ -142,38 +143,100 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+# Where the build stage's absolute paths live in this test's scratch folder.
+BUILD_PATHS: Final = {
+    "/src": "src",
+    "/opt/msal-gateway": "venv",
+    "/opt/build": "build-venv",
+    "/wheels": "wheels",
+}
+# Steps after the lock is installed must not reach the network: their package index is a closed
+# port, so a step that tried to download anything would fail.
+OFFLINE: Final = {"PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_CONFIG_FILE": os.devnull}
+
+
+def build_stage() -> list[Instruction]:
+    found = instructions()
+    starts = [i for i, item in enumerate(found) if item.name == "FROM"]
+    assert len(starts) >= 2 and found[starts[0]].value.endswith(" AS build"), starts
+    return found[starts[0] + 1 : starts[1]]
+
+
+def _local(path: str, work: Path) -> Path:
+    for image_path, folder in BUILD_PATHS.items():
+        if path == image_path or path.startswith(image_path + "/"):
+            return work / folder / path[len(image_path) :].lstrip("/")
+    raise AssertionError(f"the build stage uses {path}, which BUILD_PATHS does not map")
+
+
+def _localised(command: str, work: Path) -> str:
+    for path in re.findall(r"(?<![\w.])/[A-Za-z][\w./*-]*", command):
+        command = command.replace(path, str(_local(path, work)), 1)
+    return command
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
-    work = tmp_path_factory.mktemp("wheel")
-    source = work / "src"
-    # What the Dockerfile's build stage copies, and nothing else from the working tree.
-    source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy2(ROOT / name, source / name)
-    shutil.copytree(
-        ROOT / "gateway", source / "gateway", ignore=shutil.ignore_patterns("__pycache__")
-    )
-    dist = work / "dist"
-    env = clean_env()
-    built = _run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(dist), str(source)],
-        env=env,
-        timeout=INSTALL_TIMEOUT_SECONDS,
-    )
-    if built.returncode != 0:
-        _install_failed("pip wheel", built)
-    [wheel] = dist.glob("msal_gateway-*.whl")
-    venv = work / "venv"
-    created = _run([sys.executable, "-m", "venv", str(venv)], env=env, timeout=120)
-    assert created.returncode == 0, created.stderr
+    """The Dockerfile's build stage, run step by step on this machine: its COPY instructions copy
+    from the checkout, its RUN commands run in bash with the image's paths mapped into a scratch
+    folder. Only the first RUN (the hash-pinned lock) may use the package index."""
+    work = tmp_path_factory.mktemp("image")
+    for folder in BUILD_PATHS.values():
+        (work / folder).mkdir()
+    workdir = work
+    env = clean_env(PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin')}")
+    runs = 0
+    for step in build_stage():
+        if step.name == "WORKDIR":
+            workdir = _local(step.value, work)
+        elif step.name == "ENV":
+            env.update(dict(pair.split("=", 1) for pair in step.value.split()))
+        elif step.name == "COPY":
+            *sources, target = step.value.split()
+            destination = workdir / target
+            for source in sources:
+                origin = ROOT / source
+                if origin.is_dir():
+                    shutil.copytree(
+                        origin, destination, ignore=shutil.ignore_patterns("__pycache__")
+                    )
+                else:
+                    destination.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(origin, destination / origin.name)
+        elif step.name == "RUN":
+            runs += 1
+            locked = "--require-hashes" in step.value
+            assert locked == (runs == 1), "only the first RUN installs, from the lock"
+            result = _run(
+                ["bash", "-euo", "pipefail", "-c", _localised(step.value, work)],
+                cwd=workdir,
+                env=env if locked else {**env, **OFFLINE},
+                timeout=INSTALL_TIMEOUT_SECONDS,
+            )
+            if result.returncode != 0:
+                _install_failed(f"build-stage RUN {runs}", result)
+        else:
+            raise AssertionError(f"the build stage has {step.name}, which this test cannot run")
+    [wheel] = (work / "wheels").glob("msal_gateway-*.whl")
+    return Installed(work / "venv", wheel)
+
+
+def test_the_image_holds_exactly_the_runtime_lock(installed: Installed) -> None:
+    [site] = (installed.venv / "lib").glob("python*/site-packages")
     result = _run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "--compile", str(wheel)],
-        env=env,
-        timeout=INSTALL_TIMEOUT_SECONDS,
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "check_lock.py"),
+            "--installed",
+            str(ROOT / "requirements" / "runtime.txt"),
+            "--site",
+            str(site),
+        ],
+        env=clean_env(),
+        timeout=60,
     )
-    if result.returncode != 0:
-        _install_failed("pip install of the wheel and its dependencies", result)
-    return Installed(venv, wheel)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not (installed.bin / "pip").exists(), "the image's environment keeps no pip"
 
 
 def minimal_env(**extra: str) -> dict[str, str]:

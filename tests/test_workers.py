@@ -18,7 +18,7 @@ from support.browser import Browser
 from support.gateway import PUBLIC_URL, GatewayProcess, env_for, idp_ssl, settings_for, shared_redis
 from support.redis_server import free_port
 from support.threaded import ThreadedServer
-from test_metrics import sample, scrape
+from test_metrics import build_info, expected_build_info, sample, scrape
 from test_signin import API
 
 from gateway.metrics import FLUSH_SECONDS
@@ -101,6 +101,8 @@ async def test_two_workers_share_the_port_sessions_and_metrics(
         while (found := _counted(await scrape(port), counted)) != 40:
             assert asyncio.get_running_loop().time() < deadline, f"{found} requests counted"
             await asyncio.sleep(0.05)
+        # Build information is one series for the whole gateway, not one per worker.
+        assert build_info(await scrape(port)) == (expected_build_info(), 1.0)
     finally:
         await browser.close()
         log = gateway.stop()
