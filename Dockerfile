@@ -26,6 +26,8 @@ RUN python -m venv /opt/msal-gateway \
  && /opt/build/bin/pip install --no-cache-dir --require-hashes --only-binary :all: \
       -r requirements/build.txt
 COPY pyproject.toml README.md ./
+# The gateway only: the development identity provider (devidp/), which signs in anyone who picks a
+# test user, stays out of the production image; `msal-gateway demo` there says where to find it.
 COPY gateway ./gateway
 RUN /opt/build/bin/pip wheel --no-cache-dir --no-index --no-deps --no-build-isolation -w /wheels . \
  && /opt/msal-gateway/bin/pip install --no-cache-dir --no-index --no-deps --compile /wheels/*.whl \

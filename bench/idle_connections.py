@@ -35,7 +35,7 @@ from support.idp import ThreadedDevIdp
 from support.threaded import ThreadedServer
 from support.upstream import make_upstream_app
 
-from gateway.devidp.config import DevIdpConfig
+from devidp.config import DevIdpConfig
 
 COOKIE: Final = "__Host-msal-gateway"
 HEALTHZ: Final = b"GET /.auth/healthz HTTP/1.1\r\nHost: app.test\r\n\r\n"

@@ -32,13 +32,13 @@ from support.redis_server import RedisServer
 from support.threaded import ThreadedServer
 from support.upstream import make_upstream_app
 
-from gateway.devidp.config import DevIdpConfig
-from gateway.memory_store import MemoryStorage
-from gateway.proxy import identity_headers
-from gateway.sealing import Sealer
-from gateway.session_cache import SessionCache
-from gateway.sessions import SessionRecord
-from gateway.settings import Settings
+from devidp.config import DevIdpConfig
+from gateway.config.settings import Settings
+from gateway.proxy.handler import identity_headers
+from gateway.sessions.cache import SessionCache
+from gateway.sessions.sealing import Sealer
+from gateway.sessions.store import SessionRecord
+from gateway.store.memory import MemoryStorage
 
 COOKIE = "__Host-msal-gateway"
 SCOPE = "api://upstream/read"

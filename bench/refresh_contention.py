@@ -29,7 +29,7 @@ from support.redis_server import RedisServer
 from support.threaded import ThreadedServer
 from support.upstream import make_upstream_app
 
-from gateway.devidp.config import DevIdpConfig
+from devidp.config import DevIdpConfig
 
 COOKIE = "__Host-msal-gateway"
 

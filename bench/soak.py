@@ -66,7 +66,7 @@ from support.redis_sentinel import SentinelSet
 from support.threaded import ThreadedServer
 from support.upstream import make_upstream_app
 
-from gateway.devidp.config import DevIdpConfig
+from devidp.config import DevIdpConfig
 
 COOKIE: Final = "__Host-msal-gateway"
 SCOPE: Final = "api://upstream/read"  # so every proxied request carries a bearer token

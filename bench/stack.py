@@ -42,8 +42,8 @@ sys.path.insert(0, str(REPO / "tests"))
 from support.gateway import env_for  # noqa: E402 - needs the tests directory on sys.path
 from support.idp import ThreadedDevIdp  # noqa: E402
 
-from gateway.devidp import Client, DevIdpConfig, RunningDevIdp  # noqa: E402
-from gateway.settings import Settings  # noqa: E402
+from devidp import Client, DevIdpConfig, RunningDevIdp  # noqa: E402
+from gateway.config.settings import Settings  # noqa: E402
 
 GATEWAY_PUBLIC_URL: Final = "https://app.test"
 GATEWAY_CALLBACK: Final = f"{GATEWAY_PUBLIC_URL}/.auth/login/aad/callback"

@@ -15,9 +15,14 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from gateway import build_info, logs
-from gateway.configuration import ConfigFileError, describe_errors, load_settings, unknown_variables
-from gateway.settings import Settings
+from gateway.config.loading import (
+    ConfigFileError,
+    describe_errors,
+    load_settings,
+    unknown_variables,
+)
+from gateway.config.settings import Settings
+from gateway.telemetry import build_info, logs
 
 CONFIG_ERROR_STATUS = 2
 
@@ -67,10 +72,21 @@ def _report(problems: list[str]) -> int:
     return CONFIG_ERROR_STATUS
 
 
+# The container image leaves the development identity provider out: it signs in anyone who clicks
+# a test user, and a production image has no use for that.
+WITHOUT_DEVIDP = (
+    "the development identity provider is not installed here (the container image leaves it "
+    "out); run the demo from a source checkout with ./scripts/demo.sh, or in a virtualenv with "
+    "pip install msal-gateway"
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     args_list = sys.argv[1:] if argv is None else argv
+    if args_list[:1] in (["devidp"], ["demo"]) and importlib.util.find_spec("devidp") is None:
+        return _report([WITHOUT_DEVIDP])
     if args_list[:1] == ["devidp"]:
-        from gateway.devidp.cli import main as devidp_main
+        from devidp.cli import main as devidp_main
 
         return devidp_main(args_list[1:])
     args = _parser().parse_args(args_list)
@@ -91,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(build_info.describe())
         return 0
-    from gateway.workers import is_worker, supervise, worker_count
+    from gateway.server.workers import is_worker, supervise, worker_count
 
     count = worker_count(loaded.workers, loaded.session_store)
     if count > 1 and not is_worker():
@@ -103,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             return supervise(count, args_list, loaded.metrics_listen, grace)
         finally:
             logs.shutdown()
-    from gateway.serve import serve
+    from gateway.server.serve import serve
 
     return serve(loaded, worker=is_worker())
 

@@ -19,11 +19,12 @@ from aiohttp import ClientSession, ClientTimeout, DummyCookieJar, TCPConnector, 
 from aiohttp.typedefs import Handler, Middleware
 from yarl import URL
 
-from gateway import health, principal, proxy, signin, tracing
-from gateway.api_callers import ApiCallerAuthenticator
-from gateway.assertion import AssertionSigner
+from gateway.auth.peers import networks
+from gateway.auth.policy import Policy
+from gateway.auth.ratelimit import RateLimiter
+from gateway.config.settings import Settings
+from gateway.endpoints import health, principal, signin
 from gateway.errors import GatewayError, NotFound
-from gateway.flows import FlowStore
 from gateway.keys import (
     API_CALLERS,
     ASSERTION,
@@ -47,24 +48,25 @@ from gateway.keys import (
     UPSTREAM_POOL,
     UPSTREAM_PREFIX,
 )
-from gateway.measured_store import MeasuredStorage
-from gateway.memory_store import MemoryStorage
-from gateway.metrics import Metrics
-from gateway.middleware import error_middleware
-from gateway.oidc import MsalClient
-from gateway.peers import networks
-from gateway.policy import Policy
-from gateway.ratelimit import RateLimiter
-from gateway.redis_store import RedisStorage
-from gateway.refresh import SessionRefresher
-from gateway.sealing import Sealer
-from gateway.session_cache import SessionCache
-from gateway.session_index import SessionIndex
-from gateway.sessions import SessionRecord, SessionStore
-from gateway.settings import Settings
-from gateway.storage import Storage
-from gateway.token_cache import TokenCacheStore
-from gateway.upstream_http import UpstreamPool
+from gateway.oidc.api_callers import ApiCallerAuthenticator
+from gateway.oidc.msal_client import MsalClient
+from gateway.oidc.refresher import SessionRefresher
+from gateway.proxy import handler as proxy
+from gateway.sessions.cache import SessionCache
+from gateway.sessions.flows import FlowStore
+from gateway.sessions.index import SessionIndex
+from gateway.sessions.sealing import Sealer
+from gateway.sessions.store import SessionRecord, SessionStore
+from gateway.sessions.token_cache import TokenCacheStore
+from gateway.store.measured import MeasuredStorage
+from gateway.store.memory import MemoryStorage
+from gateway.store.redis import RedisStorage
+from gateway.store.storage import Storage
+from gateway.telemetry import tracing
+from gateway.telemetry.metrics import Metrics
+from gateway.tokens.assertion import AssertionSigner
+from gateway.upstream.client import UpstreamPool
+from gateway.web.middleware import error_middleware
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ from typing import Final
 
 from aiohttp import web
 
+from devidp.config import DevIdpConfig
+from devidp.server import start as start_devidp
 from gateway.app import build_app
-from gateway.devidp.config import DevIdpConfig
-from gateway.devidp.server import start as start_devidp
-from gateway.settings import Settings
+from gateway.config.settings import Settings
 
 DEMO_SCOPE: Final = "api://msal-gateway-demo/read"
 

@@ -1,4 +1,5 @@
-"""The gateway's error tree. Every error a client sees is one of these; middleware.py renders them.
+"""The gateway's error tree. Every error a client sees is one of these; web/middleware.py renders
+them.
 
     GatewayError                 500 internal
       SignInRequired             401 (302 to sign-in for browser navigations)
@@ -17,9 +18,9 @@
       CorruptRecordError         a stored record could not be decrypted or parsed; callers treat it
                                  as "no record" after logging, never as an empty session
 
-Foreign exceptions are translated where they are raised (forward.py, redis_store.py, oidc.py);
-nothing above those modules sees a redis, aiohttp client or MSAL error. This module imports nothing
-from the gateway.
+Foreign exceptions are translated where they are raised (proxy/forward.py, store/redis.py,
+oidc/msal_client.py); nothing above those modules sees a redis, aiohttp client or MSAL error. This
+module imports nothing from the gateway.
 """
 
 from __future__ import annotations

@@ -8,23 +8,23 @@ from typing import TYPE_CHECKING, Final
 from aiohttp import ClientSession, web
 from yarl import URL
 
-from gateway.assertion import AssertionSigner
-from gateway.flows import FlowStore
-from gateway.identity import ApiCallers, Identity, Refresher
-from gateway.metrics import Metrics, Timing
-from gateway.peers import Network
-from gateway.policy import Policy
-from gateway.ratelimit import RateLimiter
-from gateway.sealing import Sealer
-from gateway.session_index import SessionIndex
-from gateway.sessions import SessionStore
-from gateway.settings import Settings
-from gateway.storage import Storage
-from gateway.upstream_http import UpstreamPool
+from gateway.auth.identity import ApiCallers, Identity, Refresher
+from gateway.auth.peers import Network
+from gateway.auth.policy import Policy
+from gateway.auth.ratelimit import RateLimiter
+from gateway.config.settings import Settings
+from gateway.sessions.flows import FlowStore
+from gateway.sessions.index import SessionIndex
+from gateway.sessions.sealing import Sealer
+from gateway.sessions.store import SessionStore
+from gateway.store.storage import Storage
+from gateway.telemetry.metrics import Metrics, Timing
+from gateway.tokens.assertion import AssertionSigner
+from gateway.upstream.client import UpstreamPool
 
 if TYPE_CHECKING:  # The sign-in path's types stay out of the hot path's imports.
-    from gateway.oidc import MsalClient  # noqa: F401
-    from gateway.token_cache import TokenCacheStore  # noqa: F401
+    from gateway.oidc.msal_client import MsalClient  # noqa: F401
+    from gateway.sessions.token_cache import TokenCacheStore  # noqa: F401
 
 SETTINGS: Final = web.AppKey("settings", Settings)
 UPSTREAM: Final = web.AppKey("upstream", ClientSession)

@@ -44,10 +44,11 @@ stamp_of() {  # what a virtualenv installed for mode $1 was installed from
   local files=()
   if [ "$1" = "test" ]; then files+=(requirements/dev.txt)
   else files+=(requirements/runtime.txt requirements/build.txt); fi
-  # Of pyproject.toml, only what installing the project reads (not the tools' settings).
+  # Of pyproject.toml, only what installing the project reads (not the other tools' settings):
+  # the editable install maps the packages setuptools finds, so a new package needs a reinstall.
   { .venv/bin/python -VV; cat "${files[@]}"
     .venv/bin/python -c 'import tomllib; t = tomllib.load(open("pyproject.toml", "rb"))
-print(t["project"], t["build-system"])'; } | sha256sum | cut -d' ' -f1
+print(t["project"], t["build-system"], t["tool"]["setuptools"])'; } | sha256sum | cut -d' ' -f1
 }
 installed_for() { [ -f ".venv/.locked-$1" ] && [ "$(cat ".venv/.locked-$1")" = "$(stamp_of "$1")" ]; }
 # A test virtualenv holds everything the runtime needs as well.

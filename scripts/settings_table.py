@@ -13,9 +13,9 @@ from pathlib import Path
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from gateway.advanced_settings import SettingsGroup
-from gateway.configuration import env_name
-from gateway.settings import Settings
+from gateway.config.advanced import SettingsGroup
+from gateway.config.loading import env_name
+from gateway.config.settings import Settings
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 START, END = "<!-- settings-table:start -->", "<!-- settings-table:end -->"

@@ -1,4 +1,4 @@
-"""The identity assertion signer of gateway.assertion: tokens verified with PyJWT against the
+"""The identity assertion signer of gateway.tokens.assertion: tokens verified with PyJWT against the
 published JWKS exactly as an upstream would, key periods and rotation, replicas, and the token
 cache. Time is an injected clock; where PyJWT checks exp against the real time, the clock starts
 at the real time.
@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from gateway.assertion import AssertionSigner
+from gateway.tokens.assertion import AssertionSigner
 
 SECRET_A: Final = b"a" * 32
 SECRET_B: Final = b"b" * 32

@@ -1,4 +1,5 @@
-"""Bearer access tokens from API clients (THREATS.md A3, JW-01..JW-17) against gateway/bearer.py.
+"""Bearer access tokens from API clients (THREATS.md A3, JW-01..JW-17) against
+gateway/tokens/bearer.py.
 
 Tokens come from the development identity provider (`idp.issue_access_token`), or are crafted here
 from a minted token's claims: re-signed with the provider's own key (read from its state
@@ -32,8 +33,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from support.idp import msal_session
 
-from gateway import signin
-from gateway.bearer import (
+from devidp.signing_keys import SIGNING_KEY_FILE
+from gateway.endpoints import signin
+from gateway.errors import BadRequest, SignInRequired
+from gateway.tokens.bearer import (
     MAX_LEEWAY_SECONDS,
     BearerPolicy,
     InvalidBearer,
@@ -44,8 +47,6 @@ from gateway.bearer import (
     user_key,
     validate,
 )
-from gateway.devidp.keys import SIGNING_KEY_FILE
-from gateway.errors import BadRequest, SignInRequired
 
 THREATS: Final = frozenset(f"JW-{n:02d}" for n in range(1, 18, 2))
 API: Final = "api://gateway"

@@ -24,7 +24,7 @@ from support.gateway import PUBLIC_URL, GatewayProcess, idp_ssl, settings_for
 from support.redis_server import free_port
 from support.threaded import ThreadedServer
 
-from gateway.connections import client_connection_limit
+from gateway.server.connections import client_connection_limit
 
 COOKIE: Final = "__Host-msal-gateway"
 HEADER_TIMEOUT: Final = 1.0

@@ -28,7 +28,7 @@ from support.redis_server import RedisServer
 from test_signin import API, signed_in, upstream_headers
 
 from gateway.keys import STORAGE
-from gateway.sealing import Sealer
+from gateway.sessions.sealing import Sealer
 
 SESSION: Final = "__Host-msal-gateway"
 SIGNIN: Final = "__Host-msal-gateway-signin"

@@ -1,6 +1,6 @@
 """Cookie ids and their Set-Cookie attributes (THREATS.md A6), and the Sealer that encrypts stored
-records and digests store keys. Pure functions of gateway.cookies and gateway.sealing; requests are
-aiohttp's own mocked requests.
+records and digests store keys. Pure functions of gateway.auth.cookies and
+gateway.sessions.sealing; requests are aiohttp's own mocked requests.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from gateway.cookies import clear_cookie, mint_id, read_id, set_cookie
+from gateway.auth.cookies import clear_cookie, mint_id, read_id, set_cookie
 from gateway.errors import CorruptRecordError
-from gateway.sealing import Sealer
+from gateway.sessions.sealing import Sealer
 
 COOKIE: Final = "__Host-msal-gateway"
 URL_SAFE: Final = re.compile(r"^[A-Za-z0-9_-]+$")

@@ -16,7 +16,7 @@ from support.certificates import certificate_pem, private_key_pem, rsa_key
 from support.fixtures import Launch
 from test_signin import API, signed_in
 
-from gateway.devidp.config import Client, FederatedCredential
+from devidp.config import Client, FederatedCredential
 
 FEDERATION_ISSUER = "https://kubernetes.test/oidc"
 FEDERATION_SUBJECT = "system:serviceaccount:shop:gateway"

@@ -16,7 +16,7 @@ is checked here:
 * the application is off the pod network: it binds loopback only, declares no port, no Service
   or NetworkPolicy port leads to it, and GATEWAY_UPSTREAM points at its loopback address;
 * every GATEWAY_* name in the manifests, the chart and the rendered output is a real setting
-  (from gateway.settings.Settings, not a list kept here);
+  (from gateway.config.settings.Settings, not a list kept here);
 * the gateway would start with each rendered configuration: its container's environment is
   rebuilt from the rendered ConfigMaps, Secrets and mounts (the Workload Identity webhook's
   injection simulated from the pod's label and the service account's annotations) and loaded by
@@ -50,9 +50,9 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from gateway.advanced_settings import is_loopback_host
-from gateway.configuration import load_settings, unknown_variables
-from gateway.settings import ENV_PREFIX, Settings
+from gateway.config.advanced import is_loopback_host
+from gateway.config.loading import load_settings, unknown_variables
+from gateway.config.settings import ENV_PREFIX, Settings
 
 Manifest = dict[str, Any]
 

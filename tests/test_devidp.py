@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from support.certificates import certificate_pem, private_key_pem, rsa_key
 from support.idp import AuthorizeResult, authorize, msal_session, parse_form_post
 
-from gateway.devidp import (
+from devidp import (
     Client,
     DevIdpConfig,
     FederatedCredential,

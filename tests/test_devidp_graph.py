@@ -16,7 +16,7 @@ import pytest
 import requests
 from support.idp import authorize, msal_session
 
-from gateway.devidp import RunningDevIdp
+from devidp import RunningDevIdp
 
 REDIRECT_URI = "http://localhost:8400/callback"
 API_SCOPE = "api://upstream/read"

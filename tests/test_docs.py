@@ -7,9 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gateway.advanced_settings import SettingsGroup
-from gateway.configuration import env_name, unknown_variables
-from gateway.settings import Settings
+from gateway.config.advanced import SettingsGroup
+from gateway.config.loading import env_name, unknown_variables
+from gateway.config.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIABLE = re.compile(r"\bGATEWAY_[A-Z0-9_]+")

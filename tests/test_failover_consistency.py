@@ -10,14 +10,14 @@ reports itself master).
    the new master, the old one does not replicate from it yet, and the feed's heartbeat PINGs
    still succeed, so the feed counts as up (`SessionCache.following`) while it hears nothing. The
    cache keeps serving records deleted or replaced elsewhere, each for up to
-   GATEWAY_SESSION__CACHE_SECONDS, against session_cache.py's contract ("while the notice feed is
+   GATEWAY_SESSION__CACHE_SECONDS, against sessions/cache.py's contract ("while the notice feed is
    down ... the cache is bypassed"; a revoked session stops working everywhere "within
    milliseconds while the feed is up"). The feed moves only when the demotion drops it.
 2. Writes reported done are lost: see the second test.
 
-Both are fixed (redis_store.py moves the feed off a former master and counts it as lost;
-redis_clients.py reconnects any connection to a former master before handing it out), and these
-tests keep them fixed.
+Both are fixed (store/redis.py moves the feed off a former master and counts it as lost;
+store/redis_clients.py reconnects any connection to a former master before handing it out), and
+these tests keep them fixed.
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ from redis.asyncio import Redis
 from support.fixtures import Launch, Running
 from support.redis_sentinel import SentinelSet
 
+from gateway.config.redis import RedisSettings
 from gateway.errors import StoreUnavailable
 from gateway.keys import SESSIONS
-from gateway.redis_settings import RedisSettings
-from gateway.redis_store import RedisStorage
+from gateway.store.redis import RedisStorage
 
 COOKIE = "__Host-msal-gateway"
 API = {"Accept": "application/json"}

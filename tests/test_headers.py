@@ -1,7 +1,7 @@
 """What the upstream is told (THREATS.md A4, DESIGN.md "Headers sent upstream"): inbound headers
 cleaned of identity, forwarding and hop-by-hop headers in every spelling, the gateway's cookies
 hidden, the identity headers built from claims, and the upstream's response headers filtered.
-Pure functions of gateway.headers only.
+Pure functions of gateway.auth.headers only.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from gateway.headers import (
+from gateway.auth.headers import (
     fold,
     identity_headers,
     inbound_headers,

@@ -11,8 +11,8 @@ from support.fixtures import Launch, Running
 from test_signin import API, signed_in, upstream_headers
 
 from gateway.keys import STORAGE
-from gateway.measured_store import MeasuredStorage
-from gateway.memory_store import MemoryStorage
+from gateway.store.measured import MeasuredStorage
+from gateway.store.memory import MemoryStorage
 
 TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 

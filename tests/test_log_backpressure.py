@@ -13,7 +13,7 @@ import aiohttp
 from support.gateway import GatewayProcess, settings_for
 from support.threaded import ThreadedServer
 
-from gateway.logs import NonBlockingHandler
+from gateway.telemetry.logs import NonBlockingHandler
 
 REQUESTS = 3000  # about 600 KB of access log: far more than a 64 KiB pipe holds
 

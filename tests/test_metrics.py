@@ -17,7 +17,7 @@ from support.redis_server import free_port
 from support.threaded import ThreadedServer
 from test_signin import API, signed_in
 
-from gateway.metrics import LATENCY_BUCKETS, OVERHEAD_BUCKETS, Metrics, Timing
+from gateway.telemetry.metrics import LATENCY_BUCKETS, OVERHEAD_BUCKETS, Metrics, Timing
 
 
 def sample(text: str, name: str) -> float:

@@ -16,7 +16,7 @@ from support.third_party_op import ThirdPartyOP, sign_in, third_party_op
 from support.threaded import ThreadedServer
 from test_signin import API, upstream_headers
 
-from gateway.settings import Settings
+from gateway.config.settings import Settings
 
 __all__ = ["third_party_op"]
 

@@ -15,10 +15,10 @@ from support.browser import NAVIGATE
 from support.fixtures import Launch
 from support.gateway import settings_for
 
-from gateway.advanced_settings import PagesSettings
-from gateway.configuration import describe_errors
+from gateway.config.advanced import PagesSettings
+from gateway.config.loading import describe_errors
 from gateway.errors import Forbidden, IdentityProviderError, UpstreamTimeout
-from gateway.pages import (
+from gateway.web.pages import (
     PAGE_CSP,
     Action,
     content_security_policy,

@@ -9,8 +9,8 @@ from typing import Final
 
 import pytest
 
-from gateway.paths import matches
-from gateway.policy import AmbiguousPath, Policy
+from gateway.auth.paths import matches
+from gateway.auth.policy import AmbiguousPath, Policy
 
 PUBLIC: Final = ("/static/", "/health", "/public")
 

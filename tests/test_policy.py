@@ -14,7 +14,7 @@ from support.fixtures import Launch, Running
 from test_signin import API, signed_in, upstream_headers
 from yarl import URL
 
-from gateway.devidp.groups import READERS
+from devidp.groups import READERS
 
 ALICE_OID = "0b7e2c1d-4a5f-4e3b-8c9d-1e2f3a4b5c6d"
 RULES = [

@@ -1,6 +1,6 @@
 """Return-target validation (THREATS.md A1): the open-redirect corpus in data/open_redirects.txt,
 the positive cases, RD-13 and RD-19, and a property test of the safety invariant over arbitrary
-text. Only gateway.redirects is exercised; nothing here touches the network.
+text. Only gateway.endpoints.redirects is exercised; nothing here touches the network.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.endpoints.redirects import MAX_TARGET_LENGTH, UnsafeRedirect, safe_return_path
 from gateway.errors import BadRequest
-from gateway.redirects import MAX_TARGET_LENGTH, UnsafeRedirect, safe_return_path
 
 ORIGIN: Final = "https://app.example.com"
 CORPUS_FILE: Final = Path(__file__).parent / "data" / "open_redirects.txt"

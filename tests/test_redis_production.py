@@ -25,11 +25,11 @@ from support.fixtures import Launch
 from support.redis_sentinel import SentinelSet
 from support.redis_server import RedisServer, RedisTls
 
-from gateway.configuration import describe_errors
+from gateway.config.loading import describe_errors
+from gateway.config.redis import RedisSettings
+from gateway.config.settings import Settings
 from gateway.errors import StoreUnavailable
-from gateway.redis_settings import RedisSettings
-from gateway.redis_store import RedisStorage
-from gateway.settings import Settings
+from gateway.store.redis import RedisStorage
 
 NODE_PASSWORD = "node-Pa55-" + secrets.token_hex(8)
 SENTINEL_PASSWORD = "sentinel-Pa55-" + secrets.token_hex(8)

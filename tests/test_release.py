@@ -25,7 +25,7 @@ import pytest
 from support.gateway import GatewayProcess, env_for, settings_for
 from support.threaded import ThreadedServer
 
-from gateway import build_info
+from gateway.telemetry import build_info
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 CHECK_LOCK: Final = ROOT / "scripts" / "check_lock.py"
@@ -190,7 +190,7 @@ def test_the_wheel_holds_the_package_and_nothing_else(dist: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     info = f"msal_gateway-{VERSION}.dist-info/"
     shipped = {name for name in names if not name.startswith(info)}
-    package = set(filter(None, run("git", "ls-files", "gateway").stdout.splitlines()))
+    package = set(filter(None, run("git", "ls-files", "gateway", "devidp").stdout.splitlines()))
     assert shipped == package, (sorted(shipped - package), sorted(package - shipped))
     assert not [name for name in names if name.startswith(("tests/", "bench/", "scripts/"))]
     metadata = email.message_from_bytes(zipfile.ZipFile(wheel).read(info + "METADATA"))

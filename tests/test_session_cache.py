@@ -16,12 +16,12 @@ from test_metrics import sample, scrape
 from test_signin import API, signed_in
 
 from gateway.keys import SESSIONS
-from gateway.measured_store import MeasuredStorage
-from gateway.memory_store import MemoryStorage
-from gateway.metrics import Metrics
-from gateway.sealing import Sealer
-from gateway.session_cache import SessionCache
-from gateway.sessions import SessionRecord, SessionStore
+from gateway.sessions.cache import SessionCache
+from gateway.sessions.sealing import Sealer
+from gateway.sessions.store import SessionRecord, SessionStore
+from gateway.store.measured import MeasuredStorage
+from gateway.store.memory import MemoryStorage
+from gateway.telemetry.metrics import Metrics
 
 # Long enough that only a notice (never ageing) can explain a copy disappearing within a test.
 CACHE_SECONDS = 60.0

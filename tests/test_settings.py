@@ -16,13 +16,13 @@ from urllib.parse import urlsplit
 import pytest
 from pydantic import ValidationError
 
-from gateway.configuration import (
+from gateway.config.loading import (
     ConfigFileError,
     describe_errors,
     load_settings,
     unknown_variables,
 )
-from gateway.settings import Settings
+from gateway.config.settings import Settings
 
 PROJECT_ROOT: Final = Path(__file__).resolve().parent.parent
 BASE_ENV: Final = {

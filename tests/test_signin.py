@@ -18,8 +18,8 @@ from support.fixtures import Launch, Running
 from support.gateway import PUBLIC_URL, idp_ssl
 
 from gateway.keys import STORAGE
-from gateway.measured_store import MeasuredStorage
-from gateway.memory_store import MemoryStorage
+from gateway.store.measured import MeasuredStorage
+from gateway.store.memory import MemoryStorage
 
 API = {"Accept": "application/json"}
 

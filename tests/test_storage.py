@@ -14,11 +14,11 @@ import pytest
 from support.redis_sentinel import SentinelSet
 from support.redis_server import RedisClusterNodes, RedisServer
 
+from gateway.config.redis import RedisSettings
 from gateway.errors import Busy, StoreUnavailable
-from gateway.memory_store import MemoryStorage
-from gateway.redis_settings import RedisSettings
-from gateway.redis_store import RedisStorage
-from gateway.storage import Storage
+from gateway.store.memory import MemoryStorage
+from gateway.store.redis import RedisStorage
+from gateway.store.storage import Storage
 
 
 class FakeClock:

@@ -1,4 +1,5 @@
-"""OpenTelemetry tracing (gateway.tracing) exported over real OTLP/HTTP to a loopback collector.
+"""OpenTelemetry tracing (gateway.telemetry.tracing) exported over real OTLP/HTTP to a loopback
+collector.
 
 The collector is a small aiohttp app that keeps the raw protobuf bodies the SDK's exporter POSTs,
 so the assertions read exactly what a real collector would receive, bytes included.
@@ -25,7 +26,7 @@ from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
-from gateway.tracing import (
+from gateway.telemetry.tracing import (
     Tracing,
     middleware,
     outbound_traceparent,
@@ -376,7 +377,7 @@ class NotInstalled:
 
 sys.meta_path.insert(0, NotInstalled())
 import gateway.app
-from gateway.tracing import TracingConfigError, tracer_from_settings
+from gateway.telemetry.tracing import TracingConfigError, tracer_from_settings
 
 assert tracer_from_settings(False) is None
 try:

@@ -1,4 +1,5 @@
-"""The upstream HTTP/1.1 client (gateway.upstream_http) against a scripted raw upstream on loopback.
+"""The upstream HTTP/1.1 client (gateway.upstream.client) against a scripted raw upstream on
+loopback.
 
 The upstream here is a plain TCP server that records every byte it receives and answers with
 exactly the bytes a case gives, so framing, malformed answers and connection reuse are checked at
@@ -28,7 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from yarl import URL
 
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
-from gateway.upstream_http import MAX_HEAD_BYTES, MAX_HEAD_FIELDS, UpstreamPool
+from gateway.upstream.client import MAX_HEAD_BYTES, MAX_HEAD_FIELDS, UpstreamPool
 
 
 @dataclass

@@ -270,6 +270,26 @@ def test_the_wheel_is_what_runs(installed: Installed, tmp_path: Path) -> None:
     assert Path(result.stdout.strip()).is_relative_to(installed.venv), result.stdout
 
 
+def test_the_image_leaves_the_development_identity_provider_out(installed: Installed) -> None:
+    # Run from the environment's folder: from the checkout, `python -c` would find ./devidp.
+    imported = _run(
+        [str(installed.bin / "python"), "-c", "import devidp"],
+        env=clean_env(),
+        cwd=installed.venv,
+        timeout=60,
+    )
+    assert "No module named 'devidp'" in imported.stderr, imported.stderr
+    for command in ("demo", "devidp"):
+        result = _run(
+            [str(installed.bin / "msal-gateway"), command],
+            env=clean_env(),
+            cwd=installed.venv,
+            timeout=60,
+        )
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "./scripts/demo.sh" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_help(installed: Installed) -> None:
     result = _run([str(installed.bin / "msal-gateway"), "--help"], env=clean_env(), timeout=60)
     assert result.returncode == 0, result.stderr

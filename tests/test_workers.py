@@ -21,8 +21,8 @@ from support.threaded import ThreadedServer
 from test_metrics import build_info, expected_build_info, sample, scrape
 from test_signin import API
 
-from gateway.metrics import FLUSH_SECONDS
-from gateway.workers import worker_count
+from gateway.server.workers import worker_count
+from gateway.telemetry.metrics import FLUSH_SECONDS
 
 
 def children(pid: int) -> list[int]:
@@ -64,7 +64,7 @@ def worker_settings(idp: Any, upstream: ThreadedServer, redis_url: str) -> dict[
 
 async def every_worker_ready(url: str, connections: int = 20) -> None:
     """Each worker loads the identity provider's metadata itself and joins the port only then
-    (serve.py), so once one answers, every new connection (the kernel spreads them over the
+    (server/serve.py), so once one answers, every new connection (the kernel spreads them over the
     workers) finds one that can start a sign-in."""
     for _ in range(connections):
         async with (

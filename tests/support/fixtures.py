@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from gateway.settings import Settings
+from gateway.config.settings import Settings
 from support.browser import Browser
 from support.gateway import PUBLIC_URL, idp_ssl, in_process, settings_for
 from support.redis_server import RedisServer

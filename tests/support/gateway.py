@@ -22,7 +22,7 @@ from aiohttp.test_utils import TestServer
 from pydantic import BaseModel, SecretStr
 
 from gateway.app import build_app
-from gateway.settings import Settings
+from gateway.config.settings import Settings
 from support.redis_server import free_port
 
 PUBLIC_URL = "https://app.test"

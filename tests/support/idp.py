@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 import requests
 
-from gateway.devidp import DevIdpConfig, RunningDevIdp, start
+from devidp import DevIdpConfig, RunningDevIdp, start
 
 USER_HEADER = "X-DevIdp-User"
 TIMEOUT_SECONDS = 10.0

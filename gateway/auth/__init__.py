@@ -1,0 +1,4 @@
+"""Who is asking and whether they may: identities from cookies or bearer tokens, route
+policy and path matching, per-route scopes, the gateway's cookies and trusted peers. Pure or
+store-backed; never calls the identity provider.
+"""

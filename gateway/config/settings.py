@@ -1,0 +1,387 @@
+"""Configuration: one frozen model read from GATEWAY_* variables and an optional YAML file.
+
+The environment wins over the file. Every problem is collected and reported together, each naming
+the environment variable to fix (configuration.describe_errors). Validators read local secret
+files but never touch the network: Redis and the authority are checked at start-up in app.py.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Final, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AnyHttpUrl,
+    Field,
+    PositiveInt,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from gateway.config.access import (
+    ApiSettings,
+    AssertionSettings,
+    GroupSettings,
+    PolicySettings,
+    TokenSettings,
+)
+from gateway.config.advanced import (
+    AdminSettings,
+    LogSettings,
+    MsalSettings,
+    PagesSettings,
+    ProxySettings,
+    Scopes,
+    SessionSettings,
+    SignInSettings,
+    SpaceSeparated,
+    is_loopback_host,
+)
+from gateway.config.redis import RedisSettings
+
+ENV_PREFIX: Final = "GATEWAY_"
+DEFAULT_AUTHORITY_HOST: Final = "https://login.microsoftonline.com"
+MULTI_TENANT_ALIASES: Final = frozenset({"organizations", "common"})
+CALLBACK_PATH: Final = "/.auth/login/aad/callback"
+MIN_COOKIE_SECRET_BYTES: Final = 32
+
+
+class Settings(BaseSettings):
+    """Everything the gateway needs to run, validated once at start-up."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+        case_sensitive=False,
+    )
+
+    upstream: AnyHttpUrl = Field(
+        description="URL of the protected application, e.g. http://127.0.0.1:8080."
+    )
+    listen: str = Field("0.0.0.0:8000", description="host:port the gateway listens on.")
+    public_url: AnyHttpUrl = Field(
+        description="External origin of the application, e.g. https://app.contoso.com; the "
+        "redirect URI is this plus /.auth/login/aad/callback. http only for loopback development."
+    )
+    tenant_id: str | None = Field(
+        None,
+        description="Entra tenant GUID or domain; organizations/common need "
+        "GATEWAY_ALLOWED_TENANTS.",
+    )
+    client_id: str = Field(
+        min_length=1, description="Application (client) id of the gateway's registration."
+    )
+    client_secret: SecretStr | None = Field(None, min_length=1, description="Client secret.")
+    client_secret_file: Path | None = Field(None, description="File holding the client secret.")
+    client_certificate_file: Path | None = Field(
+        None, description="PEM file with an RSA private key and its certificate."
+    )
+    federated_token_file: Path | None = Field(
+        None,
+        description="Workload identity federation token file, re-read at each use "
+        "(falls back to AZURE_FEDERATED_TOKEN_FILE).",
+    )
+    authority_host: str = Field(
+        DEFAULT_AUTHORITY_HOST,
+        pattern=r"^https://[^/?#]+/?$",
+        description="Entra sign-in host when GATEWAY_AUTHORITY is not set, e.g. "
+        "https://login.microsoftonline.us (falls back to AZURE_AUTHORITY_HOST).",
+    )
+    authority: str | None = Field(
+        None,
+        description="Entra authority URL including the tenant; default "
+        "https://login.microsoftonline.com/<tenant> (or AZURE_AUTHORITY_HOST/<tenant>).",
+    )
+    oidc_authority: str | None = Field(
+        None, description="Issuer URL of any standards-compliant OpenID provider (not Entra)."
+    )
+    allowed_tenants: SpaceSeparated = Field(
+        (),
+        description="Tenant ids allowed to sign in, space-separated; required with "
+        "organizations/common.",
+    )
+    ca_bundle: Path | None = Field(
+        None, description="PEM bundle trusted for the authority's TLS (private CAs)."
+    )
+    scopes: Scopes = Field(
+        (),
+        description="Space-separated scopes of the access token sent upstream as Authorization: "
+        "Bearer; empty: no bearer token.",
+    )
+    session_store: Literal["memory", "redis"] = Field(
+        "memory", description="memory (one replica) or redis (replicas share sessions)."
+    )
+    redis_url: SecretStr | None = Field(None, description="redis:// or rediss:// URL.")
+    cookie_secret: SecretStr | None = Field(
+        None,
+        description="At least 32 random bytes; keys for cookies and stored records are derived "
+        "from it. Required with redis so that replicas agree.",
+    )
+    cookie_secret_file: Path | None = Field(None, description="File holding the cookie secret.")
+    workers: Literal["auto"] | PositiveInt = Field(
+        1,
+        description="Worker processes sharing the listen port (SO_REUSEPORT); auto: one per CPU "
+        "this container may use. More than one requires the redis store.",
+    )
+    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        "auto",
+        description="auto: uvloop where it is installed (Linux, macOS), else asyncio's own.",
+    )
+    metrics_listen: str | None = Field(
+        None, description="host:port of the Prometheus metrics listener (off when empty)."
+    )
+
+    session: SessionSettings = Field(default_factory=SessionSettings)
+    signin: SignInSettings = Field(default_factory=SignInSettings)
+    proxy: ProxySettings = Field(default_factory=ProxySettings)
+    msal: MsalSettings = Field(default_factory=MsalSettings)
+    tokens: TokenSettings = Field(default_factory=TokenSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    groups: GroupSettings = Field(default_factory=GroupSettings)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
+    assertion: AssertionSettings = Field(default_factory=AssertionSettings)
+    admin: AdminSettings = Field(default_factory=AdminSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    pages: PagesSettings = Field(default_factory=PagesSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Explicit arguments (tests, the demo) first, then the environment. No .env, no secrets dir.
+        return (init_settings, env_settings)
+
+    @field_validator("listen", "metrics_listen")
+    @classmethod
+    def _host_port(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value in (None, ""):
+            if info.field_name == "listen":
+                raise ValueError("must be host:port, e.g. 0.0.0.0:8000")
+            return None
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"must be host:port, got {value!r}")
+        return value
+
+    @field_validator("authority", "oidc_authority")
+    @classmethod
+    def _https_with_path(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        value = value.rstrip("/")
+        parts = urlsplit(value)
+        if parts.scheme != "https" or not parts.hostname or parts.path in ("", "/"):
+            raise ValueError(
+                "must be an https URL with at least one path segment, e.g. "
+                "https://login.microsoftonline.com/<tenant>"
+            )
+        if parts.query or parts.fragment:
+            raise ValueError("must not have a query or fragment")
+        return value
+
+    @field_validator("upstream")
+    @classmethod
+    def _plain_upstream(cls, value: AnyHttpUrl) -> AnyHttpUrl:
+        # Credentials in the URL would have to become an Authorization header, which is the
+        # bearer token's; a query or fragment has no place in front of every request's path.
+        if value.username or value.password:
+            raise ValueError("must not contain a user name or password")
+        if value.query or value.fragment:
+            raise ValueError("must not have a query or fragment")
+        return value
+
+    @field_validator("public_url", mode="before")
+    @classmethod
+    def _no_query_or_fragment(cls, value: object) -> object:
+        if isinstance(value, str) and ("?" in value or "#" in value):
+            raise ValueError("must be an origin only (scheme://host[:port]), without ? or #")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _origin_only(cls, value: AnyHttpUrl) -> AnyHttpUrl:
+        if value.path not in (None, "", "/") or value.query or value.fragment:
+            raise ValueError("must be an origin only (scheme://host[:port]), without a path")
+        if value.username or value.password:
+            raise ValueError("must not contain a user name or password")
+        if value.scheme == "http" and not is_loopback_host(value.host):
+            raise ValueError("must be https (http is allowed only on loopback, for development)")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_secret_files(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for name in ("client_secret", "cookie_secret"):
+            file_key = f"{name}_file"
+            path = data.get(file_key)
+            if not path:
+                continue
+            if data.get(name):
+                raise ValueError(
+                    f"set only one of {ENV_PREFIX}{name.upper()} and {ENV_PREFIX}{file_key.upper()}"
+                )
+            try:
+                data[name] = Path(path).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ValueError(
+                    f"{ENV_PREFIX}{file_key.upper()}: cannot read {path}: {exc.strerror}"
+                ) from None
+        return data
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> Settings:
+        problems: list[str] = []
+        if self.oidc_authority and (self.authority or self.tenant_id):
+            problems.append(
+                "GATEWAY_OIDC_AUTHORITY cannot be combined with GATEWAY_AUTHORITY or "
+                "GATEWAY_TENANT_ID"
+            )
+        if not self.oidc_authority and not self.authority and not self.tenant_id:
+            problems.append("GATEWAY_TENANT_ID (or GATEWAY_AUTHORITY) is required")
+        if self.is_multi_tenant and not self.allowed_tenants:
+            problems.append(
+                "GATEWAY_ALLOWED_TENANTS is required when the tenant is organizations or common: "
+                "list the tenant ids that may sign in"
+            )
+        credentials = [
+            self.client_secret,
+            self.client_certificate_file,
+            self.federated_token_file,
+        ]
+        if sum(c is not None for c in credentials) != 1:
+            problems.append(
+                "set exactly one client credential: GATEWAY_CLIENT_SECRET, "
+                "GATEWAY_CLIENT_SECRET_FILE, GATEWAY_CLIENT_CERTIFICATE_FILE or "
+                "GATEWAY_FEDERATED_TOKEN_FILE"
+            )
+        for name in ("client_certificate_file", "federated_token_file", "ca_bundle"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                problems.append(f"{ENV_PREFIX}{name.upper()}: no such file: {path}")
+        if self.session_store == "redis" and self.cookie_secret is None:
+            problems.append(
+                "GATEWAY_COOKIE_SECRET (or _FILE) is required when GATEWAY_SESSION_STORE is "
+                "redis, so that replicas agree"
+            )
+        redis_url = self.redis_url.get_secret_value() if self.redis_url is not None else None
+        if redis_url is not None and urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
+            problems.append("GATEWAY_REDIS_URL must start with redis://, rediss:// or unix://")
+        # Sentinels, cluster, TLS, credentials and the RS-01 exposure guard (advanced_settings).
+        problems.extend(self.redis.problems(redis_url, in_use=self.session_store == "redis"))
+        if self.cookie_secret is not None:
+            size = len(self.cookie_secret.get_secret_value().encode())
+            if size < MIN_COOKIE_SECRET_BYTES:
+                problems.append(
+                    f"GATEWAY_COOKIE_SECRET must be at least {MIN_COOKIE_SECRET_BYTES} bytes "
+                    f"(got {size}); generate one with: python3 -c 'import secrets; "
+                    "print(secrets.token_urlsafe(32))'"
+                )
+        if self.session.absolute_ttl_seconds < self.session.idle_ttl_seconds:
+            problems.append(
+                "GATEWAY_SESSION__ABSOLUTE_TTL_SECONDS must be at least "
+                "GATEWAY_SESSION__IDLE_TTL_SECONDS"
+            )
+        if isinstance(self.workers, int) and self.workers > 1 and self.session_store != "redis":
+            problems.append(
+                "GATEWAY_WORKERS above 1 needs GATEWAY_SESSION_STORE=redis: worker processes "
+                "share sessions only through Redis"
+            )
+        if (
+            self.session_store == "redis"
+            and 0 < self.session.idle_ttl_seconds <= self.session.cache_seconds
+        ):
+            problems.append(
+                "GATEWAY_SESSION__CACHE_SECONDS must be less than GATEWAY_SESSION__IDLE_TTL_SECONDS"
+            )
+        if self.signin.response_mode == "form_post" and not self.cookie_secure:
+            problems.append(
+                "GATEWAY_SIGNIN__RESPONSE_MODE=form_post needs an https GATEWAY_PUBLIC_URL: the "
+                "cross-site POST carries the sign-in binding cookie only with SameSite=None; Secure"
+            )
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    # ---- derived values (pure) ----
+
+    @property
+    def authority_url(self) -> str:
+        """The authority given to MSAL: normalised, no trailing slash."""
+        if self.oidc_authority:
+            return self.oidc_authority
+        if self.authority:
+            return self.authority
+        return f"{self.authority_host.rstrip('/')}/{self.tenant_id}"
+
+    @property
+    def tenant(self) -> str | None:
+        """The tenant segment of an Entra authority (None for a generic OpenID provider)."""
+        if self.oidc_authority:
+            return None
+        return urlsplit(self.authority_url).path.strip("/").split("/")[0]
+
+    @property
+    def is_multi_tenant(self) -> bool:
+        return (self.tenant or "").lower() in MULTI_TENANT_ALIASES
+
+    @property
+    def cookie_secure(self) -> bool:
+        return self.public_url.scheme == "https"
+
+    @property
+    def public_origin(self) -> str:
+        return str(self.public_url).rstrip("/")
+
+    @property
+    def redirect_uri(self) -> str:
+        return self.public_origin + CALLBACK_PATH
+
+    @property
+    def response_mode(self) -> Literal["form_post", "query"]:
+        if self.signin.response_mode is not None:
+            return self.signin.response_mode
+        return "form_post" if self.cookie_secure else "query"
+
+    @cached_property
+    def session_cookie_name(self) -> str:
+        prefix = "__Host-" if self.cookie_secure else ""
+        return prefix + self.session.cookie_name
+
+    @cached_property
+    def signin_cookie_name(self) -> str:
+        prefix = "__Host-" if self.cookie_secure else ""
+        return f"{prefix}{self.session.cookie_name}-signin"
+
+    @cached_property
+    def public_url_host(self) -> str:
+        """host[:port] of the public URL, as a Host header carries it."""
+        return urlsplit(self.public_origin).netloc
+
+    @cached_property
+    def own_cookie_names(self) -> frozenset[str]:
+        """The gateway's cookies: never shown to the upstream, never set by it."""
+        return frozenset({self.session_cookie_name, self.signin_cookie_name})
+
+    def listen_address(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)

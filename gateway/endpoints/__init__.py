@@ -1,0 +1,3 @@
+"""The cold path: every /.auth/* handler (sign-in and its callback, sign-out,
+me/verify/refresh, health) and what they share (return targets, rate limits).
+"""

@@ -1,0 +1,95 @@
+"""Who the gateway says the caller is: /.auth/me (Easy Auth's JSON) and /.auth/verify
+(forward-auth for nginx auth_request, Traefik ForwardAuth and Envoy ext_authz)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from gateway.auth.headers import easy_auth_principal, identity_headers
+from gateway.auth.identity import admit, authenticate, email_trusted, refresh_due
+from gateway.auth.peers import UntrustedForwardAuth, original_request
+from gateway.errors import Forbidden, NotFound
+from gateway.keys import (
+    API_CALLERS,
+    ASSERTION,
+    POLICY,
+    REFRESHER,
+    SESSIONS,
+    SETTINGS,
+    TRUSTED_PROXIES,
+)
+
+log = logging.getLogger(__name__)
+
+
+async def me(request: web.Request) -> web.StreamResponse:
+    """The signed-in principal as Easy Auth returns it; 401 when signed out. Tokens only when
+    GATEWAY_TOKENS__EXPOSE_IN_ME is on; never the refresh token."""
+    settings = request.app[SETTINGS]
+    identity = await authenticate(request, request.app[SESSIONS], settings.session_cookie_name)
+    record = identity.record
+    claims = easy_auth_principal(record.claims)["claims"]
+    entry: dict[str, object] = {
+        "provider_name": "aad",
+        "user_id": record.claims.get("preferred_username") or record.claims.get("sub"),
+        "user_claims": claims,
+        "expires_on": datetime.fromtimestamp(record.expires_at, UTC).isoformat(),
+    }
+    token = record.token(settings.scopes) if settings.scopes else None
+    if settings.tokens.expose_in_me:
+        entry["id_token"] = record.id_token
+        if token is not None:
+            entry["access_token"] = token.access_token
+            entry["expires_on"] = datetime.fromtimestamp(token.expires_at, UTC).isoformat()
+    return web.json_response([entry])
+
+
+async def verify(request: web.Request) -> web.StreamResponse:
+    """Forward-auth: 200 with the identity headers when the original request may pass, 401 when
+    the caller must sign in, 403 when a rule refuses them; every failure raises, so an internal
+    error is never a 2xx. The original request (X-Original-URI / X-Forwarded-Uri and -Method) is
+    believed only from a trusted proxy; otherwise the rule for "/" applies."""
+    app, settings = request.app, request.app[SETTINGS]
+    method, target = "GET", "/"
+    if app[POLICY].active:  # without rules every path needs the same: a signed-in user
+        try:
+            method, target = original_request(request, app[TRUSTED_PROXIES]) or (method, target)
+        except UntrustedForwardAuth as exc:
+            # Fail closed: judging "/" instead would let rules for other paths be skipped.
+            log.error("%s: list the proxy in GATEWAY_PROXY__TRUSTED_PROXIES", exc)
+            raise Forbidden("the forward-auth request cannot be trusted") from exc
+    rule = app[POLICY].rule_for(method, target)
+    if rule is not None and rule.allow == "public":
+        return web.Response(status=200)
+    identity = await authenticate(
+        request, app[SESSIONS], settings.session_cookie_name, app.get(API_CALLERS)
+    )
+    if rule is not None:
+        admit(rule, identity, multi_tenant=settings.is_multi_tenant)
+    if refresh_due(identity.record, settings.scopes, time.time()):
+        identity = await app[REFRESHER].refresh(identity, settings.scopes)
+    record = identity.record
+    token = record.token(settings.scopes) if settings.scopes else None
+    response = web.Response(status=200)
+    for name, value in identity_headers(
+        record.claims,
+        email_trusted=email_trusted(record.claims, settings.is_multi_tenant),
+        access_token=token.access_token if token and settings.tokens.expose_in_verify else None,
+        groups=record.groups,
+        max_bytes=settings.groups.max_header_bytes,
+    ):
+        response.headers[name] = value
+    return response
+
+
+async def keys(request: web.Request) -> web.StreamResponse:
+    """The public keys that verify X-Gateway-Assertion (JWKS); 404 when assertions are off."""
+    if ASSERTION not in request.app:
+        raise NotFound("identity assertions are not enabled")
+    return web.json_response(
+        request.app[ASSERTION].jwks(), headers={"Cache-Control": "public, max-age=3600"}
+    )

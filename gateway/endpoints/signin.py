@@ -1,0 +1,379 @@
+"""The sign-in path: /.auth/login/aad, its callback, /.auth/logout and /.auth/refresh.
+
+Rare and allowed to be slow. A started sign-in is kept server-side by `state` (any replica can
+finish it), used once, and bound to the starting browser by the sign-in cookie. A successful
+callback always mints a brand-new session id, and the previous one, if any, is deleted (no session
+fixation).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import re
+import time
+from dataclasses import replace
+from typing import Any, Final
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from gateway.auth.challenges import MAX_CLAIMS_LENGTH
+from gateway.auth.cookies import clear_cookie, mint_id, read_id, set_cookie
+from gateway.auth.identity import audit, authenticate
+from gateway.auth.peers import client_address
+from gateway.auth.scopes import scope_sets
+from gateway.config.settings import Settings
+from gateway.endpoints.redirects import safe_return_path
+from gateway.errors import (
+    BadRequest,
+    CorruptRecordError,
+    Forbidden,
+    GatewayError,
+    IdentityProviderError,
+    NotFound,
+    SignInRequired,
+    StoreUnavailable,
+    TooManyRequests,
+)
+from gateway.keys import (
+    FLOWS,
+    METRICS,
+    MSAL,
+    REFRESHER,
+    REQUEST_ID,
+    SEALER,
+    SESSION_INDEX,
+    SESSIONS,
+    SETTINGS,
+    SIGNIN_LIMITER,
+    TOKEN_CACHES,
+    TRUSTED_PROXIES,
+)
+from gateway.oidc.graph import has_group_overage
+from gateway.sessions.flows import PendingSignIn
+from gateway.sessions.store import SessionRecord, UpstreamToken, session_claims
+from gateway.web.pages import content_security_policy, signed_out_page
+
+log = logging.getLogger(__name__)
+
+
+_OAUTH_ERROR: Final = re.compile(r"^[a-z_]{1,64}$")
+# Where a sign-out ends by default: the signed-out page (Easy Auth's address for it).
+SIGNED_OUT_PATH: Final = "/.auth/logout/complete"
+
+
+class SignInExpired(BadRequest):
+    code = "sign_in_expired"
+
+
+def redirect(location: str) -> web.Response:
+    return web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
+
+
+async def start(request: web.Request) -> web.StreamResponse:
+    """Start the auth-code flow and send the browser to the identity provider."""
+    settings = request.app[SETTINGS]
+    client = client_address(request, request.app[TRUSTED_PROXIES])
+    if not request.app[SIGNIN_LIMITER].allow(client):
+        # Each start stores a pending sign-in for minutes: an anonymous flood must not fill it.
+        raise TooManyRequests("too many sign-ins started from this address; try again shortly")
+    return_to = safe_return_path(
+        request.query.get("post_login_redirect_uri"), settings.public_origin
+    )
+    scopes = _requested_scopes(request.query.get("scope"), settings)
+    claims = _requested_claims(request.query.get("claims"))
+    flow = await request.app[MSAL].begin(
+        scopes=scopes,
+        prompt=settings.signin.prompt,
+        domain_hint=settings.signin.domain_hint,
+        claims=claims,
+    )
+    # One binding value per browser, reused across tabs so parallel sign-ins do not clobber it.
+    binding = read_id(request, settings.signin_cookie_name) or mint_id()
+    pending = PendingSignIn(
+        msal_flow={k: v for k, v in flow.items() if k != "auth_uri"},
+        return_to=return_to,
+        browser_binding=request.app[SEALER].binding(binding),
+        scopes=scopes,
+    )
+    await request.app[FLOWS].save(flow["state"], pending)
+    response = redirect(flow["auth_uri"])
+    set_cookie(
+        response,
+        settings.signin_cookie_name,
+        binding,
+        secure=settings.cookie_secure,
+        max_age=settings.signin.flow_ttl_seconds,
+        # The form_post callback is a cross-site POST: only SameSite=None cookies ride along.
+        same_site="None" if settings.response_mode == "form_post" else "Lax",
+    )
+    return response
+
+
+def _requested_scopes(requested: str | None, settings: Settings) -> tuple[str, ...]:
+    """The scopes to sign in for: the default ones, or another configured set (a route's scopes
+    that need consent). Anything else is refused: the parameter comes from the browser."""
+    if not requested:
+        return settings.scopes
+    if requested not in scope_sets(settings.tokens.routes, settings.scopes):
+        raise BadRequest("these scopes are not configured for this application")
+    return tuple(requested.split())
+
+
+def _requested_claims(requested: str | None) -> str | None:
+    """A claims challenge to pass to the identity provider (JSON object), or None. It can only
+    ask for more (stronger sign-in), so a tampered value hurts no one but the tamperer."""
+    if not requested:
+        return None
+    if len(requested) > MAX_CLAIMS_LENGTH:
+        raise BadRequest("the claims request is too long")
+    try:
+        document = json.loads(requested)
+    except ValueError as exc:
+        raise BadRequest("the claims request is not JSON") from exc
+    if not isinstance(document, dict):
+        raise BadRequest("the claims request is not a JSON object")
+    return json.dumps(document, separators=(",", ":"))
+
+
+async def _auth_response(request: web.Request) -> dict[str, str]:
+    if request.method == "POST":
+        form = await request.post()
+        fields = {key: value for key, value in form.items() if isinstance(value, str)}
+    else:
+        fields = dict(request.query)
+    return fields
+
+
+async def finish(request: web.Request) -> web.StreamResponse:
+    """The redirect URI: redeem the code, check the id_token, create a fresh session."""
+    try:
+        response = await _finish(request)
+    except GatewayError as error:
+        request.app[METRICS].signins.labels(error.code).inc()
+        raise
+    request.app[METRICS].signins.labels("success").inc()
+    return response
+
+
+async def _finish(request: web.Request) -> web.StreamResponse:
+    settings, app = request.app[SETTINGS], request.app
+    auth_response = await _auth_response(request)
+    state = auth_response.get("state")
+    if not state:
+        raise BadRequest("the sign-in response has no state")
+    try:
+        pending = await app[FLOWS].take(state)
+    except CorruptRecordError as exc:
+        raise BadRequest("the sign-in could not be verified") from exc
+    if pending is None:
+        raise SignInExpired("this sign-in has expired or was already used; please sign in again")
+    binding = read_id(request, settings.signin_cookie_name)
+    if binding is None or not hmac.compare_digest(
+        app[SEALER].binding(binding), pending.browser_binding
+    ):
+        log.warning("sign-in callback from a browser that did not start it")
+        raise BadRequest("this sign-in was started in another browser; please sign in again")
+    if "error" in auth_response:
+        error = auth_response["error"]
+        log.warning(
+            "identity provider refused the sign-in: error=%r description=%r",
+            error[:64],
+            auth_response.get("error_description", "")[:300],
+        )
+        # Only a well-formed OAuth error code is shown; the description stays in the log.
+        code = error if _OAUTH_ERROR.match(error) else "error"
+        raise IdentityProviderError(f"the identity provider refused the sign-in ({code})")
+    tokens = await app[MSAL].redeem(pending.msal_flow, auth_response)
+    assert tokens.claims is not None
+    now = time.time()
+    session_id = mint_id()
+    scopes = tuple(pending.scopes)
+    record = SessionRecord(
+        user_key=user_key(tokens.claims),
+        home_account_id=tokens.home_account_id or "",
+        claims=session_claims(tokens.claims),
+        created_at=now,
+        expires_at=now + settings.session.absolute_ttl_seconds,
+        id_token=tokens.id_token or "",
+    ).with_token(
+        scopes,
+        UpstreamToken(tokens.access_token, tokens.expires_at, tokens.refresh_at)
+        if scopes
+        else None,
+    )
+    cache = tokens.cache
+    if settings.groups.resolve_overage and has_group_overage(tokens.claims) and cache:
+        groups, changed = await app[MSAL].resolve_groups(cache, record.home_account_id)
+        record = replace(record, groups=groups)
+        cache = changed or cache
+    if cache is not None:
+        await app[TOKEN_CACHES].save(session_id, cache, settings.session.absolute_ttl_seconds)
+    await app[SESSIONS].save(session_id, record)
+    sid = tokens.claims.get("sid")
+    await app[SESSION_INDEX].add(
+        session_id,
+        user=str(tokens.claims.get("oid") or tokens.claims.get("sub")),
+        sid=sid if isinstance(sid, str) else None,
+        ttl=settings.session.absolute_ttl_seconds,
+    )
+    previous = read_id(request, settings.session_cookie_name)
+    if previous is not None:
+        await _delete_session(request, previous)
+    audit.info("signed in %s", record.user_key, extra={"event": "sign_in", "user": record.user_key})
+    response = redirect(pending.return_to)
+    set_cookie(
+        response,
+        settings.session_cookie_name,
+        session_id,
+        secure=settings.cookie_secure,
+        max_age=settings.session.absolute_ttl_seconds,
+    )
+    # The sign-in cookie is left to expire: other tabs may be signing in with it right now.
+    return response
+
+
+def user_key(claims: dict[str, Any]) -> str:
+    """The stable identity: oid.tid for Entra, iss|sub otherwise. Never an email (nOAuth)."""
+    if claims.get("oid") and claims.get("tid"):
+        return f"{claims['oid']}.{claims['tid']}"
+    return f"{claims.get('iss')}|{claims.get('sub')}"
+
+
+async def _delete_session(request: web.Request, session_id: str) -> None:
+    await request.app[SESSIONS].delete(session_id)
+    await request.app[TOKEN_CACHES].delete(session_id)
+
+
+async def signed_out(request: web.Request) -> web.StreamResponse:
+    """GET /.auth/logout/complete: the page a sign-out ends on (the identity provider sends the
+    browser here, a cross-site navigation). Shown only without a session cookie, so that it
+    never claims a sign-out that did not happen; a browser still signed in goes to the start."""
+    settings = request.app[SETTINGS]
+    if read_id(request, settings.session_cookie_name) is not None:
+        return web.Response(status=302, headers={"Location": "/", "Cache-Control": "no-store"})
+    body = signed_out_page(branding=settings.pages, request_id=request[REQUEST_ID])
+    return web.Response(
+        text=body,
+        content_type="text/html",
+        headers={
+            "Cache-Control": "no-store",
+            "Content-Security-Policy": content_security_policy(settings.pages),
+        },
+    )
+
+
+async def sign_out(request: web.Request) -> web.StreamResponse:
+    """End the session here (record and token cache), then at the identity provider, which
+    sends the browser back to the signed-out page unless another return target was asked for."""
+    settings = request.app[SETTINGS]
+    if request.headers.get("Sec-Fetch-Site") == "cross-site":
+        # Another site must not be able to sign the user out (logout CSRF); the identity
+        # provider's own sign-out reaches us through the front-channel logout URL instead.
+        raise Forbidden("sign-out cannot be started from another site")
+    query: dict[str, Any] = dict(request.query)
+    if request.method == "POST":
+        query.update({k: v for k, v in (await request.post()).items() if isinstance(v, str)})
+    requested = query.get("post_logout_redirect_uri")
+    target = safe_return_path(requested, settings.public_origin) if requested else SIGNED_OUT_PATH
+    session_id = read_id(request, settings.session_cookie_name)
+    id_token = ""
+    if session_id is not None:
+        try:
+            record = await request.app[SESSIONS].load(session_id)
+            await _delete_session(request, session_id)
+        except StoreUnavailable as exc:
+            # The record may outlive this outage; the browser must at least forget the cookie.
+            raise StoreUnavailable(
+                "sign-out could not finish; please try again",
+                clear_cookies=(settings.session_cookie_name,),
+            ) from exc
+        id_token = record.id_token if record else ""
+        user = record.user_key if record else None
+        audit.info("signed out %s", user, extra={"event": "sign_out", "user": user})
+    response = redirect(_end_session_url(request, settings, target, id_token))
+    clear_cookie(response, settings.session_cookie_name, secure=settings.cookie_secure)
+    return response
+
+
+def _end_session_url(request: web.Request, settings: Settings, target: str, id_token: str) -> str:
+    endpoint = request.app[MSAL].end_session_endpoint
+    if not endpoint:
+        return target
+    params = {
+        "post_logout_redirect_uri": settings.public_origin + target,
+        "client_id": settings.client_id,
+    }
+    if settings.oidc_authority and id_token:
+        # Generic OpenID providers want the id_token to accept the redirect (RP-Initiated Logout).
+        params["id_token_hint"] = id_token
+    separator = "&" if "?" in endpoint else "?"
+    return f"{endpoint}{separator}{urlencode(params)}"
+
+
+async def refresh(request: web.Request) -> web.StreamResponse:
+    """Renew every token the session holds now (Easy Auth's /.auth/refresh); with none, renew
+    the id_token. 401 when the session can no longer be renewed."""
+    settings = request.app[SETTINGS]
+    if request.headers.get("Sec-Fetch-Site") == "cross-site":
+        # Renewing tokens is the user's business, not another site's (login CSRF's cousin).
+        raise Forbidden("token refresh cannot be started from another site")
+    identity = await authenticate(request, request.app[SESSIONS], settings.session_cookie_name)
+    scope_lists = [tuple(key.split()) for key in identity.record.tokens] or [()]
+    for scopes in scope_lists:
+        identity = await request.app[REFRESHER].refresh(identity, scopes, force=True)
+    record = identity.record
+    return web.json_response(
+        {
+            "status": "refreshed",
+            "tokens": [
+                {"scopes": key, "expires_on": int(token.expires_at)}
+                for key, token in record.tokens.items()
+            ],
+        }
+    )
+
+
+async def front_channel_logout(request: web.Request) -> web.StreamResponse:
+    """Entra's front-channel logout URL: it loads this (with the sign-in session's `sid`) when the
+    user signs out elsewhere; every gateway session of that `sid` ends, on every replica."""
+    sid = request.query.get("sid", "")
+    ended = 0
+    if 0 < len(sid) <= 256:
+        for session_id in await request.app[SESSION_INDEX].take_sid(sid):
+            await _delete_session(request, session_id)
+            ended += 1
+    audit.info(
+        "front-channel logout ended %d session(s)",
+        ended,
+        extra={"event": "front_channel_logout", "sessions": ended},
+    )
+    return web.Response(text="Signed out.", content_type="text/plain")
+
+
+async def revoke(request: web.Request) -> web.StreamResponse:
+    """POST /.auth/admin/revoke {"user": "<oid>"}: end every session of a user on every replica.
+    Only with GATEWAY_ADMIN__TOKEN set, and only for a caller presenting it."""
+    expected = request.app[SETTINGS].admin.token
+    if expected is None:
+        raise NotFound("there is nothing at this address")
+    presented = request.headers.get("Authorization", "").removeprefix("Bearer ")
+    if not hmac.compare_digest(presented.encode(), expected.get_secret_value().encode()):
+        raise SignInRequired("the admin token is missing or wrong")
+    try:
+        body = await request.json()
+        user = str(body["user"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BadRequest('expected JSON {"user": "<object id>"}') from exc
+    sessions = await request.app[SESSION_INDEX].take_user(user)
+    for session_id in sessions:
+        await _delete_session(request, session_id)
+    audit.warning(
+        "revoked %d session(s) of user %s",
+        len(sessions),
+        user[:64],
+        extra={"event": "revocation", "user": user[:64], "sessions": len(sessions)},
+    )
+    return web.json_response({"revoked": len(sessions)})

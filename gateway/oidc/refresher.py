@@ -1,0 +1,163 @@
+"""SessionRefresher: renewing a session's upstream tokens, once at a time per session, across
+every replica.
+
+The critical section load → silent acquire → save runs under the session's lock (in-process and,
+with Redis, across replicas, renewed while it runs), re-reads the session after taking the lock so
+that a request that waited finds the work done, writes the token cache with compare-and-set so a
+holder whose lock lapsed cannot overwrite a newer cache, and persists everything before it
+returns, i.e. before any response byte is streamed. A refresh token refused as invalid is checked
+against a fresh read of the cache first: another replica may have rotated it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Final
+
+from gateway.auth.identity import Identity, refresh_due
+from gateway.errors import CorruptRecordError, GatewayError, SignInRequired, StepUpRequired
+from gateway.oidc.msal_client import MsalClient, Tokens
+from gateway.sessions.store import SessionRecord, SessionStore, UpstreamToken, session_claims
+from gateway.sessions.token_cache import StoredCache, TokenCacheStore
+from gateway.store.storage import Clock, Storage
+from gateway.telemetry.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+# A token with less than this left is not worth keeping when its refresh fails.
+MIN_USABLE_SECONDS: Final = 10.0
+RETRY_AFTER_FAILURE_SECONDS: Final = 30.0
+
+
+class SessionRefresher:
+    """Implements identity.Refresher."""
+
+    def __init__(
+        self,
+        *,
+        storage: Storage,
+        sessions: SessionStore,
+        token_caches: TokenCacheStore,
+        msal: MsalClient,
+        lock_ttl: float,
+        lock_wait: float,
+        clock: Clock,
+        metrics: Metrics,
+    ) -> None:
+        self._storage = storage
+        self._sessions = sessions
+        self._token_caches = token_caches
+        self._msal = msal
+        self._lock_ttl = lock_ttl
+        self._lock_wait = lock_wait
+        self._clock = clock
+        self._metrics = metrics
+
+    async def refresh(
+        self,
+        identity: Identity,
+        scopes: tuple[str, ...],
+        *,
+        force: bool = False,
+        claims: str | None = None,
+    ) -> Identity:
+        session_id = identity.session_id
+        lock = self._token_caches.lock_name(session_id)
+        async with self._storage.lock(lock, self._lock_ttl, self._lock_wait):
+            loaded = await self._sessions.load_stored(session_id)
+            if loaded is None:
+                raise SignInRequired("the session has ended")
+            record, now = loaded.record, self._clock()
+            if not force and claims is None and not refresh_due(record, scopes, now):
+                return Identity(session_id, record)  # another request refreshed meanwhile
+            stored = await self._load_cache(session_id)
+            try:
+                tokens, stored = await self._acquire(
+                    session_id, record, stored, scopes, force, claims
+                )
+            except StepUpRequired as error:
+                self._metrics.refreshes.labels(error.code).inc()
+                raise  # only these scopes or claims need the user: the session stays
+            except SignInRequired as error:
+                self._metrics.refreshes.labels(error.code).inc()
+                await self._end(session_id)
+                raise
+            except GatewayError as error:
+                self._metrics.refreshes.labels(error.code).inc()
+                current = record.token(scopes)
+                if force or current is None or current.expires_at - now < MIN_USABLE_SECONDS:
+                    raise
+                # The provider is failing but the token is still good: use it, try again later,
+                # and do not make every request wait for (or hammer) the provider meanwhile.
+                log.warning("refresh failed (%s); keeping the current token for now", error)
+                retry_at = min(now + RETRY_AFTER_FAILURE_SECONDS, current.expires_at)
+                tokens = None
+                updated = record.with_token(scopes, replace(current, refresh_at=retry_at))
+            if tokens is not None:
+                self._metrics.refreshes.labels("success").inc()
+                if tokens.cache is not None and not await self._token_caches.replace(
+                    session_id, stored, tokens.cache, record.expires_at - now
+                ):
+                    # Deleted (sign-out) or rewritten by a holder whose turn came after ours.
+                    log.warning("token cache changed during a refresh; not overwritten")
+                updated = record.with_token(
+                    scopes,
+                    UpstreamToken(tokens.access_token, tokens.expires_at, tokens.refresh_at)
+                    if scopes
+                    else None,
+                    id_token=tokens.id_token,
+                    claims=session_claims(tokens.claims) if tokens.claims else None,
+                )
+            if not await self._sessions.replace(session_id, loaded, updated):
+                # Signed out while we refreshed (the session must stay ended), or rewritten.
+                current_record = await self._sessions.load(session_id)
+                if current_record is None:
+                    raise SignInRequired("the session ended during the refresh")
+                return Identity(session_id, current_record)
+            return Identity(session_id, updated)
+
+    async def _load_cache(self, session_id: str) -> StoredCache:
+        try:
+            stored = await self._token_caches.load(session_id)
+        except CorruptRecordError:
+            log.warning("token cache failed to open; the user must sign in again")
+            stored = None
+        if stored is None:
+            await self._end(session_id)
+            raise SignInRequired("the session holds no tokens")
+        return stored
+
+    async def _acquire(
+        self,
+        session_id: str,
+        record: SessionRecord,
+        stored: StoredCache,
+        scopes: tuple[str, ...],
+        force: bool,
+        claims: str | None,
+    ) -> tuple[Tokens, StoredCache]:
+        """Tokens from the cache as stored, and the stored cache they came from."""
+        account = record.home_account_id
+        try:
+            tokens = await self._msal.refresh(
+                stored.serialized, account, scopes, force=force, claims=claims
+            )
+        except StepUpRequired:
+            raise
+        except SignInRequired:
+            # Under strict rotation a replica whose lock lapsed may have rotated the refresh
+            # token after we read the cache: only a refusal of the newest cache ends the session.
+            newer = await self._token_caches.load(session_id)
+            if newer is None or newer.stored == stored.stored:
+                raise
+            log.info("refresh token was rotated by another replica; retrying with its cache")
+            tokens = await self._msal.refresh(
+                newer.serialized, account, scopes, force=force, claims=claims
+            )
+            stored = newer
+        return tokens, stored
+
+    async def _end(self, session_id: str) -> None:
+        await self._sessions.delete(session_id)
+        await self._token_caches.delete(session_id)

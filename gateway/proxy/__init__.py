@@ -1,0 +1,3 @@
+"""The hot path: every request outside /.auth. Authenticate, decide, build the outbound
+headers, forward to the upstream and stream the answer back. Never imports MSAL.
+"""

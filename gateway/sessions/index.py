@@ -1,0 +1,44 @@
+"""Which sessions belong to a user or to an identity-provider sign-in session (`sid`), so that a
+logout or a revocation reaches all of them on every replica.
+
+Each index entry is a sealed list of session ids under a keyed digest of the user id or `sid`,
+updated with compare-and-set (no lost update between replicas) and bounded in length. Stale ids
+are harmless: deleting a session that already ended does nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from gateway.sessions.sealed_list import SealedList
+from gateway.sessions.sealing import Sealer
+from gateway.store.storage import Storage
+
+USER_PREFIX: Final = "gw:user:"
+SID_PREFIX: Final = "gw:sid:"
+MAX_SESSIONS_PER_ENTRY: Final = 100
+
+
+class SessionIndex:
+    def __init__(self, storage: Storage, sealer: Sealer) -> None:
+        self._lists = SealedList(storage, sealer)
+        self._sealer = sealer
+
+    def _key(self, prefix: str, value: str) -> str:
+        return prefix + self._sealer.digest(value)
+
+    async def add(self, session_id: str, *, user: str, sid: str | None, ttl: float) -> None:
+        await self._lists.append(
+            self._key(USER_PREFIX, user), session_id, ttl=ttl, limit=MAX_SESSIONS_PER_ENTRY
+        )
+        if sid:
+            await self._lists.append(
+                self._key(SID_PREFIX, sid), session_id, ttl=ttl, limit=MAX_SESSIONS_PER_ENTRY
+            )
+
+    async def take_user(self, user: str) -> list[str]:
+        """Every session id indexed for the user, and the entry removed."""
+        return await self._lists.take(self._key(USER_PREFIX, user))
+
+    async def take_sid(self, sid: str) -> list[str]:
+        return await self._lists.take(self._key(SID_PREFIX, sid))

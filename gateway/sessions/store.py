@@ -1,0 +1,288 @@
+"""Signed-in sessions: the record, and the store that keeps it sealed under a digest of the cookie.
+
+A session record holds what the hot path needs without touching MSAL: the principal's claims, the
+lifetimes, and the current upstream access token with the time it is due for refresh. The MSAL
+token cache itself lives apart (sessions/token_cache.py) and is read only on the sign-in and
+refresh paths. Cookies are auth/cookies.py's business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Final
+
+from gateway.errors import CorruptRecordError, StoreUnavailable
+from gateway.sessions.cache import SessionCache
+from gateway.sessions.sealing import Sealer
+from gateway.store.storage import Clock, Notices, Storage
+
+log = logging.getLogger(__name__)
+
+SESSION_PREFIX: Final = "gw:session:"
+FORMAT_VERSION: Final = 1
+# Protocol and bookkeeping claims of an id_token that mean nothing to the upstream.
+_DROPPED_CLAIMS: Final = frozenset({"nonce", "aio", "rh", "uti", "c_hash", "at_hash", "sid"})
+
+
+def session_claims(
+    id_token_claims: dict[str, Any], previous: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The claims a session keeps from a verified id_token. Groups resolved earlier (because the
+    token only carried the overage marker) are kept when a newer token carries the marker too."""
+    claims = {k: v for k, v in id_token_claims.items() if k not in _DROPPED_CLAIMS}
+    if previous and "groups" not in claims and "groups" in previous and "_claim_names" in claims:
+        claims["groups"] = previous["groups"]
+    return claims
+
+
+def scope_key(scopes: tuple[str, ...]) -> str:
+    """The key a token for these scopes is kept under in a session record."""
+    return " ".join(scopes)
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamToken:
+    """An access token for one set of scopes. Times are epoch seconds."""
+
+    access_token: str
+    expires_at: float
+    refresh_at: float  # when it is due for renewal (ahead of expiry)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """One signed-in browser session. Times are epoch seconds."""
+
+    user_key: str  # oid.tid for Entra, iss|sub otherwise: never an email (nOAuth)
+    home_account_id: str  # MSAL's account key in the session's token cache
+    claims: dict[str, Any]
+    created_at: float
+    expires_at: float  # absolute end of the session
+    id_token: str = ""
+    tokens: dict[str, UpstreamToken] = field(default_factory=dict)  # by scope_key()
+    groups: tuple[str, ...] | None = None  # from Graph, when the token had the overage marker
+    # Values derived from this (immutable) record, computed once: e.g. the identity headers of
+    # each scope set (proxy/handler.py). Not stored, not compared; a changed record starts empty.
+    derived: dict[Any, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
+
+    def token(self, scopes: tuple[str, ...]) -> UpstreamToken | None:
+        return self.tokens.get(scope_key(scopes))
+
+    def with_token(
+        self,
+        scopes: tuple[str, ...],
+        token: UpstreamToken | None,
+        *,
+        id_token: str | None = None,
+        claims: dict[str, Any] | None = None,
+    ) -> SessionRecord:
+        """A copy holding `token` for `scopes` (none: no bearer token for them), and the newer
+        id_token and claims when a refresh brought them."""
+        tokens = dict(self.tokens)
+        if token is not None:
+            tokens[scope_key(scopes)] = token
+        return replace(
+            self,
+            tokens=tokens,
+            id_token=id_token or self.id_token,
+            claims=claims if claims is not None else self.claims,
+        )
+
+    def encode(self) -> bytes:
+        data = asdict(self)
+        del data["derived"]
+        return json.dumps({"v": FORMAT_VERSION, **data}, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> SessionRecord:
+        """The record, or CorruptRecordError for anything but this version's exact shape (an
+        older or newer gateway's record, during a rolling upgrade, reads as signed out)."""
+        try:
+            data = json.loads(raw)
+            if data.pop("v", None) != FORMAT_VERSION:
+                raise ValueError("unknown session record version")
+            tokens = {}
+            for key, value in data.get("tokens", {}).items():
+                token = UpstreamToken(**value)
+                _check_types(token, access_token=str, expires_at=float, refresh_at=float)
+                tokens[str(key)] = token
+            data["tokens"] = tokens
+            if data.get("groups") is not None:
+                if not isinstance(data["groups"], list):
+                    raise TypeError("groups must be a list")
+                data["groups"] = tuple(str(group) for group in data["groups"])
+            record = cls(**data)
+            _check_types(
+                record,
+                user_key=str,
+                home_account_id=str,
+                claims=dict,
+                created_at=float,
+                expires_at=float,
+                id_token=str,
+            )
+            return record
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise CorruptRecordError("session record does not parse") from exc
+
+
+def _check_types(value: object, **expected: type) -> None:
+    for name, kind in expected.items():
+        field = getattr(value, name)
+        # JSON has one number type: an int where a float is due is fine, a bool is not.
+        ok = isinstance(field, kind) or (kind is float and isinstance(field, int))
+        if not ok or isinstance(field, bool):
+            raise TypeError(f"{name} has the wrong type")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSession:
+    record: SessionRecord
+    stored: bytes
+
+
+class SessionStore:
+    """Load, save and delete session records. Absent, expired and corrupt records read as None.
+
+    With a cache (and the notice feed that keeps it honest, sessions/cache.py), a recently read
+    record is served from memory; every change made here drops it locally and, through a notice,
+    on every other process."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        sealer: Sealer,
+        idle_ttl: float,
+        clock: Clock,
+        *,
+        cache: SessionCache[SessionRecord] | None = None,
+        notices: Notices | None = None,
+    ) -> None:
+        assert (cache is None) == (notices is None), "a cache is only safe with its notices"
+        self._storage = storage
+        self._sealer = sealer
+        self._idle_ttl = idle_ttl
+        self._clock = clock
+        self.cache = cache
+        self._notices = notices
+        self._reading: dict[str, asyncio.Future[SessionRecord | None]] = {}
+        # With a cache, the keyed digest of a busy session's id is remembered too (an HMAC per
+        # request otherwise); the bound keeps attacker-chosen ids from growing it.
+        self._key = (
+            functools.lru_cache(maxsize=cache.max_entries)(self._digest_key)
+            if cache is not None
+            else self._digest_key
+        )
+
+    def key(self, session_id: str) -> str:
+        return self._key(session_id)
+
+    def _digest_key(self, session_id: str) -> str:
+        return SESSION_PREFIX + self._sealer.digest(session_id)
+
+    async def load(self, session_id: str) -> SessionRecord | None:
+        """The record: from the cache when it holds a recent copy, else one round trip that also
+        slides the idle TTL. StoreUnavailable propagates."""
+        key = self.key(session_id)
+        cache = self.cache
+        if cache is None:
+            loaded = await self._read(key)
+            return loaded.record if loaded else None
+        cached = cache.get(key)
+        if cached is not None:
+            if cached.expires_at > self._clock():
+                return cached
+            cache.drop(key)
+        # When a busy session's copy ages out, every request in flight for it misses at once:
+        # one of them reads the store, the others wait for that answer.
+        pending = self._reading.get(key)
+        if pending is not None:
+            try:
+                return await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                if not pending.cancelled():
+                    raise  # this request was cancelled
+                # The reading request was cancelled, not this one: read for ourselves.
+                return await self.load(session_id)
+        pending = self._reading[key] = asyncio.get_running_loop().create_future()
+        try:
+            generation = cache.generation()
+            loaded = await self._read(key)
+            record = loaded.record if loaded is not None else None
+            if record is not None:
+                cache.put(key, record, generation)
+            pending.set_result(record)
+            return record
+        except asyncio.CancelledError:
+            pending.cancel()
+            raise
+        except BaseException as exc:
+            pending.set_exception(exc)
+            pending.exception()  # retrieved here, so an unawaited failure is not reported
+            raise
+        finally:
+            del self._reading[key]
+
+    async def load_stored(self, session_id: str) -> StoredSession | None:
+        """The record with the stored bytes that a later `replace` must still find: always read
+        from the store (a cached copy may be older than what a compare-and-set must match)."""
+        return await self._read(self.key(session_id))
+
+    async def _read(self, key: str) -> StoredSession | None:
+        sealed = await self._storage.get(key, slide_ttl=self._idle_ttl)
+        if sealed is None:
+            return None
+        try:
+            record = SessionRecord.decode(self._sealer.open(key, sealed))
+        except CorruptRecordError:
+            log.warning("session record failed to open; treating as signed out", exc_info=True)
+            await self._storage.delete(key)
+            return None
+        if record.expires_at <= self._clock():
+            await self._storage.delete(key)
+            return None
+        return StoredSession(record, sealed)
+
+    def _ttl(self, record: SessionRecord) -> float:
+        return min(self._idle_ttl, record.expires_at - self._clock())
+
+    async def save(self, session_id: str, record: SessionRecord) -> None:
+        key, ttl = self.key(session_id), self._ttl(record)
+        if ttl > 0:
+            await self._storage.set(key, self._sealer.seal(key, record.encode()), ttl)
+            await self._changed(key)
+
+    async def replace(
+        self, session_id: str, previous: StoredSession, record: SessionRecord
+    ) -> bool:
+        """Write `record` only if the store still holds `previous`: a session deleted meanwhile
+        (sign-out) stays deleted, and a newer write is not overwritten. Whether it was written."""
+        key, ttl = self.key(session_id), self._ttl(record)
+        if ttl <= 0:
+            return False
+        sealed = self._sealer.seal(key, record.encode())
+        written = await self._storage.replace(key, previous.stored, sealed, ttl)
+        await self._changed(key)  # written or not, this process's copy may be stale
+        return written
+
+    async def delete(self, session_id: str) -> None:
+        key = self.key(session_id)
+        await self._storage.delete(key)
+        await self._changed(key)
+
+    async def _changed(self, key: str) -> None:
+        if self.cache is None or self._notices is None:
+            return
+        self.cache.drop(key)
+        try:
+            await self._notices.publish(key)
+        except StoreUnavailable:
+            # The change itself is stored; other processes see it once their copy ages out.
+            log.warning(
+                "a session change could not be announced; other processes' cached copies "
+                "expire within GATEWAY_SESSION__CACHE_SECONDS"
+            )
