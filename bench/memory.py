@@ -33,8 +33,9 @@ from support.threaded import ThreadedServer
 from support.upstream import make_upstream_app
 
 from devidp.config import DevIdpConfig
+from gateway.auth.headers import vouched_headers
+from gateway.auth.identity import SessionIdentity
 from gateway.config.settings import Settings
-from gateway.proxy.handler import identity_headers
 from gateway.sessions.cache import SessionCache
 from gateway.sessions.sealing import Sealer
 from gateway.sessions.store import SessionRecord
@@ -133,7 +134,13 @@ def measure_session_cache(
     for index in range(sessions):
         # Decoding each copy gives every entry its own objects, as reads from the store do.
         record = SessionRecord.decode(template.encode())
-        record.derived["identity-headers"] = identity_headers(record, (SCOPE,), settings)
+        record.derived["identity-headers"] = vouched_headers(
+            SessionIdentity(f"{index:064d}", record),
+            (SCOPE,),
+            settings,
+            with_token=True,
+            with_token_store=True,
+        )
         cache.put(f"gw:session:{index:064d}", record, cache.generation())
     traced, _ = tracemalloc.get_traced_memory()
     tracemalloc.stop()

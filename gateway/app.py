@@ -19,6 +19,7 @@ from aiohttp import ClientSession, ClientTimeout, DummyCookieJar, TCPConnector, 
 from aiohttp.typedefs import Handler, Middleware
 from yarl import URL
 
+from gateway.auth.access import AccessControl
 from gateway.auth.peers import networks
 from gateway.auth.policy import Policy
 from gateway.auth.ratelimit import RateLimiter
@@ -26,6 +27,7 @@ from gateway.config.settings import Settings
 from gateway.endpoints import health, principal, signin
 from gateway.errors import GatewayError, NotFound
 from gateway.keys import (
+    ACCESS,
     API_CALLERS,
     ASSERTION,
     DRAINING,
@@ -39,6 +41,7 @@ from gateway.keys import (
     SESSION_INDEX,
     SESSIONS,
     SETTINGS,
+    SIGN_IN,
     SIGNIN_LIMITER,
     STORAGE,
     TOKEN_CACHES,
@@ -49,6 +52,7 @@ from gateway.keys import (
     UPSTREAM_PREFIX,
 )
 from gateway.oidc.api_callers import ApiCallerAuthenticator
+from gateway.oidc.completion import SignInCompleter
 from gateway.oidc.msal_client import MsalClient
 from gateway.oidc.refresher import SessionRefresher
 from gateway.proxy import handler as proxy
@@ -182,8 +186,25 @@ async def _msal(app: web.Application) -> AsyncIterator[None]:
         clock=time.time,
         metrics=app[METRICS],
     )
+    app[SIGN_IN] = SignInCompleter(
+        settings=settings,
+        msal=client,
+        sessions=app[SESSIONS],
+        token_caches=app[TOKEN_CACHES],
+        index=app[SESSION_INDEX],
+    )
     if settings.api.audiences:
         app[API_CALLERS] = ApiCallerAuthenticator(settings, client)
+    app[ACCESS] = AccessControl(
+        policy=app[POLICY],
+        sessions=app[SESSIONS],
+        cookie_name=settings.session_cookie_name,
+        refresher=app[REFRESHER],
+        api_callers=app.get(API_CALLERS),
+        token_routes=settings.tokens.routes,
+        default_scopes=settings.scopes,
+        multi_tenant=settings.is_multi_tenant,
+    )
     loader = asyncio.create_task(_keep_loading_metadata(client))
     yield
     loader.cancel()

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Final
 from aiohttp import ClientSession, web
 from yarl import URL
 
-from gateway.auth.identity import ApiCallers, Identity, Refresher
+from gateway.auth.access import AccessControl
+from gateway.auth.identity import ApiCallers, Refresher
 from gateway.auth.peers import Network
 from gateway.auth.policy import Policy
 from gateway.auth.ratelimit import RateLimiter
@@ -23,6 +24,7 @@ from gateway.tokens.assertion import AssertionSigner
 from gateway.upstream.client import UpstreamPool
 
 if TYPE_CHECKING:  # The sign-in path's types stay out of the hot path's imports.
+    from gateway.oidc.completion import SignInCompleter  # noqa: F401
     from gateway.oidc.msal_client import MsalClient  # noqa: F401
     from gateway.sessions.token_cache import TokenCacheStore  # noqa: F401
 
@@ -39,6 +41,7 @@ FLOWS: Final = web.AppKey("flows", FlowStore)
 SESSION_INDEX: Final = web.AppKey("session_index", SessionIndex)
 TOKEN_CACHES: Final = web.AppKey["TokenCacheStore"]("token_caches")
 MSAL: Final = web.AppKey["MsalClient"]("msal")
+SIGN_IN: Final = web.AppKey["SignInCompleter"]("sign_in")
 POLICY: Final = web.AppKey("policy", Policy)
 SIGNIN_LIMITER: Final = web.AppKey("signin_limiter", RateLimiter)
 DRAINING: Final = web.AppKey("draining", asyncio.Event)  # set on SIGTERM: readiness goes false
@@ -49,7 +52,8 @@ METRICS: Final = web.AppKey("metrics", Metrics)
 # A Protocol: the hot path reaches MSAL only through this object.
 REFRESHER: Final = web.AppKey[Refresher]("refresher")
 API_CALLERS: Final = web.AppKey[ApiCallers]("api_callers")  # absent unless GATEWAY_API__AUDIENCES
+# The one access decision, for the proxy and for forward-auth.
+ACCESS: Final = web.AppKey("access", AccessControl)
 
 REQUEST_ID: Final = web.RequestKey("request_id", str)
-IDENTITY: Final = web.RequestKey("identity", Identity)
 TIMING: Final = web.RequestKey("timing", Timing)

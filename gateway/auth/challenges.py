@@ -11,7 +11,7 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Final
 
 _PARAMETER: Final = re.compile(r'([A-Za-z_]+)\s*=\s*"([^"]*)"')
@@ -50,3 +50,25 @@ def claims_from(www_authenticate: Iterable[str]) -> str | None:
 def replayable(method: str, has_body: bool) -> bool:
     """Whether the request can be sent a second time without the client's help."""
     return method in REPLAYABLE_METHODS and not has_body
+
+
+def challenge_inspector(
+    method: str, has_body: bool, on_challenge: Callable[[str], Awaitable[None]]
+) -> Callable[[int, Sequence[tuple[str, str]]], Awaitable[None]]:
+    """What the proxy hands the transport to look at the upstream's answer before the client
+    sees it: a 401 claims challenge raises ClaimsChallenge when the request can be sent again;
+    otherwise `on_challenge` gets the claims (so that the client's retry finds a suitable token)
+    and the 401 is passed through."""
+    replay = replayable(method, has_body)
+
+    async def inspect(status: int, headers: Sequence[tuple[str, str]]) -> None:
+        if status != 401:
+            return
+        claims = claims_from(v for n, v in headers if n.lower() == "www-authenticate")
+        if claims is None:
+            return
+        if replay:
+            raise ClaimsChallenge(claims)
+        await on_challenge(claims)
+
+    return inspect

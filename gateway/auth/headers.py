@@ -1,5 +1,6 @@
 """What the upstream is told: inbound headers cleaned of anything spoofable, plus the identity the
-gateway vouches for. Pure functions.
+gateway vouches for (`vouched_headers`, the one builder used by the proxy and by forward-auth).
+Pure functions.
 
 Identity headers are matched after folding case, "_" and "." onto "-", because frameworks (CGI,
 PHP, WSGI) fold those spellings onto one variable. They are removed on every route before the
@@ -16,9 +17,14 @@ import logging
 import re
 import secrets
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from multidict import CIMultiDict, CIMultiDictProxy
+
+from gateway.auth.identity import Identity, SessionIdentity, email_trusted
+from gateway.config.settings import Settings
+from gateway.sessions.store import SessionRecord, UpstreamToken
 
 log = logging.getLogger(__name__)
 
@@ -273,6 +279,67 @@ def identity_headers(
             continue
         sent.append((name, value))
     return sent
+
+
+def vouched_headers(
+    identity: Identity,
+    scopes: tuple[str, ...],
+    settings: Settings,
+    *,
+    with_token: bool,
+    with_token_store: bool,
+    api_caller_token: str | None = None,
+) -> list[tuple[str, str]]:
+    """Everything the gateway vouches for about `identity`, the one builder for the proxy and for
+    forward-auth (auth/access.py says how they differ). A session's access token for `scopes`
+    goes in Authorization only `with_token`; an API caller's Authorization is `api_caller_token`
+    (what its request carries upstream, if anything); `with_token_store` adds App Service's
+    token-store headers for a session when GATEWAY_TOKENS__EASY_AUTH_TOKEN_HEADERS is on."""
+    session = identity.record if isinstance(identity, SessionIdentity) else None
+    token = session.token(scopes) if session is not None and scopes else None
+    if session is None:
+        access_token = api_caller_token
+    else:
+        access_token = token.access_token if token is not None and with_token else None
+    vouched = identity_headers(
+        identity.claims,
+        email_trusted=email_trusted(identity.claims, settings.is_multi_tenant),
+        access_token=access_token,
+        groups=identity.groups,
+        max_bytes=settings.groups.max_header_bytes,
+    )
+    if session is not None and with_token_store and settings.tokens.easy_auth_token_headers:
+        vouched.extend(easy_auth_token_headers(session, token))
+    return vouched
+
+
+def easy_auth_token_headers(
+    record: SessionRecord, token: UpstreamToken | None
+) -> list[tuple[str, str]]:
+    """App Service's token-store headers, for apps that read them."""
+    headers = []
+    if record.id_token:
+        headers.append(("X-MS-TOKEN-AAD-ID-TOKEN", record.id_token))
+    if token is not None:
+        expires = datetime.fromtimestamp(token.expires_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        headers.append(("X-MS-TOKEN-AAD-ACCESS-TOKEN", token.access_token))
+        headers.append(("X-MS-TOKEN-AAD-EXPIRES-ON", expires))
+    return headers
+
+
+def assertion_claims(identity: Identity, *, multi_tenant: bool) -> dict[str, object]:
+    """The identity a signed assertion vouches for (groups as resolved, email only if trusted)."""
+    claims: dict[str, object] = {
+        name: identity.claims[name]
+        for name in ("oid", "tid", "sub", "name", "preferred_username", "roles")
+        if name in identity.claims
+    }
+    if email_trusted(identity.claims, multi_tenant) and "email" in identity.claims:
+        claims["email"] = identity.claims["email"]
+    groups = identity.groups if identity.groups is not None else identity.claims.get("groups")
+    if groups:
+        claims["groups"] = list(groups)
+    return claims
 
 
 def response_headers(

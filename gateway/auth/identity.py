@@ -25,33 +25,71 @@ audit = logging.getLogger("gateway.audit")
 
 
 @dataclass(frozen=True, slots=True)
-class Identity:
+class SessionIdentity:
+    """A browser's signed-in session: its id and the record it loaded."""
+
     session_id: str
     record: SessionRecord
-    scopes: tuple[str, ...] | None = None  # `scp` of an API caller's bearer token
-    bearer: str | None = None  # an API caller's own verified access token (no session)
+
+    @property
+    def user_key(self) -> str:
+        return self.record.user_key
+
+    @property
+    def claims(self) -> Mapping[str, Any]:
+        return self.record.claims
+
+    @property
+    def groups(self) -> tuple[str, ...] | None:
+        return self.record.groups
+
+    @property
+    def scopes(self) -> None:
+        """Browsers carry no `scp`; scope rules never admit them."""
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ApiCallerIdentity:
+    """An API client judged by its own verified access token: no session, no token cache, never
+    refreshed."""
+
+    token: str  # the caller's access token, as verified
+    user_key: str
+    claims: Mapping[str, Any]
+    scopes: tuple[str, ...]  # the token's `scp`
+    expires_at: float
+
+    @property
+    def groups(self) -> tuple[str, ...] | None:
+        return None  # no Graph lookup for API callers: the token's groups claim is what counts
+
+
+Identity = SessionIdentity | ApiCallerIdentity
 
 
 class ApiCallers(Protocol):
     """API clients that present an access token instead of a session cookie
     (oidc/api_callers.py)."""
 
-    async def identify(self, token: str) -> Identity:
+    async def identify(self, token: str) -> ApiCallerIdentity:
         """The caller's identity, or InvalidBearer (401)."""
 
-    async def upstream_token(self, identity: Identity, scopes: tuple[str, ...]) -> str | None:
+    async def upstream_token(
+        self, identity: ApiCallerIdentity, scopes: tuple[str, ...]
+    ) -> str | None:
         """The bearer token this caller's request carries upstream for `scopes`, if any."""
 
 
 class Refresher(Protocol):
     async def refresh(
         self,
-        identity: Identity,
+        identity: SessionIdentity,
         scopes: tuple[str, ...],
         *,
         force: bool = False,
         claims: str | None = None,
-    ) -> Identity:
+    ) -> SessionIdentity:
         """The identity with a fresh token for `scopes` (and a claims challenge, if given),
         persisted before it returns.
 
@@ -76,13 +114,20 @@ async def authenticate(
         token = bearer_from(request.headers.getall("Authorization", []))
         if token is not None:
             return await api.identify(token)
+    return await authenticate_session(request, sessions, cookie_name)
+
+
+async def authenticate_session(
+    request: web.Request, sessions: SessionStore, cookie_name: str
+) -> SessionIdentity:
+    """The browser session the cookie names, or SignInRequired (no cookie) / SessionExpired."""
     session_id = read_id(request, cookie_name)
     if session_id is None:
         raise SignInRequired("no session")
     record = await sessions.load(session_id)
     if record is None:
         raise SessionExpired("the session has ended")
-    return Identity(session_id, record)
+    return SessionIdentity(session_id, record)
 
 
 async def authenticate_optional(
@@ -103,7 +148,7 @@ async def authenticate_optional(
 
 def refresh_due(record: SessionRecord, scopes: tuple[str, ...], now: float) -> bool:
     """Whether the token for `scopes` must be acquired or renewed before forwarding."""
-    if not scopes or not record.home_account_id:  # no scopes, or an API caller: no session
+    if not scopes or not record.home_account_id:  # no account in the cache to ask MSAL about
         return False
     token = record.token(scopes)
     return token is None or now >= token.refresh_at
@@ -117,21 +162,20 @@ def email_trusted(claims: Mapping[str, Any], multi_tenant: bool) -> bool:
 
 def admit(rule: PolicyRule, identity: Identity, *, multi_tenant: bool) -> None:
     """Forbidden (and an audit line) unless the identity meets the rule."""
-    record = identity.record
     principal = Principal(
-        claims=record.claims,
-        groups=record.groups,
+        claims=identity.claims,
+        groups=identity.groups,
         scopes=identity.scopes,
-        email_trusted=email_trusted(record.claims, multi_tenant),
+        email_trusted=email_trusted(identity.claims, multi_tenant),
     )
     reason = refusal(rule, principal)
     if reason is not None:
         # The rule's path, not the request's: nothing the client sent is written to the log.
         audit.warning(
             "access denied: user=%s rule=%s reason=%s",
-            record.user_key,
+            identity.user_key,
             rule.path,
             reason,
-            extra={"event": "access_denied", "user": record.user_key, "rule": rule.path},
+            extra={"event": "access_denied", "user": identity.user_key, "rule": rule.path},
         )
         raise Forbidden("you do not have access to this page")

@@ -4,24 +4,15 @@
 from __future__ import annotations
 
 import logging
-import time
 from datetime import UTC, datetime
 
 from aiohttp import web
 
-from gateway.auth.headers import easy_auth_principal, identity_headers
-from gateway.auth.identity import admit, authenticate, email_trusted, refresh_due
+from gateway.auth.headers import easy_auth_principal, vouched_headers
+from gateway.auth.identity import authenticate_session
 from gateway.auth.peers import UntrustedForwardAuth, original_request
 from gateway.errors import Forbidden, NotFound
-from gateway.keys import (
-    API_CALLERS,
-    ASSERTION,
-    POLICY,
-    REFRESHER,
-    SESSIONS,
-    SETTINGS,
-    TRUSTED_PROXIES,
-)
+from gateway.keys import ACCESS, ASSERTION, SESSIONS, SETTINGS, TRUSTED_PROXIES
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +21,9 @@ async def me(request: web.Request) -> web.StreamResponse:
     """The signed-in principal as Easy Auth returns it; 401 when signed out. Tokens only when
     GATEWAY_TOKENS__EXPOSE_IN_ME is on; never the refresh token."""
     settings = request.app[SETTINGS]
-    identity = await authenticate(request, request.app[SESSIONS], settings.session_cookie_name)
+    identity = await authenticate_session(
+        request, request.app[SESSIONS], settings.session_cookie_name
+    )
     record = identity.record
     claims = easy_auth_principal(record.claims)["claims"]
     entry: dict[str, object] = {
@@ -51,38 +44,31 @@ async def me(request: web.Request) -> web.StreamResponse:
 async def verify(request: web.Request) -> web.StreamResponse:
     """Forward-auth: 200 with the identity headers when the original request may pass, 401 when
     the caller must sign in, 403 when a rule refuses them; every failure raises, so an internal
-    error is never a 2xx. The original request (X-Original-URI / X-Forwarded-Uri and -Method) is
-    believed only from a trusted proxy; otherwise the rule for "/" applies."""
+    error is never a 2xx. The decision is the proxy's own (auth/access.py). The original request
+    (X-Original-URI / X-Forwarded-Uri and -Method, or Envoy's path) is believed only from a
+    trusted proxy; without route rules or per-route tokens it cannot change the answer, and
+    "GET /" is judged."""
     app, settings = request.app, request.app[SETTINGS]
+    access = app[ACCESS]
     method, target = "GET", "/"
-    if app[POLICY].active:  # without rules every path needs the same: a signed-in user
+    if access.depends_on_target:
         try:
             method, target = original_request(request, app[TRUSTED_PROXIES]) or (method, target)
         except UntrustedForwardAuth as exc:
             # Fail closed: judging "/" instead would let rules for other paths be skipped.
             log.error("%s: list the proxy in GATEWAY_PROXY__TRUSTED_PROXIES", exc)
             raise Forbidden("the forward-auth request cannot be trusted") from exc
-    rule = app[POLICY].rule_for(method, target)
-    if rule is not None and rule.allow == "public":
-        return web.Response(status=200)
-    identity = await authenticate(
-        request, app[SESSIONS], settings.session_cookie_name, app.get(API_CALLERS)
-    )
-    if rule is not None:
-        admit(rule, identity, multi_tenant=settings.is_multi_tenant)
-    if refresh_due(identity.record, settings.scopes, time.time()):
-        identity = await app[REFRESHER].refresh(identity, settings.scopes)
-    record = identity.record
-    token = record.token(settings.scopes) if settings.scopes else None
+    decision = await access.decide(request, method, target, identify_public=False)
     response = web.Response(status=200)
-    for name, value in identity_headers(
-        record.claims,
-        email_trusted=email_trusted(record.claims, settings.is_multi_tenant),
-        access_token=token.access_token if token and settings.tokens.expose_in_verify else None,
-        groups=record.groups,
-        max_bytes=settings.groups.max_header_bytes,
-    ):
-        response.headers[name] = value
+    if decision.identity is not None:
+        for name, value in vouched_headers(
+            decision.identity,
+            decision.scopes,
+            settings,
+            with_token=settings.tokens.expose_in_verify,
+            with_token_store=False,
+        ):
+            response.headers[name] = value
     return response
 
 

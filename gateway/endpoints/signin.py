@@ -13,7 +13,6 @@ import json
 import logging
 import re
 import time
-from dataclasses import replace
 from typing import Any, Final
 from urllib.parse import urlencode
 
@@ -21,7 +20,7 @@ from aiohttp import web
 
 from gateway.auth.challenges import MAX_CLAIMS_LENGTH
 from gateway.auth.cookies import clear_cookie, mint_id, read_id, set_cookie
-from gateway.auth.identity import audit, authenticate
+from gateway.auth.identity import audit, authenticate_session
 from gateway.auth.peers import client_address
 from gateway.auth.scopes import scope_sets
 from gateway.config.settings import Settings
@@ -31,7 +30,6 @@ from gateway.errors import (
     CorruptRecordError,
     Forbidden,
     GatewayError,
-    IdentityProviderError,
     NotFound,
     SignInRequired,
     StoreUnavailable,
@@ -47,13 +45,12 @@ from gateway.keys import (
     SESSION_INDEX,
     SESSIONS,
     SETTINGS,
+    SIGN_IN,
     SIGNIN_LIMITER,
     TOKEN_CACHES,
     TRUSTED_PROXIES,
 )
-from gateway.oidc.graph import has_group_overage
 from gateway.sessions.flows import PendingSignIn
-from gateway.sessions.store import SessionRecord, UpstreamToken, session_claims
 from gateway.web.pages import content_security_policy, signed_out_page
 
 log = logging.getLogger(__name__)
@@ -176,48 +173,9 @@ async def _finish(request: web.Request) -> web.StreamResponse:
     ):
         log.warning("sign-in callback from a browser that did not start it")
         raise BadRequest("this sign-in was started in another browser; please sign in again")
-    if "error" in auth_response:
-        error = auth_response["error"]
-        log.warning(
-            "identity provider refused the sign-in: error=%r description=%r",
-            error[:64],
-            auth_response.get("error_description", "")[:300],
-        )
-        # Only a well-formed OAuth error code is shown; the description stays in the log.
-        code = error if _OAUTH_ERROR.match(error) else "error"
-        raise IdentityProviderError(f"the identity provider refused the sign-in ({code})")
-    tokens = await app[MSAL].redeem(pending.msal_flow, auth_response)
-    assert tokens.claims is not None
-    now = time.time()
     session_id = mint_id()
-    scopes = tuple(pending.scopes)
-    record = SessionRecord(
-        user_key=user_key(tokens.claims),
-        home_account_id=tokens.home_account_id or "",
-        claims=session_claims(tokens.claims),
-        created_at=now,
-        expires_at=now + settings.session.absolute_ttl_seconds,
-        id_token=tokens.id_token or "",
-    ).with_token(
-        scopes,
-        UpstreamToken(tokens.access_token, tokens.expires_at, tokens.refresh_at)
-        if scopes
-        else None,
-    )
-    cache = tokens.cache
-    if settings.groups.resolve_overage and has_group_overage(tokens.claims) and cache:
-        groups, changed = await app[MSAL].resolve_groups(cache, record.home_account_id)
-        record = replace(record, groups=groups)
-        cache = changed or cache
-    if cache is not None:
-        await app[TOKEN_CACHES].save(session_id, cache, settings.session.absolute_ttl_seconds)
-    await app[SESSIONS].save(session_id, record)
-    sid = tokens.claims.get("sid")
-    await app[SESSION_INDEX].add(
-        session_id,
-        user=str(tokens.claims.get("oid") or tokens.claims.get("sub")),
-        sid=sid if isinstance(sid, str) else None,
-        ttl=settings.session.absolute_ttl_seconds,
+    record = await app[SIGN_IN].complete(
+        pending, auth_response, session_id=session_id, now=time.time()
     )
     previous = read_id(request, settings.session_cookie_name)
     if previous is not None:
@@ -233,13 +191,6 @@ async def _finish(request: web.Request) -> web.StreamResponse:
     )
     # The sign-in cookie is left to expire: other tabs may be signing in with it right now.
     return response
-
-
-def user_key(claims: dict[str, Any]) -> str:
-    """The stable identity: oid.tid for Entra, iss|sub otherwise. Never an email (nOAuth)."""
-    if claims.get("oid") and claims.get("tid"):
-        return f"{claims['oid']}.{claims['tid']}"
-    return f"{claims.get('iss')}|{claims.get('sub')}"
 
 
 async def _delete_session(request: web.Request, session_id: str) -> None:
@@ -320,7 +271,9 @@ async def refresh(request: web.Request) -> web.StreamResponse:
     if request.headers.get("Sec-Fetch-Site") == "cross-site":
         # Renewing tokens is the user's business, not another site's (login CSRF's cousin).
         raise Forbidden("token refresh cannot be started from another site")
-    identity = await authenticate(request, request.app[SESSIONS], settings.session_cookie_name)
+    identity = await authenticate_session(
+        request, request.app[SESSIONS], settings.session_cookie_name
+    )
     scope_lists = [tuple(key.split()) for key in identity.record.tokens] or [()]
     for scopes in scope_lists:
         identity = await request.app[REFRESHER].refresh(identity, scopes, force=True)

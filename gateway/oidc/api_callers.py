@@ -1,7 +1,7 @@
 """API callers: clients that present their own Entra access token instead of a session cookie.
 
 The token is validated by tokens/bearer.py against the provider's published keys (refetched once,
-rate limited, when an unknown key id appears: key rollover) and becomes an Identity with no session.
+rate limited, when an unknown key id appears: key rollover) and becomes an ApiCallerIdentity.
 The upstream then gets nothing, the caller's own token, or a token for the route's scopes obtained
 on behalf of the caller (OBO), cached per caller and scopes because MSAL never caches OBO results.
 """
@@ -14,12 +14,12 @@ from collections import OrderedDict
 from typing import Final
 from urllib.parse import urlsplit
 
-from gateway.auth.identity import Identity
+from gateway.auth.identity import ApiCallerIdentity
 from gateway.config.settings import Settings
 from gateway.errors import IdentityProviderError
 from gateway.oidc.msal_client import MsalClient
-from gateway.sessions.store import SessionRecord, scope_key
-from gateway.tokens import bearer
+from gateway.sessions.store import scope_key
+from gateway.tokens import bearer, subject
 from gateway.tokens.bearer import BearerPolicy, InvalidBearer, UnknownKey
 
 OBO_CACHE_SIZE: Final = 10_000
@@ -60,7 +60,7 @@ class ApiCallerAuthenticator:
             )
         return tuple(issuers)
 
-    async def identify(self, token: str) -> Identity:
+    async def identify(self, token: str) -> ApiCallerIdentity:
         policy = self._bearer_policy()
         try:
             claims = bearer.validate(token, self._msal.cached_key, policy)
@@ -68,34 +68,34 @@ class ApiCallerAuthenticator:
             await self._msal.refetch_keys()
             claims = bearer.validate(token, self._msal.cached_key, policy)
         try:
-            user = bearer.user_key(claims)
+            user = subject.user_key(claims)
         except ValueError as exc:
             raise InvalidBearer("the token names no subject") from exc
         home = None if self._settings.is_multi_tenant else claims.get("tid")
-        record = SessionRecord(
+        return ApiCallerIdentity(
+            token=token,
             user_key=user,
-            home_account_id="",  # no session, no token cache: never refreshed
             claims=bearer.identity_claims(claims, home_tenant=home),
-            created_at=float(claims.get("iat", 0)),
+            scopes=tuple(str(claims.get("scp", "")).split()),
             expires_at=float(claims["exp"]),
         )
-        scopes = tuple(str(claims.get("scp", "")).split())
-        return Identity(session_id="", record=record, scopes=scopes, bearer=token)
 
-    async def upstream_token(self, identity: Identity, scopes: tuple[str, ...]) -> str | None:
+    async def upstream_token(
+        self, identity: ApiCallerIdentity, scopes: tuple[str, ...]
+    ) -> str | None:
         mode = self._settings.api.upstream_token
-        if mode == "none" or identity.bearer is None:
+        if mode == "none":
             return None
         if mode == "pass":
-            return identity.bearer
+            return identity.token
         if not scopes:
             return None
-        key = hashlib.sha256(f"{identity.bearer}\n{scope_key(scopes)}".encode()).hexdigest()
+        key = hashlib.sha256(f"{identity.token}\n{scope_key(scopes)}".encode()).hexdigest()
         cached = self._obo.get(key)
         if cached is not None and cached[1] - time.time() > OBO_MIN_LIFETIME_SECONDS:
             self._obo.move_to_end(key)
             return cached[0]
-        token, expires_at = await self._msal.on_behalf_of(identity.bearer, scopes)
+        token, expires_at = await self._msal.on_behalf_of(identity.token, scopes)
         self._obo[key] = (token, expires_at)
         while len(self._obo) > OBO_CACHE_SIZE:
             self._obo.popitem(last=False)

@@ -15,7 +15,7 @@ import logging
 from dataclasses import replace
 from typing import Final
 
-from gateway.auth.identity import Identity, refresh_due
+from gateway.auth.identity import SessionIdentity, refresh_due
 from gateway.errors import CorruptRecordError, GatewayError, SignInRequired, StepUpRequired
 from gateway.oidc.msal_client import MsalClient, Tokens
 from gateway.sessions.store import SessionRecord, SessionStore, UpstreamToken, session_claims
@@ -56,12 +56,12 @@ class SessionRefresher:
 
     async def refresh(
         self,
-        identity: Identity,
+        identity: SessionIdentity,
         scopes: tuple[str, ...],
         *,
         force: bool = False,
         claims: str | None = None,
-    ) -> Identity:
+    ) -> SessionIdentity:
         session_id = identity.session_id
         lock = self._token_caches.lock_name(session_id)
         async with self._storage.lock(lock, self._lock_ttl, self._lock_wait):
@@ -70,7 +70,7 @@ class SessionRefresher:
                 raise SignInRequired("the session has ended")
             record, now = loaded.record, self._clock()
             if not force and claims is None and not refresh_due(record, scopes, now):
-                return Identity(session_id, record)  # another request refreshed meanwhile
+                return SessionIdentity(session_id, record)  # another request refreshed meanwhile
             stored = await self._load_cache(session_id)
             try:
                 tokens, stored = await self._acquire(
@@ -114,8 +114,8 @@ class SessionRefresher:
                 current_record = await self._sessions.load(session_id)
                 if current_record is None:
                     raise SignInRequired("the session ended during the refresh")
-                return Identity(session_id, current_record)
-            return Identity(session_id, updated)
+                return SessionIdentity(session_id, current_record)
+            return SessionIdentity(session_id, updated)
 
     async def _load_cache(self, session_id: str) -> StoredCache:
         try:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Final
 
@@ -24,13 +24,15 @@ from multidict import CIMultiDict
 from prometheus_client import Gauge
 from yarl import URL
 
-from gateway.auth.challenges import ClaimsChallenge, claims_from, replayable
 from gateway.auth.headers import response_headers
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
 from gateway.telemetry.metrics import Timing
 from gateway.upstream.client import UpstreamPool
 
 log = logging.getLogger(__name__)
+
+# Sees an answer's status and headers before the client does; raises to abandon the answer.
+HeadInspector = Callable[[int, Sequence[tuple[str, str]]], Awaitable[None]]
 
 _NO_BODY_STATUSES: Final = frozenset({204, 304})
 _NOT_SENDABLE: Final = frozenset({1005, 1006, 1015})
@@ -81,7 +83,7 @@ async def forward(
     pool: UpstreamPool,
     prefix: str = "",
     own_cookies: frozenset[str] = frozenset(),
-    on_claims_challenge: Callable[[str], Awaitable[None]] | None = None,
+    inspect_head: HeadInspector | None = None,
     timing: Timing | None = None,
 ) -> web.StreamResponse:
     """Send the request upstream and stream the answer back; redirects are passed through.
@@ -89,9 +91,9 @@ async def forward(
     The upstream's target is `prefix` (the path of GATEWAY_UPSTREAM) plus the request's raw path
     and query, byte for byte (never the absolute URL a client may put on the request line).
 
-    With `on_claims_challenge`, an upstream 401 claims challenge raises ClaimsChallenge when the
-    request can be replayed; otherwise the callback gets the claims (so that the client's retry
-    finds a suitable token) and the 401 is passed through."""
+    `inspect_head` sees the answer's status and headers before anything reaches the client; an
+    exception it raises abandons the answer and propagates (the caller may send the request
+    again: a claims challenge)."""
     body = request.content if request.body_exists else None
     if timing is not None:
         timing.upstream_sent()
@@ -99,13 +101,8 @@ async def forward(
     if timing is not None:
         timing.upstream_answered()
     async with upstream:
-        if on_claims_challenge is not None and upstream.status == 401:
-            challenges = [v for n, v in upstream.headers if n.lower() == "www-authenticate"]
-            claims = claims_from(challenges)
-            if claims is not None:
-                if replayable(request.method, request.body_exists):
-                    raise ClaimsChallenge(claims)
-                await on_claims_challenge(claims)
+        if inspect_head is not None:
+            await inspect_head(upstream.status, upstream.headers)
         kept = response_headers(upstream.headers, own_cookies=own_cookies)
         if _REQUEST_ID in headers:  # answers name the request id the upstream was given
             kept.setdefault(_REQUEST_ID, headers[_REQUEST_ID])
@@ -146,7 +143,7 @@ async def forward_websocket(
     client: ClientSession,
     base: URL,
     own_cookies: frozenset[str] = frozenset(),
-    on_claims_challenge: Callable[[str], Awaitable[None]] | None = None,
+    inspect_head: HeadInspector | None = None,
     timing: Timing | None = None,
     open_websockets: set[web.WebSocketResponse] | None = None,
     open_gauge: Gauge | None = None,

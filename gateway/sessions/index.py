@@ -8,6 +8,7 @@ are harmless: deleting a session that already ended does nothing.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Final
 
 from gateway.sessions.sealed_list import SealedList
@@ -27,10 +28,15 @@ class SessionIndex:
     def _key(self, prefix: str, value: str) -> str:
         return prefix + self._sealer.digest(value)
 
-    async def add(self, session_id: str, *, user: str, sid: str | None, ttl: float) -> None:
-        await self._lists.append(
-            self._key(USER_PREFIX, user), session_id, ttl=ttl, limit=MAX_SESSIONS_PER_ENTRY
-        )
+    async def add(
+        self, session_id: str, *, users: Iterable[str], sid: str | None, ttl: float
+    ) -> None:
+        """Index the session under each name of its user (tokens/subject.py: the user key and
+        the id operators see) and under its `sid`."""
+        for user in users:
+            await self._lists.append(
+                self._key(USER_PREFIX, user), session_id, ttl=ttl, limit=MAX_SESSIONS_PER_ENTRY
+            )
         if sid:
             await self._lists.append(
                 self._key(SID_PREFIX, sid), session_id, ttl=ttl, limit=MAX_SESSIONS_PER_ENTRY

@@ -1,8 +1,8 @@
 """Entra access tokens that API clients present as `Authorization: Bearer <jwt>` (THREATS A3).
 
 Owns: reading the Authorization header strictly (`bearer_from`), the bearer-token policy
-(`BearerPolicy`, `validate`) and the identity taken from a verified token (`user_key`,
-`identity_claims`). Pure and synchronous, for the hot path: no network, no MSAL, no aiohttp.
+(`BearerPolicy`, `validate`) and the claims kept from a verified token
+(`identity_claims`). Pure and synchronous, for the hot path: no network, no MSAL, no aiohttp.
 
 Does not: fetch signing keys (the caller hands in `keys(kid)`; on `UnknownKey` it may refetch the
 provider's JWKS, at most once a minute, and validate again), decide which scopes or roles a route
@@ -41,8 +41,8 @@ Decisions, each pinned by tests/test_bearer.py:
   `at_hash` or `c_hash`; names the client it was issued to (`azp` in v2, `appid` in v1; Entra id
   tokens carry neither); and carries a non-empty `scp` (delegated) or a non-empty `roles`
   (application permissions). An app token with no roles grants nothing and is refused.
-- Identity (JW-15): `oid.tid` when both are GUIDs, else `iss|sub` (the same keys as the browser
-  session, signin.user_key); never an email, preferred_username or upn. `identity_claims` keeps
+- Identity (JW-15): tokens/subject.py's `user_key`, the same rule as the browser session's;
+  never an email, preferred_username or upn. `identity_claims` keeps
   `email` only when Entra says the domain is verified (`xms_edov`) or the token is from the home
   tenant.
 """
@@ -63,6 +63,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from gateway.errors import BadRequest, SignInRequired
+from gateway.tokens.subject import user_key
 
 ALGORITHM: Final = "RS256"
 TENANT_TEMPLATE: Final = "{tenantid}"
@@ -253,18 +254,6 @@ def validate(
     except ValueError as exc:
         raise InvalidBearer("the token names no subject") from exc
     return claims
-
-
-def user_key(claims: Mapping[str, Any]) -> str:
-    """The stable identity of verified claims: `oid.tid` when both are GUIDs, else `iss|sub`.
-    Never an email, preferred_username or upn (JW-15). ValueError when neither pair is there."""
-    oid, tid = claims.get("oid"), claims.get("tid")
-    if all(isinstance(v, str) and _GUID.fullmatch(v) for v in (oid, tid)):
-        return f"{oid}.{tid}"
-    iss, sub = claims.get("iss"), claims.get("sub")
-    if isinstance(iss, str) and iss and isinstance(sub, str) and sub:
-        return f"{iss}|{sub}"
-    raise ValueError("the claims name no subject (oid and tid, or iss and sub)")
 
 
 def identity_claims(claims: Mapping[str, Any], *, home_tenant: str | None = None) -> dict[str, Any]:

@@ -1,0 +1,101 @@
+"""Completing a sign-in: from the identity provider's authorization response to a stored session.
+
+The callback handler (endpoints/signin.py) owns the HTTP part: finding the pending sign-in by
+`state`, checking that the browser which started it is the one finishing it, the cookie and the
+redirect. Everything after that is here, callable without HTTP: the provider's error answer, the
+code redeemed (MSAL checks state, nonce and PKCE; tokens/id_tokens.py the id token policy), the
+session record built under the user's key (tokens/subject.py), groups resolved through Graph on
+overage, and the token cache, the record and the session index written, in that order, so that a
+session is never visible before its tokens are.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Final
+
+from gateway.config.settings import Settings
+from gateway.errors import IdentityProviderError
+from gateway.oidc.graph import has_group_overage
+from gateway.oidc.msal_client import MsalClient
+from gateway.sessions.flows import PendingSignIn
+from gateway.sessions.index import SessionIndex
+from gateway.sessions.store import SessionRecord, SessionStore, UpstreamToken, session_claims
+from gateway.sessions.token_cache import TokenCacheStore
+from gateway.tokens import subject
+
+log = logging.getLogger(__name__)
+
+_OAUTH_ERROR: Final = re.compile(r"^[a-z_]{1,64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class SignInCompleter:
+    """What completing a sign-in needs, built once by the composition root."""
+
+    settings: Settings
+    msal: MsalClient
+    sessions: SessionStore
+    token_caches: TokenCacheStore
+    index: SessionIndex
+
+    async def complete(
+        self,
+        pending: PendingSignIn,
+        auth_response: Mapping[str, str],
+        *,
+        session_id: str,
+        now: float,
+    ) -> SessionRecord:
+        """Create session `session_id` for the user the response signs in, and return its record.
+
+        IdentityProviderError when the provider refused the sign-in (only a well-formed OAuth
+        error code is shown; the description goes to the log) or cannot be reached; BadRequest
+        when the response does not match its flow."""
+        if "error" in auth_response:
+            error = auth_response["error"]
+            log.warning(
+                "identity provider refused the sign-in: error=%r description=%r",
+                error[:64],
+                auth_response.get("error_description", "")[:300],
+            )
+            code = error if _OAUTH_ERROR.match(error) else "error"
+            raise IdentityProviderError(f"the identity provider refused the sign-in ({code})")
+        tokens = await self.msal.redeem(pending.msal_flow, dict(auth_response))
+        assert tokens.claims is not None  # redeem returns only checked id tokens
+        try:
+            user_key = subject.user_key(tokens.claims)
+            names = subject.revocation_names(tokens.claims)
+        except ValueError as exc:
+            raise IdentityProviderError("the identity provider's id token names no user") from exc
+        ttl = self.settings.session.absolute_ttl_seconds
+        scopes = tuple(pending.scopes)
+        record = SessionRecord(
+            user_key=user_key,
+            home_account_id=tokens.home_account_id or "",
+            claims=session_claims(tokens.claims),
+            created_at=now,
+            expires_at=now + ttl,
+            id_token=tokens.id_token or "",
+        ).with_token(
+            scopes,
+            UpstreamToken(tokens.access_token, tokens.expires_at, tokens.refresh_at)
+            if scopes
+            else None,
+        )
+        cache = tokens.cache
+        if self.settings.groups.resolve_overage and has_group_overage(tokens.claims) and cache:
+            groups, changed = await self.msal.resolve_groups(cache, record.home_account_id)
+            record = replace(record, groups=groups)
+            cache = changed or cache
+        if cache is not None:
+            await self.token_caches.save(session_id, cache, ttl)
+        await self.sessions.save(session_id, record)
+        sid = tokens.claims.get("sid")
+        await self.index.add(
+            session_id, users=names, sid=sid if isinstance(sid, str) else None, ttl=ttl
+        )
+        return record

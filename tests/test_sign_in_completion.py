@@ -1,0 +1,99 @@
+"""Completing a sign-in without the gateway's HTTP (gateway/oidc/completion.py): the real MSAL
+client and the development identity provider produce an authorization response, and the
+completer turns it into a stored session, token cache and index entries; a refusal from the
+provider and a code used twice create nothing."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Final
+
+import pytest
+from support.browser import Browser
+from support.gateway import PUBLIC_URL, idp_ssl, settings_for
+from support.threaded import ThreadedServer
+
+from gateway.errors import BadRequest, IdentityProviderError
+from gateway.oidc.completion import SignInCompleter
+from gateway.oidc.msal_client import MsalClient
+from gateway.sessions.flows import PendingSignIn
+from gateway.sessions.index import SessionIndex
+from gateway.sessions.sealing import Sealer
+from gateway.sessions.store import SessionStore
+from gateway.sessions.token_cache import TokenCacheStore
+from gateway.store.memory import MemoryStorage
+
+SCOPE: Final = "api://upstream/read"
+ALICE_OID: Final = "0b7e2c1d-4a5f-4e3b-8c9d-1e2f3a4b5c6d"
+
+
+class Rig:
+    def __init__(self, idp: Any, upstream: ThreadedServer) -> None:
+        self.settings = settings_for(idp, upstream.url, scopes=SCOPE)
+        self.msal = MsalClient(self.settings)
+        sealer = Sealer(b"k" * 32)
+        self.storage = MemoryStorage()
+        self.sessions = SessionStore(self.storage, sealer, 3600.0, time.time)
+        self.token_caches = TokenCacheStore(self.storage, sealer)
+        self.index = SessionIndex(self.storage, sealer)
+        self.completer = SignInCompleter(
+            settings=self.settings,
+            msal=self.msal,
+            sessions=self.sessions,
+            token_caches=self.token_caches,
+            index=self.index,
+        )
+        # Only the provider is visited: nothing listens at the gateway's address.
+        self.browser = Browser("http://127.0.0.1:9", PUBLIC_URL, idp_ssl(idp.ca_path))
+
+    async def pending(self, user: str = "alice") -> tuple[PendingSignIn, dict[str, str]]:
+        """A started sign-in and the provider's answer to it, as the callback would get them."""
+        flow = await self.msal.begin(scopes=(SCOPE,), prompt=None, domain_hint=None)
+        answer = await self.browser.authorize(flow["auth_uri"], user)
+        pending = PendingSignIn(
+            msal_flow={k: v for k, v in flow.items() if k != "auth_uri"},
+            return_to="/",
+            browser_binding="not checked here",
+            scopes=(SCOPE,),
+        )
+        return pending, answer.fields
+
+
+@pytest.fixture
+async def rig(idp: Any, upstream: ThreadedServer) -> AsyncIterator[Rig]:
+    made = Rig(idp, upstream)
+    await made.msal.start()
+    yield made
+    await made.browser.close()
+    await made.msal.close()
+
+
+async def test_a_completed_sign_in_is_stored_under_the_users_key(rig: Rig) -> None:
+    pending, answer = await rig.pending("alice")
+    record = await rig.completer.complete(pending, answer, session_id="s-1", now=time.time())
+    assert record.user_key.startswith(f"{ALICE_OID}.")
+    assert record.claims["oid"] == ALICE_OID
+    token = record.token((SCOPE,))
+    assert token is not None and token.access_token
+    assert await rig.sessions.load("s-1") == record
+    assert await rig.token_caches.load("s-1") is not None
+    # Revocation finds the session by the user key and by the object id operators see.
+    assert await rig.index.take_user(record.user_key) == ["s-1"]
+    assert await rig.index.take_user(ALICE_OID) == ["s-1"]
+
+
+async def test_a_refusal_or_a_reused_code_creates_nothing(rig: Rig) -> None:
+    pending, answer = await rig.pending("alice")
+    refused = {"state": answer["state"], "error": "access_denied", "error_description": "no"}
+    with pytest.raises(IdentityProviderError, match=r"refused the sign-in \(access_denied\)"):
+        await rig.completer.complete(pending, refused, session_id="s-2", now=time.time())
+    odd = {"state": answer["state"], "error": "<script>"}
+    with pytest.raises(IdentityProviderError, match=r"\(error\)"):
+        await rig.completer.complete(pending, odd, session_id="s-2", now=time.time())
+    await rig.completer.complete(pending, answer, session_id="s-3", now=time.time())
+    with pytest.raises((BadRequest, IdentityProviderError)):
+        await rig.completer.complete(pending, answer, session_id="s-4", now=time.time())
+    assert await rig.sessions.load("s-2") is None
+    assert await rig.sessions.load("s-4") is None
+    assert await rig.token_caches.load("s-4") is None
