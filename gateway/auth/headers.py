@@ -22,6 +22,7 @@ from typing import Any, Final
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from gateway.auth.cookies import sets_named_cookie, without_named_cookies
 from gateway.auth.identity import Identity, SessionIdentity, email_trusted
 from gateway.config.settings import Settings
 from gateway.sessions.store import SessionRecord, UpstreamToken
@@ -171,15 +172,6 @@ def _inbound_verdict(name: str) -> str:
     ):
         return _DROP
     return _COOKIE if folded == "cookie" else _KEEP
-
-
-def without_named_cookies(cookie_header: str, names: frozenset[str]) -> str:
-    kept = [
-        part
-        for part in cookie_header.split(";")
-        if part.strip() and part.split("=", 1)[0].strip() not in names
-    ]
-    return ";".join(kept).strip()
 
 
 def _claim_values(value: Any) -> list[str]:
@@ -355,7 +347,7 @@ def response_headers(
         verdict = _outbound_verdict(name)
         if verdict is _DROP or verdict is _CONNECTION or (dropped and fold(name) in dropped):
             continue
-        if verdict is _COOKIE and value.split("=", 1)[0].strip() in own_cookies:
+        if verdict is _COOKIE and sets_named_cookie(value, own_cookies):
             continue
         kept.add(name, value)
     return kept

@@ -14,6 +14,7 @@ from multidict import CIMultiDict
 
 from gateway.auth import headers as hdrs
 from gateway.auth.challenges import ClaimsChallenge, challenge_inspector
+from gateway.auth.cookies import read_id
 from gateway.auth.identity import ApiCallerIdentity, Identity, SessionIdentity
 from gateway.auth.peers import client_address
 from gateway.config.settings import Settings
@@ -187,7 +188,7 @@ async def expect_continue(request: web.Request) -> web.StreamResponse | None:
         return web.json_response({"error": error.code}, status=error.status)
     maybe_known = (
         (rule is not None and rule.allow == "public")
-        or settings.session_cookie_name in request.cookies
+        or read_id(request, settings.session_cookie_name) is not None
         or (API_CALLERS in app and "Authorization" in request.headers)
     )
     if not maybe_known:
