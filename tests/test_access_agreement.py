@@ -16,7 +16,7 @@ from typing import Any, Final
 import pytest
 from aiohttp import ClientResponse
 from support.fixtures import Launch, Running
-from test_policy import RULES
+from test_policy import PA_PAYLOADS, RULES, raw_request
 from test_signin import API, signed_in, upstream_headers
 from yarl import URL
 
@@ -104,14 +104,12 @@ async def test_the_proxy_and_forward_auth_agree(judged: Running, idp: Any, who: 
                     headers={**headers, "X-Original-URI": path, "X-Original-Method": method},
                 )
             )
-            asked = [("nginx", nginx)]
-            if path not in AMBIGUOUS:  # Envoy's spelling of an encoded path: issue 14, item 1
-                envoy = await answer(
-                    await session.request(
-                        method, URL(base + "/.auth/verify" + path, encoded=True), headers=headers
-                    )
+            envoy = await answer(
+                await session.request(
+                    method, URL(base + "/.auth/verify" + path, encoded=True), headers=headers
                 )
-                asked.append(("envoy", envoy))
+            )
+            asked = [("nginx", nginx), ("envoy", envoy)]
             statuses.add(proxied[0])
             public = path.startswith(("/public/", "/healthz"))
             for spelling, verified in asked:
@@ -144,3 +142,28 @@ async def test_a_pass_vouches_for_the_same_user_with_the_same_token(judged: Runn
     assert proxied[1]["authorization"][0].startswith("Bearer ")
     public = await answer(await session.get(base + "/public/a", headers=API))
     assert public[1]["x-forwarded-user"] == ["0b7e2c1d-4a5f-4e3b-8c9d-1e2f3a4b5c6d"]
+
+
+# Path tricks (THREATS A5): the table of the nginx mode, plus "%3F", which a decoding router turns
+# into a "?" that would hide the rest of the path from the rule (issue 14, item 1).
+QUESTION_MARKS: Final = (
+    "/public%3F/../readers/x",
+    "/public%3f/x/../../readers/x",
+    "/public/%3F/../../readers/x",
+    "/public/a%3F/../../readers/x",
+    "/public%3F%2F..%2Freaders/x",
+    "/readers%3F/x",
+)
+
+
+@pytest.mark.parametrize("target", [*PA_PAYLOADS, *QUESTION_MARKS])
+async def test_every_spelling_judges_the_raw_target(judged: Running, target: str) -> None:
+    """Anonymous: the proxy, nginx's forward-auth and Envoy's (the target appended to the
+    verify path, sent byte for byte) give one answer, and a pass is only ever a public path."""
+    proxied, _ = await raw_request(judged, target)
+    nginx, _ = await raw_request(judged, "/.auth/verify", f"X-Original-URI: {target}\r\n")
+    envoy, _ = await raw_request(judged, "/.auth/verify" + target)
+    assert proxied in (200, 400, 401), proxied
+    assert nginx == envoy == proxied, (proxied, nginx, envoy)
+    if proxied == 200:
+        assert target.startswith(("/public/", "/healthz")) and "%" not in target

@@ -16,6 +16,7 @@ from aiohttp import web
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _ORIGINAL_TARGET: Final = ("X-Original-URI", "X-Forwarded-Uri")
 _ORIGINAL_METHOD: Final = ("X-Original-Method", "X-Forwarded-Method")
+ENVOY_VERIFY_PREFIX: Final = "/.auth/verify"  # Envoy's path_prefix; the original path follows
 
 
 def networks(cidrs: Iterable[str]) -> tuple[Network, ...]:
@@ -63,7 +64,9 @@ def original_request(request: web.Request, trusted: tuple[Network, ...]) -> tupl
     targets = {request.headers[h] for h in _ORIGINAL_TARGET if h in request.headers}
     tail = request.match_info.get("tail")
     if tail is not None:  # Envoy ext_authz: /.auth/verify + the original path, original method
-        targets.add("/" + tail + (f"?{request.query_string}" if request.query_string else ""))
+        # The raw bytes after the prefix, never the route's percent-decoded tail: "%3F" must not
+        # become a "?" that hides the rest of the path from the rule (the app gets it raw).
+        targets.add(request.raw_path.removeprefix(ENVOY_VERIFY_PREFIX))
     if not targets:
         return None
     if not peer_is_trusted(request, trusted):
