@@ -109,6 +109,18 @@ class StoreUnavailable(GatewayError):
     status, code, expose, title = 503, "store_unavailable", True, "Temporarily unavailable"
 
 
+class IdentityTooLarge(GatewayError):
+    """The signed-in user's principal does not fit GATEWAY_GROUPS__MAX_HEADER_BYTES even without
+    its groups: the request is refused rather than forwarded without the identity."""
+
+    status, code, expose, title = (
+        500,
+        "identity_too_large",
+        True,
+        "Your sign-in cannot be passed to the application",
+    )
+
+
 class Busy(GatewayError):
     """A per-session lock stayed taken longer than a live holder could need."""
 

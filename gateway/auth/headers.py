@@ -25,6 +25,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from gateway.auth.cookies import sets_named_cookie, without_named_cookies
 from gateway.auth.identity import Identity, SessionIdentity, email_trusted
 from gateway.config.settings import Settings
+from gateway.errors import IdentityTooLarge
 from gateway.sessions.store import SessionRecord, UpstreamToken
 
 log = logging.getLogger(__name__)
@@ -206,6 +207,11 @@ def _plain(name: str, value: Any) -> str | None:
     values = _claim_values(value)
     if not values:
         return None
+    if len(values) > 1 and any("," in item for item in values):
+        # Joined with "," an item holding a comma would read as two (a group name "a,b" as
+        # groups "a" and "b"); the base64 principal still carries the list as issued.
+        log.warning("a %s value contains a comma; header not sent", name)
+        return None
     text = ",".join(values)
     if _CONTROL.search(text):
         # CR/LF/NUL in a claim would split or corrupt the header: leave it out (the base64
@@ -233,12 +239,26 @@ def identity_headers(
     not sent. X-Forwarded-Email is sent only when the email claim can be trusted (nOAuth).
     `groups` (resolved through Graph for an overage token) replaces the token's groups claim in
     X-Forwarded-Groups; the principal keeps the token's claims as issued, as Easy Auth does. A
-    header longer than `max_bytes` is left out, never cut: a partial group list could grant."""
+    header longer than `max_bytes` is left out, never cut: a partial group list could grant.
+    IdentityTooLarge when the principal does not fit even without its groups."""
     principal = _encoded_principal(claims)
     if len(principal) > max_bytes and "groups" in claims:
         # Easy Auth's answer to "too many groups": the principal without them (X-Forwarded-Groups
         # still carries them if it fits).
         principal = _encoded_principal({k: v for k, v in claims.items() if k != "groups"})
+    if len(principal) > max_bytes:
+        # Forwarding the request without the identity the app relies on could let it treat a
+        # signed-in user as anonymous (or as whatever a default is): refuse instead.
+        log.error(
+            "X-MS-CLIENT-PRINCIPAL is %d bytes without groups, over "
+            "GATEWAY_GROUPS__MAX_HEADER_BYTES=%d: request refused",
+            len(principal),
+            max_bytes,
+        )
+        raise IdentityTooLarge(
+            "your identity is larger than this gateway may pass to the application; "
+            "the administrator can raise GATEWAY_GROUPS__MAX_HEADER_BYTES"
+        )
     user_id = claims.get("oid") or claims.get("sub")
     candidates = [
         ("X-MS-CLIENT-PRINCIPAL", principal),

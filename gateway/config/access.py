@@ -161,8 +161,9 @@ class GroupSettings(SettingsGroup):
     max_header_bytes: PositiveInt = Field(
         8000,
         description="Largest identity header sent. X-MS-CLIENT-PRINCIPAL over it is sent without "
-        "its groups; any other header over it is not sent (never cut), with a warning. Raise it "
-        "only as far as the application's server accepts.",
+        "its groups, and the request is refused (500 identity_too_large) if it still does not "
+        "fit; any other header over it is not sent (never cut), with a warning. Raise it only as "
+        "far as the application's server accepts.",
     )
 
     @field_validator("graph_url")
