@@ -67,6 +67,19 @@ FORWARDING_NAMES: Final = (
     "X-Original-URL",
     "X-Original-URI",
     "X-Rewrite-URL",
+    # Issue 14 item 9: the forward-auth names of the original request, and method overrides.
+    "X-Forwarded-Uri",
+    "X-Forwarded-Method",
+    "X-Forwarded-Path",
+    "X-Original-Method",
+    "X-Original-Host",
+    "X-Original-Forwarded-For",
+    "X-Envoy-Original-Path",
+    "X-Envoy-External-Address",
+    "X-Host",
+    "X-HTTP-Method-Override",
+    "X-HTTP-Method",
+    "X-Method-Override",
 )
 HOP_BY_HOP_NAMES: Final = (
     "Connection",

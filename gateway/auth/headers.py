@@ -90,6 +90,22 @@ FORWARDING_HEADERS: Final = frozenset(
         "fastly-client-ip",
         "x-cluster-client-ip",
         "script-name",
+        # How forward-auth proxies name the original request (nginx, Traefik, Envoy, IIS): an app
+        # behind the gateway may route or log by them, so only the gateway may state them.
+        "x-forwarded-uri",
+        "x-forwarded-method",
+        "x-forwarded-path",
+        "x-original-method",
+        "x-original-host",
+        "x-original-forwarded-for",
+        "x-envoy-original-path",
+        "x-envoy-external-address",
+        "x-host",
+        # Method overrides (Rails, Express method-override, Spring, ASP.NET): the app would run
+        # another method than the one the route policy judged (THREATS A5).
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
     }
 )
 HOP_BY_HOP: Final = frozenset(
