@@ -1,6 +1,7 @@
 """The benchmark results as a picture: an SVG bar chart of authenticated requests per second (100 B
-body, 32 and 128 connections) per system, drawn from the table in bench/RESULTS.md, so the README
-shows what the last run measured. compare.py calls it after every run; it also runs alone:
+body, 32 and 128 connections) per system, drawn from the table in bench/RESULTS.md, so that
+docs/benchmarks.md (through the symbolic link docs/assets/bench-results.svg) shows what the last
+run measured. compare.py calls it after every run; it also runs alone:
 
     .venv/bin/python bench/chart.py [bench/RESULTS.md] [bench/RESULTS.svg]
 

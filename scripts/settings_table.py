@@ -1,7 +1,8 @@
-"""Writes the README's settings table from the Settings model, or checks that it is current.
+"""Writes the settings table of docs/configuration.md from the Settings model, or checks that it
+is current.
 
-.venv/bin/python scripts/settings_table.py --write   # rewrite the table in README.md
-.venv/bin/python scripts/settings_table.py --check   # exit 1 if README.md is out of date
+.venv/bin/python scripts/settings_table.py --write   # rewrite the table in docs/configuration.md
+.venv/bin/python scripts/settings_table.py --check   # exit 1 if the page is out of date
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from gateway.config.advanced import SettingsGroup
 from gateway.config.loading import env_name
 from gateway.config.settings import Settings
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+PAGE = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 START, END = "<!-- settings-table:start -->", "<!-- settings-table:end -->"
 
 
@@ -53,15 +54,15 @@ def main() -> int:
     parser.add_argument("--write", action="store_true")
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args()
-    text = README.read_text(encoding="utf-8")
+    text = PAGE.read_text(encoding="utf-8")
     before, rest = text.split(START, 1)
     _, after = rest.split(END, 1)
     current = f"{before}{START}\n{table()}\n{END}{after}"
     if args.write:
-        README.write_text(current, encoding="utf-8")
+        PAGE.write_text(current, encoding="utf-8")
         return 0
     if current != text:
-        print("README.md settings table is out of date: run scripts/settings_table.py --write")
+        print("docs/configuration.md is out of date: run scripts/settings_table.py --write")
         return 1
     return 0
 

@@ -1,14 +1,15 @@
 """Every command in the docs is exercised: run here, run by a named test, or listed as not
 runnable here with the reason.
 
-This module owns the list of shell commands in the documentation (DOCS) and their
-classification. A command is
+This module owns the list of shell commands in the documentation (DOCS: the README, every page
+of the docs/ site and the READMEs in deploy/; every other tracked Markdown file is in NOT_DOCS
+with the reason) and their classification. A command is
 
 * every logical line of a fenced block labelled sh, bash, console or shell (`\\` continuations
   and lines inside an open quote joined, comments dropped, `&&`/`||`/`;` chains split, and the
   inside of each `$(...)` counted too), except lines that only assign variables (`X=...`,
   `export X=...`): those are settings, and tests/test_docs.py checks that every GATEWAY_* name
-  in the README is real;
+  in the docs is real;
 * every inline code span whose first word (after `NAME=value` prefixes) is a known program
   (PROGRAMS) or a path to one (`./…`, `.venv/bin/…`, `.ci/…`). A span that is only a program's
   name (`redis-server`) mentions it rather than running it, and a bare file path
@@ -38,7 +39,15 @@ import pytest
 import yaml
 
 ROOT: Final = Path(__file__).resolve().parent.parent
-DOCS: Final = ("README.md", "deploy/README.md", "deploy/helm/msal-gateway/README.md")
+DOCS: Final = (
+    "README.md",
+    "deploy/README.md",
+    "deploy/helm/msal-gateway/README.md",
+    *sorted(str(page.relative_to(ROOT)) for page in (ROOT / "docs").rglob("*.md")),
+)
+NOT_DOCS: Final[Mapping[str, str]] = {
+    "bench/RESULTS.md": "written by bench/compare.py: measured figures, no instructions",
+}
 SHELL_FENCES: Final = frozenset({"sh", "bash", "console", "shell"})
 # Programs whose name starts a command in an inline code span.
 PROGRAMS: Final = frozenset(
@@ -54,6 +63,7 @@ PROGRAMS: Final = frozenset(
         "lint-imports",
         "kubectl",
         "helm",
+        "mkdocs",
         "az",
         "docker",
         "podman",
@@ -266,13 +276,14 @@ def shell(
     )
 
 
-def readme_example_environment(tmp_path: Path) -> dict[str, str]:
-    """The `export` lines of the README block that runs `msal-gateway check-config`, placeholders
-    filled with fake values and secret files moved into tmp_path (with fake contents)."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+def example_environment(tmp_path: Path) -> dict[str, str]:
+    """The `export` lines of the one docs block that runs `msal-gateway check-config` (running it
+    for real), placeholders filled with fake values and secret files moved into tmp_path (with
+    fake contents)."""
     [body] = [
         body
-        for info, body in fenced_blocks(readme)
+        for document in DOCS
+        for info, body in fenced_blocks((ROOT / document).read_text(encoding="utf-8"))
         if info in SHELL_FENCES and "msal-gateway check-config" in body
     ]
     settings: dict[str, str] = {}
@@ -300,13 +311,13 @@ def run_cookie_secret(command: str, tmp_path: Path) -> None:
     [secret] = result.stdout.split()
     assert len(base64.urlsafe_b64decode(secret + "=" * (-len(secret) % 4))) == 32
     # And the gateway takes it as the cookie secret the docs say it is for.
-    env = readme_example_environment(tmp_path)
+    env = example_environment(tmp_path)
     env["GATEWAY_COOKIE_SECRET"] = secret
     _ok(shell("msal-gateway check-config", tmp_path, env), "check-config with that secret")
 
 
 def run_check_config(command: str, tmp_path: Path) -> None:
-    env = readme_example_environment(tmp_path)
+    env = example_environment(tmp_path)
     result = shell(command, tmp_path, env)
     _ok(result, command)
     assert result.stdout.startswith("configuration OK"), result.stdout
@@ -332,7 +343,7 @@ def run_synopsis(command: str, tmp_path: Path) -> None:
     for option in re.findall(r"--[a-z-]+", command):
         assert option in result.stdout, (option, result.stdout)
     if base == "msal-gateway devidp":
-        assert "--allow-non-loopback" in result.stdout  # the README names it
+        assert "--allow-non-loopback" in result.stdout  # docs/devidp.md names it
 
 
 def run_check_config_with_file(command: str, tmp_path: Path) -> None:
@@ -377,17 +388,36 @@ def run_help(command: str, tmp_path: Path) -> None:
 
 
 def run_settings_table_write(command: str, tmp_path: Path) -> None:
-    """--write on a copy of the tree's README whose table is out of date puts it right."""
+    """--write on a copy of the tree's configuration page whose table is out of date puts it
+    right."""
     (tmp_path / "scripts").mkdir()
+    (tmp_path / "docs").mkdir()
     shutil.copy2(ROOT / "scripts" / "settings_table.py", tmp_path / "scripts")
     (tmp_path / ".venv").symlink_to(ROOT / ".venv")
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    stale = re.sub(r"\n\| `GATEWAY_LISTEN` \|[^\n]*", "", readme)
-    assert stale != readme
-    (tmp_path / "README.md").write_text(stale, encoding="utf-8")
+    page = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    stale = re.sub(r"\n\| `GATEWAY_LISTEN` \|[^\n]*", "", page)
+    assert stale != page
+    (tmp_path / "docs" / "configuration.md").write_text(stale, encoding="utf-8")
     result = shell(command, tmp_path, _environment(PYTHONPATH=str(ROOT)))
     _ok(result, command)
-    assert (tmp_path / "README.md").read_text(encoding="utf-8") == readme
+    assert (tmp_path / "docs" / "configuration.md").read_text(encoding="utf-8") == page
+
+
+def run_docs_build(command: str, tmp_path: Path) -> None:
+    """The strict build of the site, into tmp_path: no warning at all, and every page of the
+    navigation built."""
+    env = _environment(NO_MKDOCS_2_WARNING="1")  # Material's end-of-life notice, not a warning
+    result = shell(f"{command} --site-dir {tmp_path / 'site'}", ROOT, env)
+    _ok(result, command)
+    assert "WARNING" not in result.stdout + result.stderr, result.stdout + result.stderr
+    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
+    pages = [next(iter(entry.values())) for entry in config["nav"]]
+    assert sorted(pages) == sorted(
+        str(page.relative_to(ROOT / "docs")) for page in (ROOT / "docs").rglob("*.md")
+    )
+    for page in pages:
+        built = "index.html" if page == "index.md" else f"{page.removesuffix('.md')}/index.html"
+        assert (tmp_path / "site" / built).is_file(), built
 
 
 def run_helm_install(command: str, tmp_path: Path) -> None:
@@ -433,6 +463,8 @@ RUNS: Final[Mapping[str, Runner]] = {
     ".venv/bin/python bench/refresh_contention.py": run_help,
     ".venv/bin/python bench/idle_connections.py": run_help,
     ".venv/bin/python scripts/settings_table.py --write": run_settings_table_write,
+    ".venv/bin/mkdocs build --strict": run_docs_build,
+    "mkdocs build --strict": run_docs_build,
     "helm install web deploy/helm/msal-gateway --set gateway.publicUrl=https://app.contoso.com "
     "--set gateway.tenantId=<tenant id> --set gateway.clientId=<client id> "
     '--set secrets.clientSecret=<client secret> --set secrets.cookieSecret="$(python3 -c '
@@ -446,6 +478,9 @@ BENCH_TEST: Final = "tests/test_bench_harness.py"
 COVERED_BY: Final[Mapping[str, tuple[Proof, ...]]] = {
     "./scripts/demo.sh": (
         ("scripts/demo.sh", 'exec .venv/bin/msal-gateway demo "$@"'),
+        ("tests/test_demo.py", '[sys.executable, "-m", "gateway", "demo", "--port", str(port)]'),
+    ),
+    "msal-gateway demo": (
         ("tests/test_demo.py", '[sys.executable, "-m", "gateway", "demo", "--port", str(port)]'),
     ),
     "msal-gateway serve": (
@@ -514,6 +549,8 @@ NOT_RUNNABLE: Final[Mapping[str, str]] = {
     'az ad app federated-credential create --id <client id> --parameters \'{ "name": '
     '"msal-gateway-shop", "issuer": "<issuer URL>", "subject": '
     '"system:serviceaccount:shop:app", "audiences": ["api://AzureADTokenExchange"]}\'': NO_AZURE,
+    ".venv/bin/mkdocs serve": "a preview server that runs until stopped; it serves what "
+    "`mkdocs build --strict` builds, which runs here",
     "pip install 'msal-gateway[otel]'": (
         "installs from the package index; the otel extra it names is checked below"
     ),
@@ -533,6 +570,21 @@ def test_every_command_is_classified() -> None:
     unclassified = {c: documented[c] for c in sorted(documented.keys() - classified)}
     assert unclassified == {}, "put these in RUNS, COVERED_BY or NOT_RUNNABLE"
     assert sorted(classified - documented.keys()) == [], "no longer in the docs"
+
+
+def test_every_markdown_file_is_read() -> None:
+    """A Markdown file the extraction does not read would let its commands escape it."""
+    tracked = subprocess.run(
+        # New files count before they are committed; ignored ones (.venv) never do.
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "*.md"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert "docs/index.md" in tracked
+    assert sorted(set(tracked) - set(DOCS) - NOT_DOCS.keys()) == []
+    assert sorted((set(DOCS) | NOT_DOCS.keys()) - set(tracked)) == [], "not in the tree"
 
 
 @pytest.mark.parametrize("command", sorted(RUNS))
