@@ -3,19 +3,31 @@
 Rules are matched on the raw path exactly as the upstream will receive it (the gateway forwards the
 raw path byte for byte), first match wins, and requests no rule matches need a signed-in user. A
 request target that the upstream could read differently from us (encoded "/" or "\\", "#", NUL,
-dot segments, ";" parameters) is refused with 400 rather than guessed at (THREATS.md A5), once any
-rule or public path exists. Identity is the user's `oid`/`tid` (or `iss`/`sub`); an email is used
-only for email/domain rules, and only when it can be trusted (nOAuth).
+dot segments, ";" parameters, characters some stacks fold into "/", "\\" or ".", overlong or
+invalid UTF-8) is refused with 400 rather than guessed at (THREATS.md A5), once any rule or public
+path exists.
+
+Protective rules (authenticated, deny) match broadly and public rules narrowly (auth/paths.py);
+the same holds for methods: HEAD is judged as GET, a `_method` in the query as the method it names
+too, and a POST, which frameworks let a form turn into PUT, PATCH or DELETE (`_method` in the body,
+unseen here), falls under a protective rule for any of those. Method-override headers never reach
+the application (auth/headers.py).
+
+Identity is the user's `oid`/`tid` (or `iss`/`sub`); an email is used only for email/domain rules,
+and only when it can be trusted (nOAuth).
 """
 
 from __future__ import annotations
 
+import functools
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import parse_qsl, unquote_to_bytes
 
-from gateway.auth.paths import matches
+from gateway.auth.paths import governs, matches
 from gateway.config.access import PolicyRule
 from gateway.errors import BadRequest
 
@@ -28,8 +40,63 @@ _AMBIGUOUS: Final = re.compile(
 )
 
 
+# Worth a closer look: a non-ASCII byte, escaped or raw.
+_NON_ASCII: Final = re.compile(r"%[89a-f][0-9a-f]|[^\x00-\x7f]", re.IGNORECASE)
+_SEPARATORS: Final = frozenset("/\\.?#;%")
+# Look-alikes that stacks with "best fit" code-page mappings (IIS, Windows APIs) or confusable
+# folding turn into "/", "\\" or ".", beyond what NFKC already maps.
+_LOOK_ALIKES: Final = frozenset(
+    "\u2215\u2044\u29f8\u2571\u29f5\u2216\u29f9\u2572\u2024\u3002\uff61\u0338"
+)
+# What a form's POST can become in Rails, Laravel, Express method-override and Spring.
+_OVERRIDABLE: Final = frozenset({"PUT", "PATCH", "DELETE"})
+
+
 class AmbiguousPath(BadRequest):
     code = "ambiguous_path"
+
+
+def _folds_to_a_separator(path: str) -> bool:
+    """Whether a non-ASCII part of the path could turn into a separator or a dot upstream: invalid
+    UTF-8 once unescaped (overlong forms such as %C0%AF), or a character whose compatibility form
+    or look-alike is one."""
+    try:
+        text = unquote_to_bytes(path).decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    for char in text:
+        if ord(char) < 0x80:
+            continue
+        if char in _LOOK_ALIKES or not _SEPARATORS.isdisjoint(unicodedata.normalize("NFKC", char)):
+            return True
+    return False
+
+
+def _judged_methods(method: str, query: str) -> tuple[frozenset[str], frozenset[str]]:
+    """The methods a request is judged as: (by public rules, which must allow each of them; by
+    protective rules, which govern it if they name any of them)."""
+    if "_method" not in query:
+        return _plain_methods(method)
+    own = {method}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name == "_method":
+            own.add(value.upper())
+    protective = own | _OVERRIDABLE if method == "POST" else own
+    return frozenset(own), frozenset(protective)
+
+
+@functools.lru_cache(maxsize=64)
+def _plain_methods(method: str) -> tuple[frozenset[str], frozenset[str]]:
+    own = frozenset({method})
+    return own, own | _OVERRIDABLE if method == "POST" else own
+
+
+def _rule_methods(rule: PolicyRule) -> frozenset[str]:
+    """A rule's methods, with HEAD wherever GET is: a HEAD runs the GET handler in most stacks."""
+    methods = set(rule.methods)
+    if "GET" in methods:
+        methods.add("HEAD")
+    return frozenset(methods)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +120,15 @@ class Policy:
         public = tuple(PolicyRule(path=path, allow="public") for path in public_paths)
         self.rules = public + rules
         self._fold = case_insensitive
+        self._matchers = tuple(
+            (
+                rule,
+                rule.path.lower() if case_insensitive else rule.path,
+                rule.allow == "public",
+                _rule_methods(rule),
+            )
+            for rule in self.rules
+        )
 
     @property
     def active(self) -> bool:
@@ -64,14 +140,19 @@ class Policy:
         AmbiguousPath when rules exist and the target could mean another path upstream."""
         if not self.rules:
             return None
-        if _AMBIGUOUS.search(raw_target.split("?", 1)[0]):
+        path, _, query = raw_target.partition("?")
+        if _AMBIGUOUS.search(path) or (_NON_ASCII.search(path) and _folds_to_a_separator(path)):
             raise AmbiguousPath("the request path is ambiguous")
-        path = raw_target.split("?", 1)[0]
         if self._fold:
             path = path.lower()
-        for rule in self.rules:
-            prefix = rule.path.lower() if self._fold else rule.path
-            if matches(path, prefix) and (not rule.methods or method in rule.methods):
+        public_methods, protective_methods = _judged_methods(method.upper(), query)
+        for rule, prefix, public, methods in self._matchers:
+            if public:
+                if matches(path, prefix) and (not methods or public_methods <= methods):
+                    return rule
+            elif governs(path, prefix) and (
+                not methods or not protective_methods.isdisjoint(methods)
+            ):
                 return rule
         return None
 

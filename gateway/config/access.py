@@ -25,7 +25,9 @@ class PolicyRule(SettingsGroup):
     """Who may reach requests matching `path` (and `methods`, if any). First match wins."""
 
     path: RoutePath = Field(
-        description="Path prefix; ending in '/' matches below it, else exact or below."
+        description="Path prefix; ending in '/' matches below it, else exact or below. "
+        "Protective rules also govern the prefix without its '/' and format suffixes "
+        "('/admin/' governs '/admin', '/settings' governs '/settings.json')."
     )
     methods: SpaceSeparated = Field((), description="HTTP methods; empty: any.")
     allow: Literal["public", "authenticated", "deny"] = Field(
@@ -85,7 +87,9 @@ class TokenRoute(SettingsGroup):
     """Requests matching `path` (and `methods`, if any) carry a token for `scopes`."""
 
     path: RoutePath = Field(
-        description="Path prefix; ending in '/' matches below it, else exact or below."
+        description="Path prefix; ending in '/' matches below it, else exact or below. "
+        "Protective rules also govern the prefix without its '/' and format suffixes "
+        "('/admin/' governs '/admin', '/settings' governs '/settings.json')."
     )
     methods: SpaceSeparated = Field((), description="HTTP methods; empty: any.")
     scopes: Scopes = Field(
