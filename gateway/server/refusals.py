@@ -136,9 +136,17 @@ class QuietServer(Server):
 
 
 class QuietAppRunner(web.AppRunner):
-    """An AppRunner whose connections answer parser errors with QuietRequestHandler."""
+    """An AppRunner whose connections answer parser errors with QuietRequestHandler, and leave
+    request bodies as sent."""
 
     server_class: type[QuietServer] = QuietServer
+
+    def __init__(self, app: web.Application, **kwargs: Any) -> None:
+        # aiohttp inflates gzip/deflate/br request bodies by default: the application would get
+        # inflated bytes still labelled Content-Encoding: gzip, and an anonymous client a 1000x
+        # amplifier. Bodies pass byte for byte; the application decodes what it accepts.
+        kwargs.setdefault("auto_decompress", False)
+        super().__init__(app, **kwargs)
 
     async def _make_server(self) -> Server:
         server = await super()._make_server()

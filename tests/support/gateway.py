@@ -94,7 +94,8 @@ async def in_process(
     """The gateway app on a loopback TestServer; yields its URL and the app (for its state).
     With `wait`, only once /.auth/readyz says ready."""
     app = build_app(settings)
-    server = TestServer(app, host="127.0.0.1")
+    # As the production runner (server/refusals.py QuietAppRunner): request bodies as sent.
+    server = TestServer(app, host="127.0.0.1", auto_decompress=False)
     await server.start_server()
     try:
         if wait:

@@ -29,9 +29,14 @@ class ThreadedServer:
         self._loop.run_forever()
 
     async def _start(self) -> None:
-        # Headers up to 64 KiB, like an application configured for users with many groups.
+        # Headers up to 64 KiB, like an application configured for users with many groups; bodies
+        # as they arrive (the echo app reports the bytes it got, not what aiohttp inflated).
         self._runner = web.AppRunner(
-            self._make_app(), access_log=None, handle_signals=False, max_field_size=65536
+            self._make_app(),
+            access_log=None,
+            handle_signals=False,
+            max_field_size=65536,
+            auto_decompress=False,
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
