@@ -71,3 +71,32 @@ async def test_sign_in_refresh_and_sign_out_with_a_third_party_provider(
     assert query["client_id"] == [third_party_op.client_id]
     assert query["id_token_hint"][0].count(".") == 2
     assert (await browser.get("/dashboard", headers=API)).status == 401
+
+
+@pytest.mark.parametrize(
+    ("change", "status"),
+    [
+        ({"iss": "https://attacker.example/op"}, 400),  # mix-up: another provider's answer
+        ({"iss": ""}, 400),
+        ({"iss": None}, 400),  # removed: this provider always sends it
+    ],
+    ids=["other-issuer", "empty", "missing"],
+)
+async def test_the_callback_checks_the_issuer_the_provider_names(
+    browser: Browser, third_party_op: ThirdPartyOP, change: dict[str, str | None], status: int
+) -> None:
+    """RFC 9207: the provider advertises authorization_response_iss_parameter_supported, so every
+    answer must name it; the untouched answer passes (the test above)."""
+    authorize_url = await browser.start_sign_in("/dashboard")
+    fields = await sign_in(
+        browser.session, authorize_url, login="alice", ssl=third_party_op.ssl_context()
+    )
+    assert fields["iss"] == third_party_op.issuer
+    for name, value in change.items():
+        if value is None:
+            del fields[name]
+        else:
+            fields[name] = value
+    response = await browser.deliver(AuthResponse("post", third_party_op.redirect_uri, fields))
+    assert response.status == status
+    assert browser.cookie("__Host-msal-gateway") is None

@@ -15,7 +15,7 @@ from support.gateway import PUBLIC_URL, idp_ssl, settings_for
 from support.threaded import ThreadedServer
 
 from gateway.errors import BadRequest, IdentityProviderError
-from gateway.oidc.completion import SignInCompleter
+from gateway.oidc.completion import SignInCompleter, same_issuer
 from gateway.oidc.msal_client import MsalClient
 from gateway.sessions.flows import PendingSignIn
 from gateway.sessions.index import SessionIndex
@@ -97,3 +97,42 @@ async def test_a_refusal_or_a_reused_code_creates_nothing(rig: Rig) -> None:
     assert await rig.sessions.load("s-2") is None
     assert await rig.sessions.load("s-4") is None
     assert await rig.token_caches.load("s-4") is None
+
+
+async def test_an_answer_naming_another_issuer_is_refused(rig: Rig) -> None:
+    """RFC 9207 with a provider that does not advertise the parameter (as Entra): an `iss` that is
+    present must still be this provider's."""
+    assert not rig.msal.iss_parameter_supported
+    pending, answer = await rig.pending("alice")
+    with pytest.raises(BadRequest, match="another identity provider"):
+        await rig.completer.complete(
+            pending, {**answer, "iss": "https://attacker.example/v2.0"}, session_id="s-5", now=0.0
+        )
+    assert await rig.sessions.load("s-5") is None
+    issuer = rig.msal.issuer
+    assert issuer is not None
+    record = await rig.completer.complete(
+        pending, {**answer, "iss": issuer}, session_id="s-6", now=time.time()
+    )
+    assert record.claims["oid"] == ALICE_OID
+
+
+TEMPLATE: Final = "https://login.microsoftonline.com/{tenantid}/v2.0"
+TENANT: Final = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+
+
+@pytest.mark.parametrize(
+    ("named", "issuer", "same"),
+    [
+        ("https://login.example/t/v2.0", "https://login.example/t/v2.0", True),
+        ("https://login.example/t/v2.0/", "https://login.example/t/v2.0", False),  # exact
+        ("https://LOGIN.example/t/v2.0", "https://login.example/t/v2.0", False),
+        (f"https://login.microsoftonline.com/{TENANT}/v2.0", TEMPLATE, True),
+        ("https://login.microsoftonline.com/common/v2.0", TEMPLATE, False),
+        (f"https://login.microsoftonline.com/{TENANT}/x/v2.0", TEMPLATE, False),
+        (f"https://evil.example/{TENANT}/v2.0", TEMPLATE, False),
+        (TEMPLATE, TEMPLATE, False),
+    ],
+)
+def test_issuer_comparison(named: str, issuer: str, same: bool) -> None:
+    assert same_issuer(named, issuer) is same

@@ -2,11 +2,12 @@
 
 The callback handler (endpoints/signin.py) owns the HTTP part: finding the pending sign-in by
 `state`, checking that the browser which started it is the one finishing it, the cookie and the
-redirect. Everything after that is here, callable without HTTP: the provider's error answer, the
-code redeemed (MSAL checks state, nonce and PKCE; tokens/id_tokens.py the id token policy), the
-session record built under the user's key (tokens/subject.py), groups resolved through Graph on
-overage, and the token cache, the record and the session index written, in that order, so that a
-session is never visible before its tokens are.
+redirect. Everything after that is here, callable without HTTP: the issuer the answer names
+(RFC 9207), the provider's error answer, the code redeemed (MSAL checks state, nonce and PKCE;
+tokens/id_tokens.py the id token policy), the session record built under the user's key
+(tokens/subject.py), groups resolved through Graph on overage, and the token cache, the record and
+the session index written, in that order, so that a session is never visible before its tokens
+are.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Final
 
 from gateway.config.settings import Settings
-from gateway.errors import IdentityProviderError
+from gateway.errors import BadRequest, IdentityProviderError
 from gateway.oidc.graph import has_group_overage
 from gateway.oidc.msal_client import MsalClient
 from gateway.sessions.flows import PendingSignIn
@@ -30,6 +31,7 @@ from gateway.tokens import subject
 log = logging.getLogger(__name__)
 
 _OAUTH_ERROR: Final = re.compile(r"^[a-z_]{1,64}$")
+_TENANT: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +57,7 @@ class SignInCompleter:
         IdentityProviderError when the provider refused the sign-in (only a well-formed OAuth
         error code is shown; the description goes to the log) or cannot be reached; BadRequest
         when the response does not match its flow."""
+        self._check_issuer(auth_response)
         if "error" in auth_response:
             error = auth_response["error"]
             log.warning(
@@ -99,3 +102,28 @@ class SignInCompleter:
             session_id, users=names, sid=sid if isinstance(sid, str) else None, ttl=ttl
         )
         return record
+
+    def _check_issuer(self, auth_response: Mapping[str, str]) -> None:
+        """RFC 9207 (the mix-up defence of RFC 9700 4.4): a response naming another issuer than
+        the provider this sign-in was sent to is refused; so is one naming none when the provider
+        says its responses always do."""
+        issuer = self.msal.issuer
+        named = auth_response.get("iss")
+        if named is None:
+            if self.msal.iss_parameter_supported:
+                log.warning("authorization response without iss from a provider that sends it")
+                raise BadRequest("the sign-in response does not name its issuer")
+            return
+        if issuer is None or not same_issuer(named, issuer):
+            log.warning("authorization response from issuer %r, expected %r", named[:200], issuer)
+            raise BadRequest("the sign-in response comes from another identity provider")
+
+
+def same_issuer(named: str, issuer: str) -> bool:
+    """Exact comparison (RFC 9207 2.4), where an Entra multi-tenant template issuer stands for
+    any tenant id in its place."""
+    if "{tenantid}" not in issuer:
+        return named == issuer
+    head, _, tail = issuer.partition("{tenantid}")
+    tenant = named.removeprefix(head).removesuffix(tail)
+    return named.startswith(head) and named.endswith(tail) and _TENANT.fullmatch(tenant) is not None

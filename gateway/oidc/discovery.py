@@ -1,6 +1,7 @@
 """What the identity provider publishes: its discovery document (issuer, JWKS address, end-session
-endpoint) and its signing keys, refetched on an unknown key id at most once a minute (key
-rollover). Blocking HTTP: used only from MsalClient's worker threads."""
+endpoint, whether authorization responses name the issuer) and its signing keys, refetched on an
+unknown key id at most once a minute (key rollover). Blocking HTTP: used only from MsalClient's
+worker threads."""
 
 from __future__ import annotations
 
@@ -32,6 +33,10 @@ class Provider:
         self.jwks_uri = str(document["jwks_uri"])
         end_session = document.get("end_session_endpoint")
         self.end_session_endpoint = str(end_session) if end_session else None
+        # RFC 9207: every authorization response then names its issuer (mix-up defence).
+        self.iss_parameter_supported = (
+            document.get("authorization_response_iss_parameter_supported") is True
+        )
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at = 0.0
         self._refetched_at: float | None = None

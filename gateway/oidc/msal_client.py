@@ -159,6 +159,11 @@ class MsalClient:
         """The provider's published issuer (possibly an Entra {tenantid} template)."""
         return self._provider.issuer if self._provider else None
 
+    @property
+    def iss_parameter_supported(self) -> bool:
+        """Whether the provider's authorization responses carry `iss` (RFC 9207)."""
+        return self._provider.iss_parameter_supported if self._provider else False
+
     def cached_key(self, kid: str | None) -> jwt.PyJWK | None:
         return self._provider.cached_key(kid) if self._provider else None
 
