@@ -74,6 +74,14 @@ class BadRequest(GatewayError):
     status, code, expose, title = 400, "bad_request", True, "The request could not be accepted"
 
 
+class PayloadTooLarge(BadRequest):
+    status, code, title = 413, "payload_too_large", "The request is too large"
+
+
+class UnsupportedMediaType(BadRequest):
+    status, code, title = 415, "unsupported_media_type", "The request could not be accepted"
+
+
 class Forbidden(GatewayError):
     status, code, expose, title = 403, "forbidden", True, "Access denied"
 

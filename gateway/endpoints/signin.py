@@ -24,6 +24,7 @@ from gateway.auth.identity import audit, authenticate_session
 from gateway.auth.peers import client_address
 from gateway.auth.scopes import scope_sets
 from gateway.config.settings import Settings
+from gateway.endpoints.bodies import form_fields, json_object, query_fields
 from gateway.endpoints.redirects import safe_return_path
 from gateway.errors import (
     BadRequest,
@@ -137,11 +138,8 @@ def _requested_claims(requested: str | None) -> str | None:
 
 async def _auth_response(request: web.Request) -> dict[str, str]:
     if request.method == "POST":
-        form = await request.post()
-        fields = {key: value for key, value in form.items() if isinstance(value, str)}
-    else:
-        fields = dict(request.query)
-    return fields
+        return await form_fields(request)
+    return query_fields(request)
 
 
 async def finish(request: web.Request) -> web.StreamResponse:
@@ -220,13 +218,13 @@ async def sign_out(request: web.Request) -> web.StreamResponse:
     """End the session here (record and token cache), then at the identity provider, which
     sends the browser back to the signed-out page unless another return target was asked for."""
     settings = request.app[SETTINGS]
-    if request.headers.get("Sec-Fetch-Site") == "cross-site":
+    if from_another_site(request, settings):
         # Another site must not be able to sign the user out (logout CSRF); the identity
         # provider's own sign-out reaches us through the front-channel logout URL instead.
         raise Forbidden("sign-out cannot be started from another site")
-    query: dict[str, Any] = dict(request.query)
+    query: dict[str, Any] = query_fields(request)
     if request.method == "POST":
-        query.update({k: v for k, v in (await request.post()).items() if isinstance(v, str)})
+        query.update(await form_fields(request))
     requested = query.get("post_logout_redirect_uri")
     target = safe_return_path(requested, settings.public_origin) if requested else SIGNED_OUT_PATH
     session_id = read_id(request, settings.session_cookie_name)
@@ -249,6 +247,16 @@ async def sign_out(request: web.Request) -> web.StreamResponse:
     return response
 
 
+def from_another_site(request: web.Request, settings: Settings) -> bool:
+    """Whether the browser says another site started this request: Fetch Metadata, or, for
+    browsers without it, an Origin other than ours ("null" from sandboxes and redirects
+    included). A request with neither is a top-level navigation or not from a browser."""
+    if request.headers.get("Sec-Fetch-Site") == "cross-site":
+        return True
+    origin = request.headers.get("Origin")
+    return origin is not None and origin != settings.public_origin
+
+
 def _end_session_url(request: web.Request, settings: Settings, target: str, id_token: str) -> str:
     endpoint = request.app[MSAL].end_session_endpoint
     if not endpoint:
@@ -268,7 +276,7 @@ async def refresh(request: web.Request) -> web.StreamResponse:
     """Renew every token the session holds now (Easy Auth's /.auth/refresh); with none, renew
     the id_token. 401 when the session can no longer be renewed."""
     settings = request.app[SETTINGS]
-    if request.headers.get("Sec-Fetch-Site") == "cross-site":
+    if from_another_site(request, settings):
         # Renewing tokens is the user's business, not another site's (login CSRF's cousin).
         raise Forbidden("token refresh cannot be started from another site")
     identity = await authenticate_session(
@@ -315,11 +323,10 @@ async def revoke(request: web.Request) -> web.StreamResponse:
     presented = request.headers.get("Authorization", "").removeprefix("Bearer ")
     if not hmac.compare_digest(presented.encode(), expected.get_secret_value().encode()):
         raise SignInRequired("the admin token is missing or wrong")
-    try:
-        body = await request.json()
-        user = str(body["user"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise BadRequest('expected JSON {"user": "<object id>"}') from exc
+    body = await json_object(request)
+    user = body.get("user")
+    if not isinstance(user, str) or not 0 < len(user) <= 512:
+        raise BadRequest('expected JSON {"user": "<object id>"}')
     sessions = await request.app[SESSION_INDEX].take_user(user)
     for session_id in sessions:
         await _delete_session(request, session_id)

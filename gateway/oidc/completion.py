@@ -68,7 +68,8 @@ class SignInCompleter:
             code = error if _OAUTH_ERROR.match(error) else "error"
             raise IdentityProviderError(f"the identity provider refused the sign-in ({code})")
         tokens = await self.msal.redeem(pending.msal_flow, dict(auth_response))
-        assert tokens.claims is not None  # redeem returns only checked id tokens
+        if tokens.claims is None:  # redeem checks the id token; never trust an assert for it
+            raise IdentityProviderError("the identity provider sent no id token")
         try:
             user_key = subject.user_key(tokens.claims)
             names = subject.revocation_names(tokens.claims)
