@@ -18,11 +18,12 @@ from gateway.errors import BadRequest, IdentityProviderError
 from gateway.oidc.completion import SignInCompleter, same_issuer
 from gateway.oidc.msal_client import MsalClient
 from gateway.sessions.flows import PendingSignIn
-from gateway.sessions.index import SessionIndex
+from gateway.sessions.index import MAX_SESSIONS_PER_ENTRY, SessionIndex
 from gateway.sessions.sealing import Sealer
 from gateway.sessions.store import SessionStore
 from gateway.sessions.token_cache import TokenCacheStore
 from gateway.store.memory import MemoryStorage
+from gateway.tokens.subject import revocation_names
 
 SCOPE: Final = "api://upstream/read"
 ALICE_OID: Final = "0b7e2c1d-4a5f-4e3b-8c9d-1e2f3a4b5c6d"
@@ -136,3 +137,25 @@ TENANT: Final = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 )
 def test_issuer_comparison(named: str, issuer: str, same: bool) -> None:
     assert same_issuer(named, issuer) is same
+
+
+async def test_past_the_per_user_cap_the_oldest_session_ends(rig: Rig) -> None:
+    """Issue 14 item 4: the index holds at most MAX_SESSIONS_PER_ENTRY sessions per user; the
+    sign-in beyond that ends the oldest instead of leaving it running where revocation cannot
+    find it."""
+    pending, answer = await rig.pending("alice")
+    first = await rig.completer.complete(pending, answer, session_id="old-0", now=time.time())
+    for n in range(1, MAX_SESSIONS_PER_ENTRY):  # the rest of the cap, straight into the index
+        await rig.sessions.save(f"old-{n}", first)
+        evicted = await rig.index.add(
+            f"old-{n}", users=revocation_names(first.claims), sid=None, ttl=3600.0
+        )
+        assert evicted == set()
+    pending, answer = await rig.pending("alice")
+    await rig.completer.complete(pending, answer, session_id="newest", now=time.time())
+    assert await rig.sessions.load("old-0") is None  # ended, not forgotten
+    assert await rig.token_caches.load("old-0") is None
+    assert await rig.sessions.load("old-1") is not None
+    revoked = await rig.index.take_user(ALICE_OID)
+    assert len(revoked) == MAX_SESSIONS_PER_ENTRY
+    assert "newest" in revoked and "old-0" not in revoked

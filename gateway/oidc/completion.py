@@ -5,9 +5,9 @@ The callback handler (endpoints/signin.py) owns the HTTP part: finding the pendi
 redirect. Everything after that is here, callable without HTTP: the issuer the answer names
 (RFC 9207), the provider's error answer, the code redeemed (MSAL checks state, nonce and PKCE;
 tokens/id_tokens.py the id token policy), the session record built under the user's key
-(tokens/subject.py), groups resolved through Graph on overage, and the token cache, the record and
-the session index written, in that order, so that a session is never visible before its tokens
-are.
+(tokens/subject.py), groups resolved through Graph on overage, and the token cache, the session
+index and the record written, in that order: a session is never visible before its tokens are, nor
+before revocation can find it. Sessions the index no longer holds (past the per-user cap) end.
 """
 
 from __future__ import annotations
@@ -19,16 +19,17 @@ from dataclasses import dataclass, replace
 from typing import Final
 
 from gateway.config.settings import Settings
-from gateway.errors import BadRequest, IdentityProviderError
+from gateway.errors import BadRequest, GatewayError, IdentityProviderError
 from gateway.oidc.graph import has_group_overage
 from gateway.oidc.msal_client import MsalClient
 from gateway.sessions.flows import PendingSignIn
-from gateway.sessions.index import SessionIndex
+from gateway.sessions.index import MAX_SESSIONS_PER_ENTRY, SessionIndex
 from gateway.sessions.store import SessionRecord, SessionStore, UpstreamToken, session_claims
 from gateway.sessions.token_cache import TokenCacheStore
 from gateway.tokens import subject
 
 log = logging.getLogger(__name__)
+audit = logging.getLogger("gateway.audit")
 
 _OAUTH_ERROR: Final = re.compile(r"^[a-z_]{1,64}$")
 _TENANT: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -97,11 +98,27 @@ class SignInCompleter:
             cache = changed or cache
         if cache is not None:
             await self.token_caches.save(session_id, cache, ttl)
-        await self.sessions.save(session_id, record)
         sid = tokens.claims.get("sid")
-        await self.index.add(
-            session_id, users=names, sid=sid if isinstance(sid, str) else None, ttl=ttl
-        )
+        try:
+            # Indexed before it exists: a session revocation cannot find must never start.
+            evicted = await self.index.add(
+                session_id, users=names, sid=sid if isinstance(sid, str) else None, ttl=ttl
+            )
+        except GatewayError:
+            await self.token_caches.delete(session_id)
+            raise
+        for old in evicted:
+            await self.sessions.delete(old)
+            await self.token_caches.delete(old)
+        if evicted:
+            audit.warning(
+                "ended %d oldest session(s) of %s: at most %d per user",
+                len(evicted),
+                user_key,
+                MAX_SESSIONS_PER_ENTRY,
+                extra={"event": "session_cap", "user": user_key, "sessions": len(evicted)},
+            )
+        await self.sessions.save(session_id, record)
         return record
 
     def _check_issuer(self, auth_response: Mapping[str, str]) -> None:

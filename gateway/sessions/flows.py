@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
-from gateway.errors import CorruptRecordError
+from gateway.errors import CorruptRecordError, StoreUnavailable
 from gateway.sessions.sealed_list import SealedList
 from gateway.sessions.sealing import Sealer
 from gateway.store.storage import Storage
@@ -65,12 +65,16 @@ class FlowStore:
         """Keep the pending sign-in; a browser with too many drops its oldest (bounded store)."""
         key = self._key(state)
         await self._storage.set(key, self._sealer.seal(key, pending.encode()), self._ttl)
-        dropped = await self._browsers.append(
-            BROWSER_PREFIX + pending.browser_binding,
-            state,
-            ttl=self._ttl,
-            limit=self._max_per_browser,
-        )
+        try:
+            dropped = await self._browsers.append(
+                BROWSER_PREFIX + pending.browser_binding,
+                state,
+                ttl=self._ttl,
+                limit=self._max_per_browser,
+            )
+        except StoreUnavailable:
+            await self._storage.delete(key)  # uncounted, it would escape the cap
+            raise
         for old in dropped:  # one key per call: fine for Redis Cluster too
             await self._storage.delete(self._key(old))
 

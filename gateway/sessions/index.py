@@ -2,8 +2,10 @@
 logout or a revocation reaches all of them on every replica.
 
 Each index entry is a sealed list of session ids under a keyed digest of the user id or `sid`,
-updated with compare-and-set (no lost update between replicas) and bounded in length. Stale ids
-are harmless: deleting a session that already ended does nothing.
+updated with compare-and-set (no lost update between replicas) and bounded in length: a user (or a
+`sid`) has at most MAX_SESSIONS_PER_ENTRY sessions, and a new one beyond that ends the oldest,
+never leaves it running unindexed. Stale ids are harmless: deleting a session that already ended
+does nothing.
 """
 
 from __future__ import annotations
@@ -30,17 +32,21 @@ class SessionIndex:
 
     async def add(
         self, session_id: str, *, users: Iterable[str], sid: str | None, ttl: float
-    ) -> None:
+    ) -> set[str]:
         """Index the session under each name of its user (tokens/subject.py: the user key and
-        the id operators see) and under its `sid`."""
-        for user in users:
-            await self._lists.append(
-                self._key(USER_PREFIX, user), session_id, ttl=ttl, limit=MAX_SESSIONS_PER_ENTRY
-            )
+        the id operators see) and under its `sid`. Returns the older sessions that no longer fit
+        an entry: the caller must end them, since revocation could no longer find them.
+        StoreUnavailable when the index could not be written: the session must not start."""
+        keys = [self._key(USER_PREFIX, user) for user in users]
         if sid:
-            await self._lists.append(
-                self._key(SID_PREFIX, sid), session_id, ttl=ttl, limit=MAX_SESSIONS_PER_ENTRY
+            keys.append(self._key(SID_PREFIX, sid))
+        dropped: set[str] = set()
+        for key in keys:
+            dropped.update(
+                await self._lists.append(key, session_id, ttl=ttl, limit=MAX_SESSIONS_PER_ENTRY)
             )
+        dropped.discard(session_id)
+        return dropped
 
     async def take_user(self, user: str) -> list[str]:
         """Every session id indexed for the user, and the entry removed."""

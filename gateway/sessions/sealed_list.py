@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Final
 
+from gateway.errors import StoreUnavailable
 from gateway.sessions.sealing import Sealer
 from gateway.store.storage import Storage
 
@@ -29,7 +30,8 @@ class SealedList:
 
     async def append(self, key: str, item: str, *, ttl: float, limit: int) -> list[str]:
         """Add `item` at the end; return the items dropped from the front to stay within
-        `limit`. After five lost races in a row the item is not added (and nothing dropped)."""
+        `limit`. StoreUnavailable after five lost races in a row: the item is not added, and the
+        caller must not go on as if it were (an unindexed session could not be revoked)."""
         for _ in range(MAX_ATTEMPTS):
             stored = await self._storage.get(key)
             items = [*self._open(key, stored), item]
@@ -37,7 +39,7 @@ class SealedList:
             sealed = self._sealer.seal(key, json.dumps(kept).encode())
             if await self._storage.replace(key, stored, sealed, ttl):
                 return dropped
-        return []
+        raise StoreUnavailable("a shared list kept changing; please try again")
 
     async def take(self, key: str) -> list[str]:
         """Every item, and the list removed."""
