@@ -7,6 +7,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+import pytest
 from support.browser import Browser
 from support.fixtures import Launch, Running
 from support.gateway import idp_ssl, shared_redis
@@ -96,3 +97,54 @@ async def test_easy_auth_token_headers_when_enabled(launch: Launch) -> None:
         "/x", headers={**API, "X-MS-TOKEN-AAD-ACCESS-TOKEN": "forged"}
     )
     assert "x-ms-token-aad-access-token" not in upstream_headers(await spoofed.json())
+
+
+async def revoke(running: Running, user: str) -> tuple[int, dict[str, Any]]:
+    response = await running.browser.session.post(
+        running.url + "/.auth/admin/revoke",
+        json={"user": user},
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Accept": "application/json"},
+    )
+    return response.status, await response.json()
+
+
+@pytest.mark.parametrize(
+    "form",
+    ["oid", "OID-upper-case", "oid.tid", "upn-as-me-shows", "upn-other-case"],
+)
+async def test_revocation_takes_the_ids_an_operator_pastes(launch: Launch, form: str) -> None:
+    """Issue 14 item 11: the object id, <oid>.<tid>, or the user_id /.auth/me shows (the UPN)."""
+    running = await launch(admin={"token": ADMIN_TOKEN})
+    await signed_in(running, user="alice")
+    me = (await (await running.browser.get("/.auth/me", headers=API)).json())[0]
+    claims = {c["typ"]: c["val"] for c in me["user_claims"]}
+    value = {
+        "oid": ALICE_OID,
+        "OID-upper-case": ALICE_OID.upper(),
+        "oid.tid": f"{ALICE_OID}.{claims['tid']}",
+        "upn-as-me-shows": me["user_id"],
+        "upn-other-case": me["user_id"].upper(),
+    }[form]
+    assert (await revoke(running, value)) == (200, {"revoked": 1})
+    assert (await running.browser.get("/x", headers=API)).status == 401
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["Alice", "not-a-guid", f"{ALICE_OID}.contoso", f"{ALICE_OID}.{ALICE_OID}.{ALICE_OID}", " "],
+)
+async def test_revocation_refuses_a_value_of_no_known_form(launch: Launch, value: str) -> None:
+    running = await launch(admin={"token": ADMIN_TOKEN})
+    await signed_in(running, user="alice")
+    status, body = await revoke(running, value)
+    assert status == 400
+    assert "object id" in body["message"] and "UPN" in body["message"]
+    assert (await running.browser.get("/x", headers=API)).status == 200
+
+
+async def test_revoking_an_unknown_user_of_a_known_form_is_zero(launch: Launch) -> None:
+    running = await launch(admin={"token": ADMIN_TOKEN})
+    await signed_in(running, user="alice")
+    unknown = "11111111-2222-3333-4444-555555555555"
+    assert (await revoke(running, unknown)) == (200, {"revoked": 0})
+    assert (await running.browser.get("/x", headers=API)).status == 200

@@ -52,6 +52,7 @@ from gateway.keys import (
     TRUSTED_PROXIES,
 )
 from gateway.sessions.flows import PendingSignIn
+from gateway.tokens import subject
 from gateway.web.pages import content_security_policy, signed_out_page
 
 log = logging.getLogger(__name__)
@@ -315,7 +316,8 @@ async def front_channel_logout(request: web.Request) -> web.StreamResponse:
 
 
 async def revoke(request: web.Request) -> web.StreamResponse:
-    """POST /.auth/admin/revoke {"user": "<oid>"}: end every session of a user on every replica.
+    """POST /.auth/admin/revoke {"user": "<oid>"}: end every session of a user on every replica
+    (the user may also be named by `<oid>.<tid>` or the UPN /.auth/me shows: tokens/subject.py).
     Only with GATEWAY_ADMIN__TOKEN set, and only for a caller presenting it."""
     expected = request.app[SETTINGS].admin.token
     if expected is None:
@@ -327,6 +329,11 @@ async def revoke(request: web.Request) -> web.StreamResponse:
     user = body.get("user")
     if not isinstance(user, str) or not 0 < len(user) <= 512:
         raise BadRequest('expected JSON {"user": "<object id>"}')
+    entra = request.app[SETTINGS].oidc_authority is None
+    try:
+        user = subject.revocation_name(user, entra=entra)
+    except subject.UnknownUserForm as exc:
+        raise BadRequest(str(exc)) from exc
     sessions = await request.app[SESSION_INDEX].take_user(user)
     for session_id in sessions:
         await _delete_session(request, session_id)

@@ -28,10 +28,37 @@ def user_key(claims: Mapping[str, Any]) -> str:
 
 
 def revocation_names(claims: Mapping[str, Any]) -> tuple[str, ...]:
-    """The values `POST /.auth/admin/revoke` accepts for this user: the user key, and the object
-    id (or, without one, the subject) that X-Forwarded-User shows."""
+    """The values `POST /.auth/admin/revoke` finds this user by: the user key, the object id (or,
+    without one, the subject) that X-Forwarded-User shows, and the name /.auth/me shows as
+    `user_id` (preferred_username, case-folded). The last is for operators only: it is mutable
+    and, across tenants, unverified, so it never decides access; revoking by it ends every
+    session that signed in showing that name."""
     names = [user_key(claims)]
-    shown = claims.get("oid") or claims.get("sub")
-    if isinstance(shown, str) and shown and shown not in names:
-        names.append(shown)
+    for shown in (claims.get("oid") or claims.get("sub"), claims.get("preferred_username")):
+        if isinstance(shown, str) and shown:
+            name = shown.casefold() if "@" in shown else shown
+            if name not in names:
+                names.append(name)
     return tuple(names)
+
+
+class UnknownUserForm(ValueError):
+    """A value that is none of the forms revocation accepts."""
+
+
+def revocation_name(value: str, *, entra: bool) -> str:
+    """The index name an operator's value stands for. With Entra the accepted forms are an
+    object id, `<object id>.<tenant id>` and a UPN (`name@domain`); anything else raises
+    UnknownUserForm rather than revoking nothing in silence. Another provider's subjects have
+    no shape to check: the value is taken as a user key (`iss|sub`), a subject or a name."""
+    value = value.strip()
+    if "@" in value:
+        return value.casefold()
+    if not entra:
+        return value
+    parts = value.lower().split(".")
+    if all(_GUID.fullmatch(part) for part in parts) and len(parts) in (1, 2):
+        return ".".join(parts)
+    raise UnknownUserForm(
+        "expected the user's object id, <object id>.<tenant id>, or the UPN that /.auth/me shows"
+    )
