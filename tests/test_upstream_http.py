@@ -19,7 +19,7 @@ import ssl
 import struct
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import pytest
 import trustme
@@ -35,6 +35,8 @@ from gateway.upstream.client import MAX_HEAD_BYTES, MAX_HEAD_FIELDS, UpstreamPoo
 @dataclass
 class Reply:
     data: bytes = b""
+    late: bytes = b""  # written `late_delay` seconds after `data`, on the same connection
+    late_delay: float = 0.0
     close: bool = False  # close the connection after writing `data`
     delay: float = 0.0  # before writing
     silent: bool = False  # write nothing, keep the connection open
@@ -99,6 +101,8 @@ class RawUpstream:
                     return
                 writer.write(reply.data)
                 await writer.drain()
+                if reply.late:
+                    self.tasks.append(asyncio.create_task(_late(writer, reply)))
                 if reply.reset:
                     await asyncio.sleep(0.05)  # the bytes are delivered before the reset
                     sock = writer.get_extra_info("socket")
@@ -124,6 +128,13 @@ class RawUpstream:
                 if size == 0:
                     return body
         return await reader.readexactly(length)
+
+
+async def _late(writer: asyncio.StreamWriter, reply: Reply) -> None:
+    await asyncio.sleep(reply.late_delay)
+    with contextlib.suppress(ConnectionError):
+        writer.write(reply.late)
+        await writer.drain()
 
 
 @contextlib.asynccontextmanager
@@ -214,7 +225,7 @@ FRAMINGS = [
         Reply(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"),
         200,
         b"",
-        True,
+        False,  # the announced body could still come, late: never reused
         id="head-with-length",
     ),
     pytest.param("GET", Reply(b"HTTP/1.1 204 No Content\r\n\r\n"), 204, b"", True, id="204"),
@@ -223,8 +234,16 @@ FRAMINGS = [
         Reply(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n"),
         304,
         b"",
-        True,
+        False,  # as after a HEAD
         id="304-with-length",
+    ),
+    pytest.param(
+        "GET",
+        Reply(b'HTTP/1.1 304 Not Modified\r\nETag: "a"\r\n\r\n'),
+        304,
+        b"",
+        True,
+        id="304-without-length",
     ),
     pytest.param(
         "GET",
@@ -351,6 +370,51 @@ async def test_bytes_after_a_head_answer_close_the_connection() -> None:
         await asyncio.sleep(0.05)
         assert (await fetch(pool))[2] == b"mine"
         assert raw.connections == 2
+
+
+EVIL: Final = b"HTTP/1.1 200 OK\r\nContent-Length: 25\r\n\r\n<script>steal()</script>\n"
+# Answers an application may follow with bytes of their own, late (issue 14 item 14).
+LATE: Final = {
+    "head-then-its-body": ("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", b"hello"),
+    "head-then-an-answer": ("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", EVIL),
+    "head-chunked-then-an-answer": (
+        "HEAD",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"5\r\nhello\r\n0\r\n\r\n" + EVIL,
+    ),
+    "head-without-length-then-an-answer": ("HEAD", b"HTTP/1.1 200 OK\r\n\r\n", EVIL),
+    "204-with-length-then-an-answer": (
+        "GET",
+        b"HTTP/1.1 204 No Content\r\nContent-Length: 25\r\n\r\n",
+        EVIL,
+    ),
+    "304-with-length-then-an-answer": (
+        "GET",
+        b"HTTP/1.1 304 Not Modified\r\nContent-Length: 25\r\n\r\n",
+        EVIL,
+    ),
+    "304-chunked-then-an-answer": (
+        "GET",
+        b"HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n",
+        EVIL,
+    ),
+}
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.02, 0.1], ids=["at-once", "20ms", "100ms"])
+@pytest.mark.parametrize("case", list(LATE), ids=list(LATE))
+async def test_late_bytes_never_become_the_next_users_answer(case: str, delay: float) -> None:
+    """The next request goes out at once on the pool (one connection allowed), and again after
+    the late bytes; with every timing it gets its own answer, never the late bytes."""
+    method, head, late = LATE[case]
+    first = Reply(head, late=late, late_delay=delay)
+    mine = Reply(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nmine")
+    async with upstream(lambda n: first if n == 0 else mine) as raw, pool_for(raw, limit=1) as pool:
+        assert (await fetch(pool, method))[2] == b""
+        assert await fetch(pool) == (200, [("Content-Length", "4")], b"mine")
+        await asyncio.sleep(delay + 0.05)
+        assert await fetch(pool) == (200, [("Content-Length", "4")], b"mine")
+        assert raw.connections >= 2  # the first connection was never reused
 
 
 INJECTIONS = {

@@ -15,8 +15,11 @@ writes the request head as one string and reads the answer with one parser call 
   whose head has over `MAX_HEAD_FIELDS` fields, fails as it arrives, as does one llhttp refuses.
   An answer without a length ends only with a clean close: a reset cuts it short.
 - **Reuse.** A connection goes back to the pool only after a complete answer to a completely sent
-  request, with keep-alive on both sides and no stray bytes after the answer. Otherwise it is
-  closed: a connection whose framing is in doubt must never carry another user's request.
+  request, with keep-alive on both sides and no stray bytes after the answer, and only when the
+  answer cannot still be followed by bytes of its own: never after a HEAD (an application may
+  send the body it announced, late), nor after a 204 or 304 that announced a length or chunks.
+  Otherwise it is closed: a connection whose framing is in doubt must never carry another user's
+  request, since bytes arriving late would be read as that user's answer.
 - **Retry.** A request with an idempotent method and no body is sent once more when a reused
   connection ends before the first byte of an answer: the application closed it while it was
   idle (RFC 9112 section 9.3.1). The retry goes on a connection that went idle later, or a new
@@ -147,6 +150,10 @@ class UpstreamResponse:
                 chunked = value.rpartition(",")[2].strip().lower() == "chunked"
         if self._head_request or status in (204, 304):
             self._complete = True  # llhttp waits for a HEAD answer's body; there is none
+            if self._head_request or chunked or self.content_length:
+                # The application may still send the body it announced (a HEAD answered like a
+                # GET, a 304 with a length): bytes that would read as the next user's answer.
+                self._reusable = False
         elif self.content_length is None and not chunked:
             self._until_close = True  # the body ends when the connection does
             self._reusable = False
