@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from aiohttp import ClientSession, web
@@ -56,4 +57,7 @@ API_CALLERS: Final = web.AppKey[ApiCallers]("api_callers")  # absent unless GATE
 ACCESS: Final = web.AppKey("access", AccessControl)
 
 REQUEST_ID: Final = web.RequestKey("request_id", str)
+# Set while a handler waits on the application: called (by server/refusals.py) when the client's
+# connection is lost, so the application's request is abandoned rather than run to its end.
+CLIENT_GONE: Final = web.RequestKey[Callable[[], object]]("client_gone")
 TIMING: Final = web.RequestKey("timing", Timing)

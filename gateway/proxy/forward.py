@@ -26,6 +26,7 @@ from yarl import URL
 
 from gateway.auth.headers import response_headers
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
+from gateway.keys import CLIENT_GONE
 from gateway.telemetry.metrics import Timing
 from gateway.upstream.client import UpstreamPool
 
@@ -97,7 +98,17 @@ async def forward(
     body = request.content if request.body_exists else None
     if timing is not None:
         timing.upstream_sent()
-    upstream = await pool.send(request.method, prefix + request.rel_url.raw_path_qs, headers, body)
+    waiting = asyncio.current_task()
+    if waiting is not None:
+        # A client that leaves abandons its request at the application (the connection to it
+        # closes), instead of holding a connection slot until the application is done.
+        request[CLIENT_GONE] = waiting.cancel
+    try:
+        upstream = await pool.send(
+            request.method, prefix + request.rel_url.raw_path_qs, headers, body
+        )
+    finally:
+        request.pop(CLIENT_GONE, None)
     if timing is not None:
         timing.upstream_answered()
     async with upstream:
