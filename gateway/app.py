@@ -30,6 +30,7 @@ from gateway.keys import (
     ACCESS,
     API_CALLERS,
     ASSERTION,
+    CLIENT_PACE,
     DRAINING,
     FLOWS,
     METRICS,
@@ -43,6 +44,7 @@ from gateway.keys import (
     SETTINGS,
     SIGN_IN,
     SIGNIN_LIMITER,
+    SLOT_SHARES,
     STORAGE,
     TOKEN_CACHES,
     TRUSTED_PROXIES,
@@ -70,6 +72,8 @@ from gateway.telemetry import tracing
 from gateway.telemetry.metrics import Metrics
 from gateway.tokens.assertion import AssertionSigner
 from gateway.upstream.client import UpstreamPool
+from gateway.upstream.pacing import Pace
+from gateway.upstream.shares import SlotShares
 from gateway.web.middleware import error_middleware
 
 log = logging.getLogger(__name__)
@@ -140,6 +144,7 @@ async def _upstream_client(app: web.Application) -> AsyncIterator[None]:
         limit=p.max_connections,
         open_gauge=app[METRICS].upstream_connections,
         waits=app[METRICS].upstream_waits,
+        slot_wait=p.slot_wait_seconds,
     )
     app[UPSTREAM_PREFIX] = base.raw_path.rstrip("/")
     # WebSockets only: HTTP goes through the pool above.
@@ -294,6 +299,16 @@ def build_app(settings: Settings, *, serve_metrics: bool = True) -> web.Applicat
     app[DRAINING] = asyncio.Event()
     app[SIGNIN_LIMITER] = RateLimiter(settings.signin.max_starts_per_minute)
     app[OPEN_WEBSOCKETS] = set()
+    proxy_settings = settings.proxy
+    app[CLIENT_PACE] = Pace(
+        min_rate=proxy_settings.client_min_bytes_per_second,
+        grace=proxy_settings.client_timeout_seconds,
+        upload_total=proxy_settings.upload_timeout_seconds,
+        download_total=proxy_settings.download_timeout_seconds,
+    )
+    app[SLOT_SHARES] = SlotShares(
+        proxy_settings.max_connections_per_client or max(1, proxy_settings.max_connections // 2)
+    )
     app.on_shutdown.append(_close_websockets)
     app.on_cleanup.append(_flush_metrics)
     if settings.assertion.enabled:

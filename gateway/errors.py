@@ -39,6 +39,7 @@ class GatewayError(Exception):
     code: ClassVar[str] = "internal_error"
     expose: ClassVar[bool] = False
     title: ClassVar[str] = "Something went wrong"
+    retry_after: ClassVar[int | None] = None  # seconds, sent as Retry-After when set
 
     def __init__(self, message: str = "", *, clear_cookies: tuple[str, ...] = ()) -> None:
         super().__init__(message)
@@ -127,6 +128,20 @@ class IdentityTooLarge(GatewayError):
         True,
         "Your sign-in cannot be passed to the application",
     )
+
+
+class UpstreamBusy(GatewayError):
+    """Every connection to the application is in use (or this client holds its share of them)
+    and none came free in time."""
+
+    status, code, expose, title = 503, "upstream_busy", True, "The application is busy"
+    retry_after = 5
+
+
+class ClientTooSlow(GatewayError):
+    """The client sent its request body slower than the minimum pace (or past the total)."""
+
+    status, code, expose, title = 408, "client_too_slow", True, "The request took too long"
 
 
 class Busy(GatewayError):

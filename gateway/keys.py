@@ -23,6 +23,8 @@ from gateway.store.storage import Storage
 from gateway.telemetry.metrics import Metrics, Timing
 from gateway.tokens.assertion import AssertionSigner
 from gateway.upstream.client import UpstreamPool
+from gateway.upstream.pacing import Pace
+from gateway.upstream.shares import SlotShares
 
 if TYPE_CHECKING:  # The sign-in path's types stay out of the hot path's imports.
     from gateway.oidc.completion import SignInCompleter  # noqa: F401
@@ -33,6 +35,9 @@ SETTINGS: Final = web.AppKey("settings", Settings)
 UPSTREAM: Final = web.AppKey("upstream", ClientSession)
 UPSTREAM_BASE: Final = web.AppKey("upstream_base", URL)
 UPSTREAM_POOL: Final = web.AppKey("upstream_pool", UpstreamPool)
+# How fast clients must send bodies and read answers, and their share of the pool's connections.
+CLIENT_PACE: Final = web.AppKey("client_pace", Pace)
+SLOT_SHARES: Final = web.AppKey("slot_shares", SlotShares)
 # The path of GATEWAY_UPSTREAM without its final "/": put before every proxied path.
 UPSTREAM_PREFIX: Final = web.AppKey("upstream_prefix", str)
 STORAGE: Final = web.AppKey[Storage]("storage")

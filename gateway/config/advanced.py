@@ -132,6 +132,46 @@ class ProxySettings(SettingsGroup):
         60.0, description="Longest silence allowed while reading from the upstream."
     )
     max_connections: PositiveInt = Field(256, description="Most open connections to the upstream.")
+    slot_wait_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="How long a request waits for a connection to the upstream when all "
+        "GATEWAY_PROXY__MAX_CONNECTIONS are in use; then 503 with Retry-After.",
+    )
+    max_connections_per_client: int = Field(
+        0,
+        ge=0,
+        description="Most upstream connections one client may hold at once (a signed-in user, an "
+        "API caller, else a client address); beyond it, 503. 0: half of "
+        "GATEWAY_PROXY__MAX_CONNECTIONS, so a few slow clients cannot take every slot.",
+    )
+    client_min_bytes_per_second: int = Field(
+        1024,
+        ge=0,
+        description="Slowest pace a client may send a request body or read a response at, once "
+        "GATEWAY_PROXY__CLIENT_TIMEOUT_SECONDS have passed; a slower client is cut off (408 while "
+        "uploading). Time the upstream takes does not count. 0: no minimum.",
+    )
+    client_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Grace before the minimum pace applies, and the longest a client may leave a "
+        "request body or a response write stalled.",
+    )
+    upload_timeout_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="Longest a request body may take in total; 0: no limit beyond the minimum "
+        "pace (large uploads on slow links).",
+    )
+    download_timeout_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="Longest a response may take to stream to the client in total; 0: no limit "
+        "(event streams and long downloads).",
+    )
     max_client_connections: PositiveInt = Field(
         4096,
         description="Most open client connections per process. Beyond it the connection idle "

@@ -13,7 +13,10 @@ not rendered.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
+import struct
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Final
@@ -28,7 +31,8 @@ from gateway.auth.headers import response_headers
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
 from gateway.keys import CLIENT_GONE
 from gateway.telemetry.metrics import Timing
-from gateway.upstream.client import UpstreamPool
+from gateway.upstream.client import BodySource, UpstreamPool
+from gateway.upstream.pacing import Pace, PacedBody, PacedWriter
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +90,7 @@ async def forward(
     own_cookies: frozenset[str] = frozenset(),
     inspect_head: HeadInspector | None = None,
     timing: Timing | None = None,
+    pace: Pace | None = None,
 ) -> web.StreamResponse:
     """Send the request upstream and stream the answer back; redirects are passed through.
 
@@ -95,7 +100,9 @@ async def forward(
     `inspect_head` sees the answer's status and headers before anything reaches the client; an
     exception it raises abandons the answer and propagates (the caller may send the request
     again: a claims challenge)."""
-    body = request.content if request.body_exists else None
+    body: BodySource | None = request.content if request.body_exists else None
+    if body is not None and pace is not None:
+        body = PacedBody(body, pace)
     if timing is not None:
         timing.upstream_sent()
     waiting = asyncio.current_task()
@@ -132,9 +139,18 @@ async def forward(
         if length is not None:
             response.content_length = length
         await response.prepare(request)
+        writer = PacedWriter(response, pace) if pace is not None else None
         try:
             while chunk := await upstream.next_chunk():
-                await response.write(chunk)
+                if writer is None:
+                    await response.write(chunk)
+                else:
+                    await writer.write(chunk)
+        except TimeoutError:
+            # The client reads too slowly (pacing.py); its slot is needed by others.
+            log.info("client read %s %s too slowly; cut off", request.method, request.path)
+            _reset(request)
+            return response
         except (UpstreamUnavailable, UpstreamTimeout):
             # Headers are gone already: the only honest signal left is an aborted connection.
             if request.transport is None or request.transport.is_closing():
@@ -145,6 +161,19 @@ async def forward(
             return response
         await response.write_eof()
         return response
+
+
+def _reset(request: web.Request) -> None:
+    """End the client's connection with a reset: a plain close would still trickle what the
+    kernel holds for it (megabytes) to a client that reads nothing."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 async def forward_websocket(

@@ -23,12 +23,14 @@ from gateway.keys import (
     ACCESS,
     API_CALLERS,
     ASSERTION,
+    CLIENT_PACE,
     METRICS,
     OPEN_WEBSOCKETS,
     POLICY,
     REFRESHER,
     REQUEST_ID,
     SETTINGS,
+    SLOT_SHARES,
     TIMING,
     TRUSTED_PROXIES,
     UPSTREAM,
@@ -60,6 +62,11 @@ async def handle(request: web.Request) -> web.StreamResponse:
                 await app[REFRESHER].refresh(signed_in, scopes, claims=claims)
 
         inspect = challenge_inspector(request.method, request.body_exists, on_challenge)
+    client = (
+        identity.user_key if identity is not None else client_address(request, app[TRUSTED_PROXIES])
+    )
+    shares = app[SLOT_SHARES]
+    shares.take(client)
     try:
         return await send_upstream(
             request, upstream_headers(request, identity, scopes, settings), inspect
@@ -69,6 +76,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
         identity = await app[REFRESHER].refresh(identity, scopes, claims=challenge.claims)
         # Once: a second challenge goes to the client.
         return await send_upstream(request, upstream_headers(request, identity, scopes, settings))
+    finally:
+        shares.give_back(client)
 
 
 async def send_for_api_caller(
@@ -78,7 +87,12 @@ async def send_for_api_caller(
     behalf) goes upstream only when configured."""
     token = await request.app[API_CALLERS].upstream_token(identity, scopes)
     headers = upstream_headers(request, identity, scopes, request.app[SETTINGS], api_token=token)
-    return await send_upstream(request, headers)
+    shares = request.app[SLOT_SHARES]
+    shares.take(identity.user_key)
+    try:
+        return await send_upstream(request, headers)
+    finally:
+        shares.give_back(identity.user_key)
 
 
 async def send_upstream(
@@ -102,7 +116,12 @@ async def send_upstream(
                 open_gauge=app[METRICS].open_websockets,
             )
         else:
-            send = functools.partial(forward, pool=app[UPSTREAM_POOL], prefix=app[UPSTREAM_PREFIX])
+            send = functools.partial(
+                forward,
+                pool=app[UPSTREAM_POOL],
+                prefix=app[UPSTREAM_PREFIX],
+                pace=app[CLIENT_PACE],
+            )
         return await send(
             request,
             headers,
