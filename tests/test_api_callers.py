@@ -8,8 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 import jwt
+from support.browser import API
 from support.fixtures import Launch
-from test_signin import API, upstream_headers
+from support.upstream import upstream_headers
 
 GATEWAY_API = "api://gateway"
 

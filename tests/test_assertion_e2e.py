@@ -6,9 +6,10 @@ from __future__ import annotations
 import secrets
 
 import jwt
-from support.fixtures import Launch
+from support.browser import API
+from support.fixtures import Launch, signed_in
 from support.threaded import ThreadedServer
-from test_signin import API, signed_in, upstream_headers
+from support.upstream import upstream_headers
 
 
 async def test_upstream_verifies_the_assertion_with_published_keys(

@@ -15,8 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.paths import BENCH
 
-COMPARE = Path(__file__).resolve().parent.parent / "bench" / "compare.py"
+COMPARE = BENCH / "compare.py"
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("MSAL_GATEWAY_BENCH") != "1",

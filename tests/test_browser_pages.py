@@ -20,7 +20,6 @@ must show more than a handful of colours (a blank or error-less white page shows
 from __future__ import annotations
 
 import asyncio
-import os
 import struct
 import zlib
 from collections.abc import Iterator
@@ -29,8 +28,9 @@ from typing import Any, Final
 
 import pytest
 from aiohttp import web
+from support.binaries import require_binary, under_ci
 from support.gateway import GatewayProcess, settings_for
-from support.redis_server import free_port, require_binary
+from support.ports import free_port
 from support.threaded import ThreadedServer
 
 from gateway.demo import _legacy_page
@@ -44,7 +44,7 @@ try:
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 except ImportError:  # pragma: no cover - the test extra installs it
-    if os.environ.get("CI") == "true":
+    if under_ci():
         raise
     pytest.skip("selenium is not installed: pip install -e '.[test]'", allow_module_level=True)
 

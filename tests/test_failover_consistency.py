@@ -31,7 +31,9 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from support.browser import API
 from support.fixtures import Launch, Running
+from support.gateway import SESSION_COOKIE
 from support.redis_sentinel import SentinelSet
 
 from gateway.config.redis import RedisSettings
@@ -39,8 +41,6 @@ from gateway.errors import StoreUnavailable
 from gateway.keys import SESSIONS
 from gateway.store.redis import RedisStorage
 
-COOKIE = "__Host-msal-gateway"
-API = {"Accept": "application/json"}
 FAST = {"max_connections": 16, "socket_timeout_seconds": 1, "connect_timeout_seconds": 1}
 
 
@@ -60,7 +60,7 @@ async def sign_in(gateway: Running, seconds: float = 10) -> str:
             response = await gateway.browser.sign_in("/")
         except AssertionError:
             response = None
-        cookie = gateway.browser.cookie(COOKIE)
+        cookie = gateway.browser.cookie(SESSION_COOKIE)
         if response is not None and response.status == 302 and cookie is not None:
             return cookie
         assert time.monotonic() < deadline, "no sign-in succeeded"
@@ -71,7 +71,7 @@ async def signed_out_elsewhere(first: Running, second: Running) -> int:
     """Sign in on `first`, use the session on `second` (which caches the record), sign out on
     `first`; what `second` answers for the session a moment later."""
     cookie = await sign_in(first)
-    second.browser.jar.update_cookies({COOKIE: cookie}, second.browser.jar_origin())
+    second.browser.jar.update_cookies({SESSION_COOKIE: cookie}, second.browser.jar_origin())
     # Right after a failover `second` may still read from the old master for a moment (its watch
     # looks at the sentinels once a second) and not find the new session there.
     deadline = time.monotonic() + 5

@@ -23,14 +23,15 @@ import pytest
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from multidict import CIMultiDict
-from support.browser import NAVIGATE, Browser
+from support.browser import API, NAVIGATE, Browser
 from support.fixtures import Launch, Running
-from support.gateway import PUBLIC_URL, idp_ssl, shared_redis
+from support.gateway import PUBLIC_URL, SESSION_COOKIE, idp_ssl, shared_redis
+from support.idp import ALICE_OID
 from support.nginx import Nginx
-from support.redis_server import RedisServer, free_port
+from support.ports import free_port
+from support.redis_server import RedisServer
 from support.threaded import ThreadedServer
-from support.upstream import make_upstream_app
-from test_signin import API, upstream_headers
+from support.upstream import make_upstream_app, upstream_headers
 from yarl import URL
 
 from gateway.keys import SESSIONS
@@ -49,7 +50,6 @@ IDENTITY_HEADERS = (
 )
 SPOOFED = "spoofed-admin"
 SPOOFED_ADDRESS = "10.66.66.66"
-ALICE_OID = "0b7e2c1d-4a5f-4e3b-8c9d-1e2f3a4b5c6d"
 SIGN_IN = "/.auth/login/aad?post_login_redirect_uri="
 
 
@@ -267,7 +267,7 @@ async def test_sign_in_through_nginx_then_the_app_gets_the_gateways_identity(
 ) -> None:
     fa = forward_auth
     await sign_in(fa, "/reports/2026?view=full")
-    assert fa.browser.cookie("__Host-msal-gateway") is not None
+    assert fa.browser.cookie(SESSION_COOKIE) is not None
 
     page = await fa.browser.get("/reports/2026?view=full")
     assert page.status == 200
@@ -314,7 +314,7 @@ async def test_the_app_gets_its_own_cookies_but_never_the_gateways(
     they stand; everything else reaches the application."""
     fa = forward_auth
     await sign_in(fa)
-    session = fa.browser.cookie("__Host-msal-gateway")
+    session = fa.browser.cookie(SESSION_COOKIE)
     assert session is not None
     header = cookie.format(session=f"__Host-msal-gateway={session}")
     async with (

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
+from support.gateway import SESSION_COOKIE, SIGNIN_COOKIE
 
 from gateway.auth.headers import (
     fold,
@@ -24,8 +25,6 @@ from gateway.auth.headers import (
     response_headers,
 )
 
-SESSION_COOKIE: Final = "__Host-msal-gateway"
-SIGNIN_COOKIE: Final = "__Host-msal-gateway-signin"
 OWN_COOKIES: Final = frozenset({SESSION_COOKIE, SIGNIN_COOKIE})
 
 # DESIGN.md "Headers sent upstream", plus the Easy Auth token family and the oauth2-proxy names.

@@ -31,11 +31,10 @@ import pytest
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from support.browser import Browser
-from support.gateway import PUBLIC_URL, GatewayProcess, idp_ssl, settings_for
+from support.gateway import PUBLIC_URL, SESSION_COOKIE, GatewayProcess, idp_ssl, settings_for
 from support.threaded import ThreadedServer
 from support.upstream import make_upstream_app
 
-COOKIE: Final = "__Host-msal-gateway"
 REFUSED: Final = frozenset({400, 413, 431})
 SAFE_REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 # A response header line as RFC 9110 allows it: a token, a colon, visible octets, SP and HTAB.
@@ -141,7 +140,7 @@ class Served:
 
     @property
     def cookie_line(self) -> bytes:
-        return f"Cookie: {COOKIE}={self.cookie}\r\n".encode()
+        return f"Cookie: {SESSION_COOKIE}={self.cookie}\r\n".encode()
 
 
 async def _sign_in(url: str, idp: Any, user: str) -> str:
@@ -149,7 +148,7 @@ async def _sign_in(url: str, idp: Any, user: str) -> str:
     try:
         response = await browser.sign_in("/", user)
         assert response.status == 302, await response.text()
-        value = browser.cookie(COOKIE)
+        value = browser.cookie(SESSION_COOKIE)
         assert value is not None
         return value
     finally:
@@ -891,7 +890,7 @@ def test_hd13_claims_with_crlf_never_become_headers(
         cookie = sign_in(served.process.url, module_idp, "bob")
     finally:
         module_idp.set_token_faults()
-    line = f"Cookie: {COOKIE}={cookie}\r\n".encode()
+    line = f"Cookie: {SESSION_COOKIE}={cookie}\r\n".encode()
     mark = recorder.mark()
     [reply] = exchange(
         served.port,

@@ -6,8 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from support.fixtures import Launch
-from test_signin import stored_keys
+from support.fixtures import Launch, stored_keys
 
 FAULTS = [
     pytest.param({"id_token_issuer": "https://login.microsoftonline.com/evil/v2.0"}, id="issuer"),

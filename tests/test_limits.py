@@ -7,22 +7,15 @@ import asyncio
 import re
 from typing import Any
 
-from support.fixtures import Launch, Running
-from test_signin import API, signed_in, upstream_headers
-
-from gateway.keys import STORAGE
-from gateway.store.measured import MeasuredStorage
-from gateway.store.memory import MemoryStorage
+from support.browser import API
+from support.fixtures import Launch, Running, signed_in, stored_keys
+from support.upstream import upstream_headers
 
 TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 
 
-def flows(running: Running) -> list[str]:
-    measured = running.app[STORAGE]
-    assert isinstance(measured, MeasuredStorage)
-    storage = measured.inner
-    assert isinstance(storage, MemoryStorage)
-    return [key for key in storage._items if key.startswith("gw:flow:")]
+def flow_keys(running: Running) -> list[str]:
+    return [key for key in stored_keys(running) if key.startswith("gw:flow:")]
 
 
 async def test_sign_in_starts_are_rate_limited_per_client(launch: Launch) -> None:
@@ -33,7 +26,7 @@ async def test_sign_in_starts_are_rate_limited_per_client(launch: Launch) -> Non
         statuses.append((await running.browser.get("/.auth/login/aad")).status)
     assert statuses[:5] == [302] * 5
     assert statuses[5:] == [429] * 3
-    assert len(flows(running)) == 5  # refused starts stored nothing
+    assert len(flow_keys(running)) == 5  # refused starts stored nothing
 
 
 async def test_pending_sign_ins_per_browser_are_capped(launch: Launch) -> None:
@@ -41,7 +34,7 @@ async def test_pending_sign_ins_per_browser_are_capped(launch: Launch) -> None:
     first = await running.browser.get("/.auth/login/aad")
     for _ in range(4):
         await running.browser.get("/.auth/login/aad")
-    assert len(flows(running)) == 3
+    assert len(flow_keys(running)) == 3
     # The oldest was dropped: its callback now finds no pending sign-in.
     auth = await running.browser.authorize(first.headers["Location"])
     response = await running.browser.deliver(auth)

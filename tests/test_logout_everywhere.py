@@ -7,12 +7,12 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from support.browser import Browser
-from support.fixtures import Launch, Running
+from support.browser import API, Browser
+from support.fixtures import Launch, Running, signed_in
 from support.gateway import idp_ssl, shared_redis
-from test_signin import API, signed_in, upstream_headers
+from support.idp import ALICE_OID
+from support.upstream import upstream_headers
 
-ALICE_OID = "0b7e2c1d-4a5f-4e3b-8c9d-1e2f3a4b5c6d"
 ADMIN_TOKEN = secrets.token_urlsafe(32)
 
 

@@ -3,39 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import platform
-import re
-from importlib import metadata
 from typing import Any
 
-import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
-from support.fixtures import Launch
+from support.browser import API
+from support.fixtures import Launch, signed_in
 from support.gateway import GatewayProcess, settings_for
-from support.redis_server import free_port
+from support.metrics import build_info, expected_build_info, sample, scrape
+from support.ports import free_port
 from support.threaded import ThreadedServer
-from test_signin import API, signed_in
 
 from gateway.telemetry.metrics import LATENCY_BUCKETS, OVERHEAD_BUCKETS, Metrics, Timing
-
-
-def sample(text: str, name: str) -> float:
-    """The value of one sample line, e.g. 'msal_gateway_signins_total{outcome="success"}'."""
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{name} not exported:\n{text}")
-
-
-async def scrape(port: int) -> str:
-    async with (
-        aiohttp.ClientSession() as client,
-        client.get(f"http://127.0.0.1:{port}/metrics") as response,
-    ):
-        assert response.status == 200
-        assert response.headers["Content-Type"].startswith("text/plain")
-        return await response.text()
 
 
 async def test_metrics_count_requests_signins_and_refreshes(launch: Launch, idp: Any) -> None:
@@ -56,23 +35,6 @@ async def test_metrics_count_requests_signins_and_refreshes(launch: Launch, idp:
     assert sample(text, 'msal_gateway_requests_total{route="proxy",status="302"}') >= 1
     assert sample(text, 'msal_gateway_request_duration_seconds_count{route="auth"}') >= 3
     assert sample(text, "msal_gateway_forwarded_without_identity_total") == 0  # the canary
-
-
-def expected_build_info() -> dict[str, str]:
-    """The build-info labels this process's own package metadata predicts."""
-    return {
-        "version": metadata.version("msal-gateway"),
-        "python": platform.python_version(),
-        "aiohttp": metadata.version("aiohttp"),
-        "msal": metadata.version("msal"),
-    }
-
-
-def build_info(text: str) -> tuple[dict[str, str], float]:
-    """The labels and value of the one msal_gateway_build_info series of a scrape."""
-    [line] = [line for line in text.splitlines() if line.startswith("msal_gateway_build_info{")]
-    labels, _, value = line.rpartition(" ")
-    return dict(re.findall(r'(\w+)="([^"]*)"', labels)), float(value)
 
 
 async def test_build_info_names_the_running_versions(launch: Launch) -> None:

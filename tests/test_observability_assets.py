@@ -22,21 +22,20 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final
 
 import promql_parser
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
-from support.fixtures import Launch
-from support.redis_server import free_port
-from test_metrics import scrape
-from test_signin import API, signed_in
+from support.browser import API
+from support.fixtures import Launch, signed_in
+from support.metrics import scrape
+from support.paths import DEPLOY
+from support.ports import free_port
 
-ROOT: Final = Path(__file__).resolve().parent.parent
-DASHBOARD: Final = ROOT / "deploy" / "grafana" / "msal-gateway.json"
-ALERTS: Final = ROOT / "deploy" / "prometheus" / "alerts.yaml"
+DASHBOARD: Final = DEPLOY / "grafana" / "msal-gateway.json"
+ALERTS: Final = DEPLOY / "prometheus" / "alerts.yaml"
 TARGET_LABELS: Final = frozenset({"job", "instance"})
 GRAFANA_INTERVALS: Final = re.compile(r"\$__(?:rate_interval|interval|range)\b")
 LABEL_VALUES: Final = re.compile(r"label_values\((?P<selector>.+),\s*(?P<label>\w+)\s*\)")

@@ -10,11 +10,11 @@ from contextlib import AsyncExitStack
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from support.browser import AuthResponse, Browser
+from support.browser import API, AuthResponse, Browser
 from support.gateway import PUBLIC_URL, in_process
 from support.third_party_op import ThirdPartyOP, sign_in, third_party_op
 from support.threaded import ThreadedServer
-from test_signin import API, upstream_headers
+from support.upstream import upstream_headers
 
 from gateway.config.settings import Settings
 

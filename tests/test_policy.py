@@ -10,13 +10,14 @@ import json
 from typing import Any
 
 import pytest
-from support.fixtures import Launch, Running
-from test_signin import API, signed_in, upstream_headers
+from support.browser import API
+from support.fixtures import Launch, Running, signed_in
+from support.idp import ALICE_OID
+from support.upstream import upstream_headers
 from yarl import URL
 
 from devidp.groups import READERS
 
-ALICE_OID = "0b7e2c1d-4a5f-4e3b-8c9d-1e2f3a4b5c6d"
 RULES = [
     {"path": "/public/", "allow": "public"},
     {"path": "/healthz", "allow": "public"},

@@ -13,9 +13,10 @@ from typing import Any
 import aiohttp
 import pytest
 from multidict import CIMultiDict
-from support.fixtures import Launch, Running
-from support.redis_server import free_port
-from test_signin import API, signed_in, upstream_headers
+from support.browser import API
+from support.fixtures import Launch, Running, signed_in
+from support.ports import free_port
+from support.upstream import upstream_headers
 from yarl import URL
 
 SPOOFED = [

@@ -23,18 +23,18 @@ from typing import Any, Final
 
 import pytest
 from support.gateway import GatewayProcess, env_for, settings_for
+from support.paths import REPO
 from support.threaded import ThreadedServer
 
 from gateway.telemetry import build_info
 
-ROOT: Final = Path(__file__).resolve().parent.parent
-CHECK_LOCK: Final = ROOT / "scripts" / "check_lock.py"
+CHECK_LOCK: Final = REPO / "scripts" / "check_lock.py"
 BIN: Final = Path(sys.executable).parent
-PYPROJECT: Final = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+PYPROJECT: Final = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
 VERSION: Final = PYPROJECT["project"]["version"]
 
 
-def run(*command: str | Path, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+def run(*command: str | Path, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(part) for part in command],
         capture_output=True,
@@ -55,7 +55,7 @@ def test_pyproject_and_the_locks_agree() -> None:
 
 def test_this_environment_holds_exactly_the_test_lock() -> None:
     """What ./scripts/test.sh installed is the lock, to the version: the same as `pip freeze`."""
-    result = run(sys.executable, CHECK_LOCK, "--installed", ROOT / "requirements" / "dev.txt")
+    result = run(sys.executable, CHECK_LOCK, "--installed", REPO / "requirements" / "dev.txt")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -113,8 +113,8 @@ DISAGREEMENTS: Final[list[tuple[str, Callable[[str], str], str]]] = [
 def test_a_disagreement_is_named(
     tmp_path: Path, target: str, edit: Callable[[str], str], said: str
 ) -> None:
-    shutil.copy2(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    shutil.copytree(ROOT / "requirements", tmp_path / "requirements")
+    shutil.copy2(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    shutil.copytree(REPO / "requirements", tmp_path / "requirements")
     (tmp_path / target).write_text(edit((tmp_path / target).read_text("utf-8")), "utf-8")
     result = run(
         sys.executable,
@@ -171,9 +171,9 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     source = work / "source"
     tracked = run("git", "ls-files", "-z").stdout.split("\0")
     for name in filter(None, tracked):
-        if (ROOT / name).is_file():
+        if (REPO / name).is_file():
             (source / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, source / name)
+            shutil.copy2(REPO / name, source / name)
     built = run(sys.executable, "-m", "build", "--no-isolation", "--outdir", work / "dist", source)
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     return work / "dist"
@@ -215,11 +215,11 @@ def test_the_sdist_builds_the_wheel_and_leaves_out_local_state(dist: Path) -> No
 
 
 def test_hadolint_passes_the_dockerfile() -> None:
-    result = run(BIN / "hadolint", "--failure-threshold", "style", ROOT / "Dockerfile")
+    result = run(BIN / "hadolint", "--failure-threshold", "style", REPO / "Dockerfile")
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == "", result.stdout
     # A warning may only be silenced with its reason on the line above.
-    lines = (ROOT / "Dockerfile").read_text("utf-8").splitlines()
+    lines = (REPO / "Dockerfile").read_text("utf-8").splitlines()
     for number, line in enumerate(lines):
         if "hadolint ignore" in line:
             reason = lines[number - 1].strip()

@@ -9,11 +9,18 @@ from typing import Any
 
 import aiohttp
 import pytest
-from support.browser import Browser
-from support.gateway import PUBLIC_URL, GatewayProcess, idp_ssl, settings_for, shared_redis
+from support.browser import API, Browser
+from support.gateway import (
+    PUBLIC_URL,
+    SESSION_COOKIE,
+    GatewayProcess,
+    idp_ssl,
+    settings_for,
+    shared_redis,
+)
 from support.redis_server import RedisServer
 from support.threaded import ThreadedServer
-from test_signin import API, upstream_headers
+from support.upstream import upstream_headers
 
 
 @pytest.fixture
@@ -52,9 +59,9 @@ async def test_sign_in_started_on_one_replica_finishes_on_the_other(
         response = await on_second.deliver(auth)
         assert response.status == 302
         assert response.headers["Location"] == "/start"
-        session = on_second.cookie("__Host-msal-gateway")
+        session = on_second.cookie(SESSION_COOKIE)
         assert session is not None
-        on_first.jar.update_cookies({"__Host-msal-gateway": session}, on_first.jar_origin())
+        on_first.jar.update_cookies({SESSION_COOKIE: session}, on_first.jar_origin())
         for browser in (on_first, on_second):
             answer = await browser.get("/whoami", headers=API)
             assert answer.status == 200
@@ -64,7 +71,7 @@ async def test_sign_in_started_on_one_replica_finishes_on_the_other(
         # Sign out on one replica: the session is gone on both.
         await on_first.get("/.auth/logout")
         on_second.jar.clear()
-        on_second.jar.update_cookies({"__Host-msal-gateway": session}, on_second.jar_origin())
+        on_second.jar.update_cookies({SESSION_COOKIE: session}, on_second.jar_origin())
         assert (await on_second.get("/whoami", headers=API)).status == 401
     finally:
         await on_first.close()
@@ -78,7 +85,7 @@ async def test_redis_dump_reveals_no_secret(
     browser = Browser(first.url, PUBLIC_URL, idp_ssl(idp.ca_path))
     try:
         assert (await browser.sign_in("/")).status == 302
-        session = browser.cookie("__Host-msal-gateway")
+        session = browser.cookie(SESSION_COOKIE)
         assert session is not None
     finally:
         await browser.close()
@@ -114,7 +121,7 @@ async def test_redis_outage_is_503_then_recovers(idp: Any, upstream: ThreadedSer
         assert page.status == 503  # never a redirect to sign-in: the user is not signed out
         logout = await browser.get("/.auth/logout")
         assert logout.status == 503  # the record could not be deleted ...
-        assert browser.cookie("__Host-msal-gateway") in (None, "")  # ... but the cookie is gone
+        assert browser.cookie(SESSION_COOKIE) in (None, "")  # ... but the cookie is gone
         async with aiohttp.ClientSession() as probe:
             async with probe.get(gateway.url + "/.auth/readyz") as ready:
                 assert ready.status == 503

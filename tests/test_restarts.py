@@ -12,13 +12,18 @@ from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
-from support.browser import Browser
-from support.gateway import PUBLIC_URL, GatewayProcess, idp_ssl, settings_for, shared_redis
+from support.browser import API, Browser
+from support.gateway import (
+    PUBLIC_URL,
+    SESSION_COOKIE,
+    GatewayProcess,
+    idp_ssl,
+    settings_for,
+    shared_redis,
+)
 from support.redis_server import RedisServer
 from support.threaded import ThreadedServer
-from test_signin import API
 
-COOKIE = "__Host-msal-gateway"
 USERS = 8
 
 
@@ -30,7 +35,7 @@ async def signed_in_cookies(gateway: GatewayProcess, idp: Any, users: int) -> li
             assert (
                 await browser.sign_in(f"/u{index}", "alice" if index % 2 else "bob")
             ).status == 302
-            value = browser.cookie(COOKIE)
+            value = browser.cookie(SESSION_COOKIE)
             assert value
             cookies.append(value)
         finally:
@@ -53,7 +58,7 @@ class Load:
             turn += 1
             try:
                 async with client.get(
-                    url + "/load", headers={**API, "Cookie": f"{COOKIE}={cookie}"}
+                    url + "/load", headers={**API, "Cookie": f"{SESSION_COOKIE}={cookie}"}
                 ) as response:
                     await response.read()
                     outcome = str(response.status)
@@ -79,7 +84,7 @@ async def all_served(urls: Sequence[str], cookies: Sequence[str]) -> bool:
         for url in urls:
             for cookie in cookies:
                 async with client.get(
-                    url + "/after", headers={**API, "Cookie": f"{COOKIE}={cookie}"}
+                    url + "/after", headers={**API, "Cookie": f"{SESSION_COOKIE}={cookie}"}
                 ) as response:
                     if response.status != 200:
                         return False

@@ -4,16 +4,18 @@ lost notice feed reach every replica's copy (two gateways sharing a real Redis).
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from typing import Any
 
 import pytest
-from support.fixtures import Launch, Running
+from support.browser import API
+from support.fixtures import Launch, Running, signed_in
 from support.gateway import shared_redis
-from support.redis_server import RedisServer, free_port
-from test_logout_everywhere import ADMIN_TOKEN, ALICE_OID
-from test_metrics import sample, scrape
-from test_signin import API, signed_in
+from support.idp import ALICE_OID
+from support.metrics import sample, scrape
+from support.ports import free_port
+from support.redis_server import RedisServer
 
 from gateway.keys import SESSIONS
 from gateway.sessions.cache import SessionCache
@@ -23,6 +25,7 @@ from gateway.store.measured import MeasuredStorage
 from gateway.store.memory import MemoryStorage
 from gateway.telemetry.metrics import Metrics
 
+ADMIN_TOKEN = secrets.token_urlsafe(32)
 # Long enough that only a notice (never ageing) can explain a copy disappearing within a test.
 CACHE_SECONDS = 60.0
 GETS = 'msal_gateway_store_operations_total{operation="get",outcome="ok"}'

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from pydantic import ValidationError
+from support.paths import REPO
 
 from gateway.config.loading import (
     ConfigFileError,
@@ -24,7 +25,6 @@ from gateway.config.loading import (
 )
 from gateway.config.settings import Settings
 
-PROJECT_ROOT: Final = Path(__file__).resolve().parent.parent
 BASE_ENV: Final = {
     "GATEWAY_UPSTREAM": "http://127.0.0.1:8080",
     "GATEWAY_PUBLIC_URL": "https://app.example.com",
@@ -656,7 +656,7 @@ def run_check_config(extra: dict[str, str], *args: str) -> subprocess.CompletedP
     env.update(extra)
     return subprocess.run(
         [sys.executable, "-m", "gateway", "check-config", *args],
-        cwd=PROJECT_ROOT,
+        cwd=REPO,
         env=env,
         capture_output=True,
         text=True,

@@ -13,36 +13,10 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import jwt
-from support.browser import NAVIGATE, AuthResponse, Browser
-from support.fixtures import Launch, Running
+from support.browser import API, NAVIGATE, AuthResponse, Browser
+from support.fixtures import Launch, Running, signed_in, stored_keys
 from support.gateway import PUBLIC_URL, idp_ssl
-
-from gateway.keys import STORAGE
-from gateway.store.measured import MeasuredStorage
-from gateway.store.memory import MemoryStorage
-
-API = {"Accept": "application/json"}
-
-
-def upstream_headers(body: dict[str, Any]) -> dict[str, list[str]]:
-    seen: dict[str, list[str]] = {}
-    for name, value in body["headers"]:
-        seen.setdefault(name.lower(), []).append(value)
-    return seen
-
-
-def stored_keys(running: Running) -> list[str]:
-    measured = running.app[STORAGE]
-    assert isinstance(measured, MeasuredStorage)
-    storage = measured.inner
-    assert isinstance(storage, MemoryStorage)
-    return list(storage._items)
-
-
-async def signed_in(running: Running, path: str = "/", user: str = "alice") -> None:
-    response = await running.browser.sign_in(path, user)
-    assert response.status == 302, await response.text()
-    assert response.headers["Location"] == path
+from support.upstream import upstream_headers
 
 
 async def test_sign_in_returns_to_the_page_asked_for(gateway: Running) -> None:

@@ -11,8 +11,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import jwt
 import pytest
-from support.fixtures import Launch, Running
-from test_signin import API, signed_in, upstream_headers
+from support.browser import API
+from support.fixtures import Launch, Running, signed_in
+from support.upstream import upstream_headers
 
 SCOPE = "api://upstream/read"
 REPORTS = "api://reports/Read"

@@ -7,10 +7,9 @@ from collections.abc import AsyncIterator
 from typing import Any, Final
 
 import aiohttp
-from support.browser import Browser
+from support.browser import API, Browser
 from support.gateway import PUBLIC_URL, GatewayProcess, idp_ssl, settings_for
 from support.threaded import ThreadedServer
-from test_signin import API
 
 GIB: Final = 1024**3
 CHUNK: Final = 256 * 1024

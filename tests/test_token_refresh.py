@@ -13,15 +13,21 @@ from typing import Any
 import aiohttp
 import jwt
 import pytest
-from support.browser import Browser
-from support.fixtures import Launch
-from support.gateway import PUBLIC_URL, GatewayProcess, idp_ssl, settings_for, shared_redis
+from support.browser import API, Browser
+from support.fixtures import Launch, signed_in
+from support.gateway import (
+    PUBLIC_URL,
+    SESSION_COOKIE,
+    GatewayProcess,
+    idp_ssl,
+    settings_for,
+    shared_redis,
+)
 from support.redis_server import RedisServer
 from support.threaded import ThreadedServer
-from test_signin import API, signed_in, upstream_headers
+from support.upstream import upstream_headers
 
 SCOPE = "api://upstream/read"
-COOKIE = "__Host-msal-gateway"
 
 
 def audience(seen: dict[str, list[str]]) -> str:
@@ -61,7 +67,7 @@ async def test_one_refresh_for_100_concurrent_requests_on_three_replicas(
     browser = Browser(three_replicas[0].url, PUBLIC_URL, idp_ssl(idp.ca_path))
     try:
         assert (await browser.sign_in("/")).status == 302
-        session = browser.cookie(COOKIE)
+        session = browser.cookie(SESSION_COOKIE)
         assert session is not None
     finally:
         await browser.close()
@@ -76,7 +82,7 @@ async def test_one_refresh_for_100_concurrent_requests_on_three_replicas(
         async def call(i: int) -> tuple[int, str]:
             replica = three_replicas[i % 3]
             async with client.get(
-                f"{replica.url}/r/{i}", headers={**API, "Cookie": f"{COOKIE}={session}"}
+                f"{replica.url}/r/{i}", headers={**API, "Cookie": f"{SESSION_COOKIE}={session}"}
             ) as response:
                 if response.status != 200:
                     return response.status, ""
@@ -90,7 +96,7 @@ async def test_one_refresh_for_100_concurrent_requests_on_three_replicas(
         # The stored cache holds the rotated, working refresh token.
         async with client.post(
             f"{three_replicas[1].url}/.auth/refresh",
-            headers={**API, "Cookie": f"{COOKIE}={session}"},
+            headers={**API, "Cookie": f"{SESSION_COOKIE}={session}"},
         ) as response:
             assert response.status == 200, await response.text()
     assert len(idp.token_requests("refresh_token")) == 2
@@ -114,9 +120,9 @@ async def test_refresh_slower_than_the_lock_lifetime_stays_single(
     idp.set_lifetimes(refresh_in=1)
     await signed_in(first)
     idp.set_lifetimes()
-    session = first.browser.cookie(COOKIE)
+    session = first.browser.cookie(SESSION_COOKIE)
     assert session is not None
-    second.browser.jar.update_cookies({COOKIE: session}, second.browser.jar_origin())
+    second.browser.jar.update_cookies({SESSION_COOKIE: session}, second.browser.jar_origin())
     idp.clear_log()
     await asyncio.sleep(1.2)
     idp.delay("token", 1.2, times=1)
@@ -146,9 +152,9 @@ async def test_rotation_by_another_replica_does_not_end_the_session(
     first, second = await launch(**shared), await launch(**shared)
     idp.set_strict_rotation(True)
     await signed_in(first)
-    session = first.browser.cookie(COOKIE)
+    session = first.browser.cookie(SESSION_COOKIE)
     assert session is not None
-    second.browser.jar.update_cookies({COOKIE: session}, second.browser.jar_origin())
+    second.browser.jar.update_cookies({SESSION_COOKIE: session}, second.browser.jar_origin())
     idp.clear_log()
     idp.delay("token", 1.5, times=1)
 
@@ -203,7 +209,7 @@ async def test_sign_out_during_a_refresh_stays_signed_out(launch: Launch, idp: A
     """A refresh already in flight when the user signs out must not bring the session back."""
     running = await launch(scopes=SCOPE)
     await signed_in(running)
-    cookie = running.browser.cookie(COOKIE)
+    cookie = running.browser.cookie(SESSION_COOKIE)
     assert cookie is not None
     idp.delay("token", 1.0, times=1)
 
@@ -216,7 +222,7 @@ async def test_sign_out_during_a_refresh_stays_signed_out(launch: Launch, idp: A
     await asyncio.sleep(0.3)
     assert (await running.browser.get("/.auth/logout")).status == 302
     assert await in_flight == 401  # the refresh found the session gone
-    running.browser.jar.update_cookies({COOKIE: cookie}, running.browser.jar_origin())
+    running.browser.jar.update_cookies({SESSION_COOKIE: cookie}, running.browser.jar_origin())
     assert (await running.browser.get("/x", headers=API)).status == 401
 
 

@@ -8,23 +8,17 @@ so the assertions read exactly what a real collector would receive, bytes includ
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
-from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
-from pytest_aiohttp import AiohttpClient, AiohttpServer
+from pytest_aiohttp import AiohttpClient
+from support.otel import Collector, attributes
+from support.paths import REPO
 
 from gateway.telemetry.tracing import (
     Tracing,
@@ -34,69 +28,9 @@ from gateway.telemetry.tracing import (
     tracer_from_settings,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
 CLIENT_TRACE = "0af7651916cd43dd8448eb211c80319c"
 CLIENT_SPAN = "b7ad6b7169203331"
 SAMPLED = 0x01  # W3C trace-flags bit
-
-
-@dataclass
-class Collector:
-    """What an OTLP/HTTP collector received on POST /v1/traces."""
-
-    url: str
-    bodies: list[bytes] = field(default_factory=list)
-
-    def resource_spans(self) -> list[tuple[dict[str, object], Span]]:
-        found: list[tuple[dict[str, object], Span]] = []
-        for body in self.bodies:
-            request = ExportTraceServiceRequest.FromString(body)
-            for resource_spans in request.resource_spans:
-                resource = attributes(resource_spans.resource.attributes)
-                for scope_spans in resource_spans.scope_spans:
-                    found.extend((resource, one) for one in scope_spans.spans)
-        return found
-
-    def spans(self) -> list[Span]:
-        return [one for _, one in self.resource_spans()]
-
-    def server_spans(self) -> list[Span]:
-        return [one for one in self.spans() if one.kind == Span.SpanKind.SPAN_KIND_SERVER]
-
-
-def attributes(pairs: Iterable[KeyValue]) -> dict[str, object]:
-    """OTLP KeyValue list -> {key: value}."""
-    values: dict[str, object] = {}
-    for pair in pairs:
-        kind = pair.value.WhichOneof("value")
-        assert kind is not None
-        values[pair.key] = getattr(pair.value, kind)
-    return values
-
-
-@pytest.fixture
-async def collector(aiohttp_server: AiohttpServer) -> Collector:
-    async def receive(request: web.Request) -> web.Response:
-        received.bodies.append(await request.read())
-        return web.Response(
-            body=ExportTraceServiceResponse().SerializeToString(),
-            content_type="application/x-protobuf",
-        )
-
-    app = web.Application()
-    app.router.add_post("/v1/traces", receive)
-    server = await aiohttp_server(app)
-    received = Collector(str(server.make_url("/v1/traces")))
-    return received
-
-
-@pytest.fixture
-def otel_environment(monkeypatch: pytest.MonkeyPatch, collector: Collector) -> None:
-    """Only the variables a test sets: the machine's OTEL_* settings must not leak in."""
-    for name in list(os.environ):
-        if name.startswith("OTEL_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", collector.url)
 
 
 @pytest.fixture
@@ -391,7 +325,7 @@ def test_tracing_without_the_extra_is_a_configuration_error() -> None:
     """A fresh interpreter in which OpenTelemetry cannot be imported, as without the extra."""
     run = subprocess.run(
         [sys.executable, "-c", BLOCK_OPENTELEMETRY],
-        cwd=ROOT,
+        cwd=REPO,
         capture_output=True,
         text=True,
         timeout=60,

@@ -8,11 +8,10 @@ import asyncio
 
 import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
-from support.fixtures import Launch
-from test_signin import API, signed_in, upstream_headers
-from test_tracing import Collector, attributes, collector, otel_environment
-
-__all__ = ["collector", "otel_environment"]  # fixtures used here
+from support.browser import API
+from support.fixtures import Launch, signed_in
+from support.otel import Collector, attributes
+from support.upstream import upstream_headers
 
 
 async def spans_of(collector: Collector, name: str) -> list[Span]:

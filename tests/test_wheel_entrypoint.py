@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any, Final
 
 import pytest
-from support.redis_server import free_port
+from support.paths import DEPLOY, REPO
+from support.ports import free_port
 
 pytestmark = pytest.mark.timeout(600)
 
-ROOT: Final = Path(__file__).resolve().parent.parent
-DOCKERFILE: Final = ROOT / "Dockerfile"
+DOCKERFILE: Final = REPO / "Dockerfile"
 INSTALL_TIMEOUT_SECONDS: Final = 420
 READY_SECONDS: Final = 30.0
 UID: Final = "10001"
@@ -195,7 +195,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
             *sources, target = step.value.split()
             destination = workdir / target
             for source in sources:
-                origin = ROOT / source
+                origin = REPO / source
                 if origin.is_dir():
                     shutil.copytree(
                         origin, destination, ignore=shutil.ignore_patterns("__pycache__")
@@ -226,9 +226,9 @@ def test_the_image_holds_exactly_the_runtime_lock(installed: Installed) -> None:
     result = _run(
         [
             sys.executable,
-            str(ROOT / "scripts" / "check_lock.py"),
+            str(REPO / "scripts" / "check_lock.py"),
             "--installed",
-            str(ROOT / "requirements" / "runtime.txt"),
+            str(REPO / "requirements" / "runtime.txt"),
             "--site",
             str(site),
         ],
@@ -397,7 +397,7 @@ def test_the_dockerfile_keeps_its_promises(installed: Installed) -> None:
     assert len(bases) >= 2, "a multi-stage build"
     assert all("-slim" in base for base in bases), bases
     assert one(stage, "USER") in (UID, f"{UID}:{UID}")
-    deployment = (ROOT / "deploy" / "kustomize" / "base" / "deployment.yaml").read_text("utf-8")
+    deployment = (DEPLOY / "kustomize" / "base" / "deployment.yaml").read_text("utf-8")
     assert f"runAsUser: {UID}" in deployment  # the manifests run the image as its own user
     runs = " ".join(item.value for item in stage if item.name == "RUN")
     for tool in ("pip install", "apt-get", "gcc", "build-essential"):

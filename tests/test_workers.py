@@ -14,12 +14,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from support.browser import Browser
+from support.browser import API, Browser
 from support.gateway import PUBLIC_URL, GatewayProcess, env_for, idp_ssl, settings_for, shared_redis
-from support.redis_server import free_port
+from support.metrics import build_info, expected_build_info, sample, scrape
+from support.ports import free_port
 from support.threaded import ThreadedServer
-from test_metrics import build_info, expected_build_info, sample, scrape
-from test_signin import API
 
 from gateway.server.workers import worker_count
 from gateway.telemetry.metrics import FLUSH_SECONDS

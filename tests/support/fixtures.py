@@ -11,6 +11,9 @@ import pytest
 from aiohttp import web
 
 from gateway.config.settings import Settings
+from gateway.keys import STORAGE
+from gateway.store.measured import MeasuredStorage
+from gateway.store.memory import MemoryStorage
 from support.browser import Browser
 from support.gateway import PUBLIC_URL, idp_ssl, in_process, settings_for
 from support.redis_server import RedisServer
@@ -64,6 +67,22 @@ async def launch(idp: Any, upstream: ThreadedServer) -> AsyncIterator[Launch]:
             return Running(url, app, settings, browser)
 
         yield start
+
+
+async def signed_in(running: Running, path: str = "/", user: str = "alice") -> None:
+    """Sign `user` in through the real flow, back to `path`, in the gateway's own browser."""
+    response = await running.browser.sign_in(path, user)
+    assert response.status == 302, await response.text()
+    assert response.headers["Location"] == path
+
+
+def stored_keys(running: Running) -> list[str]:
+    """Every key an in-process gateway's memory store holds (read straight from the store)."""
+    measured = running.app[STORAGE]
+    assert isinstance(measured, MeasuredStorage)
+    storage = measured.inner
+    assert isinstance(storage, MemoryStorage)
+    return list(storage._items)
 
 
 @pytest.fixture

@@ -23,9 +23,13 @@ from pydantic import BaseModel, SecretStr
 
 from gateway.app import build_app
 from gateway.config.settings import Settings
-from support.redis_server import free_port
+from support.ports import free_port
+from support.procfs import peak_rss_kib
 
 PUBLIC_URL = "https://app.test"
+# The gateway's default cookie names (tests/unit/gateway/config checks the defaults themselves).
+SESSION_COOKIE = "__Host-msal-gateway"
+SIGNIN_COOKIE = "__Host-msal-gateway-signin"
 
 
 def settings_for(idp: Any, upstream_url: str, **overrides: Any) -> Settings:
@@ -154,11 +158,7 @@ class GatewayProcess:
         return self
 
     def rss_peak_kib(self) -> int:
-        with open(f"/proc/{self.process.pid}/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-        raise RuntimeError("no VmHWM")
+        return peak_rss_kib(self.process.pid)
 
     @property
     def returncode(self) -> int | None:

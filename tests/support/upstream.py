@@ -12,7 +12,7 @@ import asyncio
 import base64
 import hashlib
 import json
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import WSMsgType, web
 
@@ -115,6 +115,14 @@ async def step_up(request: web.Request) -> web.StreamResponse:
             f'error="insufficient_claims", claims="{challenge}"'
         },
     )
+
+
+def upstream_headers(body: dict[str, Any]) -> dict[str, list[str]]:
+    """The headers an echo answer reports, by lower-case name, repeats kept in order."""
+    seen: dict[str, list[str]] = {}
+    for name, value in body["headers"]:
+        seen.setdefault(name.lower(), []).append(value)
+    return seen
 
 
 def make_upstream_app() -> web.Application:
