@@ -2,7 +2,7 @@
 a killed master), TLS and mutual TLS, ACL users and their failures, and the start-up guard that
 refuses an exposed Redis (THREATS.md RS-01, RS-07, F-05, F-07, F-25).
 
-The Storage contract itself runs against Sentinel and Cluster in test_storage.py.
+The Storage contract itself runs against Sentinel and Cluster in tests/contract/test_storage.py.
 """
 
 from __future__ import annotations
