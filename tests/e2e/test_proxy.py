@@ -4,84 +4,17 @@ public paths and WebSockets, through the real gateway to the real echo upstream.
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import io
-import json
 from typing import Any
 
 import aiohttp
 import pytest
-from multidict import CIMultiDict
 from support.browser import API
 from support.fixtures import Launch, Running, signed_in
 from support.ports import free_port
 from support.upstream import upstream_headers
 from yarl import URL
-
-SPOOFED = [
-    ("X-Forwarded-User", "admin"),
-    ("X-Forwarded-Email", "admin@yourco.com"),
-    ("X-Forwarded-Groups", "admins"),
-    ("X-Forwarded-Preferred-Username", "admin"),
-    (
-        "X-MS-CLIENT-PRINCIPAL",
-        base64.b64encode(b'{"claims":[{"typ":"roles","val":"admin"}]}').decode(),
-    ),
-    ("X-MS-CLIENT-PRINCIPAL-NAME", "admin"),
-    ("X-MS-CLIENT-PRINCIPAL-ID", "00000000-0000-0000-0000-000000000000"),
-    ("X-MS-CLIENT-PRINCIPAL-IDP", "evil"),
-    ("X-MS-TOKEN-AAD-ACCESS-TOKEN", "forged"),
-    ("Authorization", "Bearer forged"),
-    ("x_forwarded_user", "admin"),
-    ("X.Forwarded.User", "admin"),
-    ("x-ms-client-principal_name", "admin"),
-    ("X-Forwarded-Proto", "http"),
-    ("X-Forwarded-For", "127.0.0.1, 10.0.0.1"),
-    ("Forwarded", "for=127.0.0.1;proto=https"),
-    ("X-Real-IP", "127.0.0.1"),
-    ("Connection", "close, X-Forwarded-User, X-MS-CLIENT-PRINCIPAL"),
-]
-FORGED_VALUES = {"admin", "admin@yourco.com", "admins", "forged", "Bearer forged", "evil"}
-
-
-def assert_no_spoofed_values(seen: dict[str, list[str]]) -> None:
-    for values in seen.values():
-        for value in values:
-            assert value not in FORGED_VALUES, seen
-
-
-async def send_spoofed(running: Running, path: str) -> dict[str, list[str]]:
-    headers = CIMultiDict(SPOOFED)
-    headers["Accept"] = "application/json"
-    response = await running.browser.session.get(
-        running.url + path, headers=headers, allow_redirects=False
-    )
-    assert response.status == 200, await response.text()
-    return upstream_headers(await response.json())
-
-
-async def test_spoofed_identity_headers_are_replaced_when_signed_in(gateway: Running) -> None:
-    await signed_in(gateway)
-    seen = await send_spoofed(gateway, "/admin")
-    assert_no_spoofed_values(seen)
-    assert seen["x-ms-client-principal-name"] == ["alice@contoso.example"]
-    assert seen["x-forwarded-user"] != ["admin"]
-    assert "authorization" not in seen
-    assert "x-ms-token-aad-access-token" not in seen
-    assert seen["x-forwarded-for"] == ["127.0.0.1"]
-    assert seen["x-forwarded-proto"] == ["https"]
-    assert "forwarded" not in seen and "x-real-ip" not in seen
-    principal = json.loads(base64.b64decode(seen["x-ms-client-principal"][0]))
-    assert {"typ": "roles", "val": "admin"} not in principal["claims"]
-
-
-async def test_spoofed_identity_headers_are_removed_on_public_paths(launch: Launch) -> None:
-    running = await launch(proxy={"public_paths": "/public/"})
-    seen = await send_spoofed(running, "/public/page")
-    assert_no_spoofed_values(seen)
-    for name in ("x-forwarded-user", "x-ms-client-principal", "authorization", "x-forwarded-email"):
-        assert name not in seen
 
 
 async def test_ambiguous_paths_are_refused_when_paths_have_rules(launch: Launch) -> None:

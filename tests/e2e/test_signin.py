@@ -143,19 +143,6 @@ async def test_wrong_nonce_is_refused_and_tokens_not_kept(gateway: Running, idp:
     assert gateway.browser.cookie(gateway.settings.session_cookie_name) is None
 
 
-async def test_identity_provider_error_is_shown_escaped(gateway: Running, idp: Any) -> None:
-    idp.fail_authorize("access_denied", "<script>alert(1)</script> user said no")
-    response = await gateway.browser.sign_in("/")
-    assert response.status == 502
-    text = await response.text()
-    assert "<script>" not in text
-    assert "user said no" not in text  # the description is logged, never shown
-    assert "access_denied" in text
-    assert response.headers["Content-Security-Policy"].startswith("default-src 'none'")
-    assert response.headers["Cache-Control"] == "no-store"
-    assert response.headers["X-Frame-Options"] == "DENY"
-
-
 async def test_injected_code_fails_pkce_and_creates_no_session(gateway: Running, idp: Any) -> None:
     """OA-07: an attacker's own code delivered with the victim's state fails the PKCE check."""
     attacker = Browser(gateway.url, "https://app.test", idp_ssl(idp.ca_path))
@@ -245,15 +232,6 @@ async def test_state_is_fresh_and_unguessable_for_each_sign_in(gateway: Running)
         "post", PUBLIC_URL + "/.auth/login/aad/callback", {"state": "state", "code": "x"}
     )
     assert (await gateway.browser.deliver(auth)).status == 400
-
-
-async def test_health_user_agents_get_no_free_pass(gateway: Running) -> None:
-    """HD-11: authentication never depends on the User-Agent."""
-    for agent in ("kube-probe/1.29", "GoogleHC/1.0", ""):
-        response = await gateway.browser.get(
-            "/admin", headers={"User-Agent": agent, "Accept": "application/json"}
-        )
-        assert response.status == 401, agent
 
 
 async def test_absolute_form_request_line_never_names_a_foreign_host(gateway: Running) -> None:

@@ -1,6 +1,6 @@
-"""Forward-auth end to end: a real nginx running the documented snippet
-(deploy/nginx/forward-auth.conf) asks the gateway's /.auth/verify about every request and proxies
-to an echo application that records every path it serves (THREATS.md A8).
+"""Forward-auth (THREATS.md A8: FA-01, FA-03, FA-05) end to end: a real nginx running the
+documented snippet (deploy/nginx/forward-auth.conf) asks the gateway's /.auth/verify about every
+request and proxies to an echo application that records every path it serves.
 
 Most tests run twice: with the gateway trusting nginx's address (GATEWAY_PROXY__TRUSTED_PROXIES,
 so it believes X-Original-URI/-Method and X-Forwarded-For from nginx) and without, because the
@@ -20,8 +20,6 @@ from urllib.parse import unquote, urlsplit
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.typedefs import Handler
 from multidict import CIMultiDict
 from support.browser import API, NAVIGATE, Browser
 from support.fixtures import Launch, Running
@@ -30,8 +28,7 @@ from support.idp import ALICE_OID
 from support.nginx import Nginx
 from support.ports import free_port
 from support.redis_server import RedisServer
-from support.threaded import ThreadedServer
-from support.upstream import make_upstream_app, upstream_headers
+from support.upstream import RecordingUpstream, upstream_headers
 from yarl import URL
 
 from gateway.keys import SESSIONS
@@ -75,35 +72,11 @@ def spoofed_headers(base: dict[str, str]) -> CIMultiDict[str]:
     return headers
 
 
-@dataclass
-class RecordingApp:
-    """The echo application, remembering every raw path it served (to prove what never got
-    through)."""
-
-    server: ThreadedServer
-    paths: list[str]
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.server.port}"
-
-
 @pytest.fixture
-def app_server() -> Iterator[RecordingApp]:
-    paths: list[str] = []
-
-    @web.middleware
-    async def record(request: web.Request, handler: Handler) -> web.StreamResponse:
-        paths.append(request.raw_path)
-        return await handler(request)
-
-    def make_app() -> web.Application:
-        app = make_upstream_app()
-        app.middlewares.append(record)
-        return app
-
-    server = ThreadedServer(make_app).start()
-    yield RecordingApp(server, paths)
+def app_server() -> Iterator[RecordingUpstream]:
+    """The echo application, remembering every request (to prove what never got through)."""
+    server = RecordingUpstream().start()
+    yield server
     server.stop()
 
 
@@ -149,7 +122,7 @@ class ForwardAuth:
     gateway: Running
     nginx: Nginx
     browser: Browser  # a browser whose https://app.test is nginx
-    app: RecordingApp
+    app: RecordingUpstream
 
 
 MakeForwardAuth = Callable[..., Awaitable[ForwardAuth]]
@@ -157,7 +130,7 @@ MakeForwardAuth = Callable[..., Awaitable[ForwardAuth]]
 
 @pytest.fixture
 async def make_forward_auth(
-    launch: Launch, idp: Any, app_server: RecordingApp, start_nginx: StartNginx
+    launch: Launch, idp: Any, app_server: RecordingUpstream, start_nginx: StartNginx
 ) -> AsyncIterator[MakeForwardAuth]:
     """Start a gateway (keyword overrides as for `launch`) with nginx in front of it and a
     browser pointed at nginx."""
@@ -210,6 +183,7 @@ async def seen_by_app(fa: ForwardAuth, path: str, headers: Any = None) -> dict[s
 # --- anonymous requests -----------------------------------------------------------------------
 
 
+@pytest.mark.threat("FA-05")
 async def test_anonymous_navigation_is_sent_to_sign_in_by_path_only(
     forward_auth: ForwardAuth,
 ) -> None:
@@ -228,6 +202,7 @@ async def test_anonymous_navigation_is_sent_to_sign_in_by_path_only(
     assert forward_auth.app.paths == []
 
 
+@pytest.mark.threat("FA-05")
 async def test_a_return_target_nginx_passes_on_is_still_validated_by_the_gateway(
     forward_auth: ForwardAuth, idp: Any
 ) -> None:
@@ -243,6 +218,7 @@ async def test_a_return_target_nginx_passes_on_is_still_validated_by_the_gateway
     assert forward_auth.app.paths == []
 
 
+@pytest.mark.threat("FA-03")
 @pytest.mark.parametrize("base", [NAVIGATE, API], ids=["navigation", "api"])
 async def test_anonymous_client_with_spoofed_identity_never_reaches_the_app(
     forward_auth: ForwardAuth, base: dict[str, str]
@@ -262,6 +238,7 @@ async def test_anonymous_client_with_spoofed_identity_never_reaches_the_app(
 # --- signed in through nginx --------------------------------------------------------------------
 
 
+@pytest.mark.threat("FA-03")
 async def test_sign_in_through_nginx_then_the_app_gets_the_gateways_identity(
     forward_auth: ForwardAuth,
 ) -> None:
@@ -289,6 +266,7 @@ async def test_sign_in_through_nginx_then_the_app_gets_the_gateways_identity(
     assert "cookie" not in seen
 
 
+@pytest.mark.threat("FA-03", "CK-09")
 @pytest.mark.parametrize(
     ("cookie", "expected"),
     [
@@ -328,6 +306,7 @@ async def test_the_app_gets_its_own_cookies_but_never_the_gateways(
     assert seen.get("cookie") == (None if expected is None else [expected])
 
 
+@pytest.mark.threat("FA-03")
 @pytest.mark.parametrize("user", ["bob", "jose"])
 async def test_a_clients_identity_headers_never_survive(
     forward_auth: ForwardAuth, user: str
@@ -353,6 +332,7 @@ async def test_a_clients_identity_headers_never_survive(
     assert "remote-user" not in seen
 
 
+@pytest.mark.threat("FA-03", "LK-05")
 async def test_a_principal_with_many_groups_fits_through_nginx(
     make_forward_auth: MakeForwardAuth, trust: dict[str, Any], idp: Any
 ) -> None:
@@ -369,6 +349,7 @@ async def test_a_principal_with_many_groups_fits_through_nginx(
         assert seen.get(name.lower()) == ([answer[name]] if name in answer else None), name
 
 
+@pytest.mark.threat("FA-05")
 async def test_a_query_with_an_ampersand_comes_back_shortened_never_elsewhere(
     forward_auth: ForwardAuth,
 ) -> None:
@@ -410,6 +391,7 @@ async def denied_everywhere(fa: ForwardAuth) -> tuple[int, int]:
     return denied.status, deleted.status
 
 
+@pytest.mark.threat("PA-19")
 async def test_rules_apply_to_the_original_request_a_trusted_nginx_asks_about(
     make_forward_auth: MakeForwardAuth,
 ) -> None:
@@ -422,6 +404,7 @@ async def test_rules_apply_to_the_original_request_a_trusted_nginx_asks_about(
     assert (await fa.browser.get("/fine", headers=API)).status == 200
 
 
+@pytest.mark.threat("PA-19")
 async def test_rules_are_not_bypassed_when_nginx_is_not_trusted(
     make_forward_auth: MakeForwardAuth,
 ) -> None:
@@ -437,6 +420,7 @@ async def test_rules_are_not_bypassed_when_nginx_is_not_trusted(
     assert allowed_elsewhere.status == 403  # fails closed everywhere, loudly
 
 
+@pytest.mark.threat("PA-03")
 async def test_an_encoded_path_cannot_dodge_a_rule(make_forward_auth: MakeForwardAuth) -> None:
     """nginx hands the app the raw target, and the app decodes it: a rule for /admin/ must hold
     for /%61dmin/ too (or the target must be refused as ambiguous)."""
@@ -453,10 +437,11 @@ async def test_an_encoded_path_cannot_dodge_a_rule(make_forward_auth: MakeForwar
 # --- failing closed (FA-01) ---------------------------------------------------------------------
 
 
+@pytest.mark.threat("FA-01")
 async def test_verify_unreachable_is_a_500_and_nothing_reaches_the_app(
     launch: Launch,
     trust: dict[str, Any],
-    app_server: RecordingApp,
+    app_server: RecordingUpstream,
     start_nginx: StartNginx,
 ) -> None:
     """FA-01: nginx's auth subrequest pointed at a port nobody listens on. Even a client with a
@@ -487,6 +472,7 @@ async def test_verify_unreachable_is_a_500_and_nothing_reaches_the_app(
     assert "auth request unexpected status: 502" in nginx.logs()
 
 
+@pytest.mark.threat("FA-01")
 async def test_store_outage_is_a_500_and_nothing_reaches_the_app(
     make_forward_auth: MakeForwardAuth, trust: dict[str, Any]
 ) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -14,8 +16,8 @@ from gateway.config.settings import Settings
 from gateway.keys import STORAGE
 from gateway.store.measured import MeasuredStorage
 from gateway.store.memory import MemoryStorage
-from support.browser import Browser
-from support.gateway import PUBLIC_URL, idp_ssl, in_process, settings_for
+from support.browser import API, NAVIGATE, Browser
+from support.gateway import PUBLIC_URL, SESSION_COOKIE, idp_ssl, in_process, settings_for
 from support.redis_server import RedisServer
 from support.threaded import ThreadedServer
 from support.upstream import make_upstream_app
@@ -83,6 +85,30 @@ def stored_keys(running: Running) -> list[str]:
     storage = measured.inner
     assert isinstance(storage, MemoryStorage)
     return list(storage._items)
+
+
+async def assert_signed_out(
+    url: str, client: aiohttp.ClientSession, cookie: str, path: str
+) -> None:
+    """A session cookie value that identifies no one: 401 for an API client and for
+    forward-auth, a redirect to sign-in for a browser, a clean error and never a 500."""
+    for target, headers, expected in (
+        (path, API, 401),
+        (path, NAVIGATE, 302),
+        ("/.auth/me", API, 401),
+        ("/.auth/verify", API, 401),
+    ):
+        async with client.get(
+            url + target,
+            headers={**headers, "Cookie": f"{SESSION_COOKIE}={cookie}"},
+            allow_redirects=False,
+        ) as response:
+            body = await response.read()
+            assert response.status == expected, (target, response.status, body[:300])
+            if expected == 302:
+                assert response.headers["Location"].startswith("/.auth/login/aad")
+            else:
+                assert json.loads(body)["error"] in ("sign_in_required", "session_expired")
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import secrets
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -181,3 +182,38 @@ class GatewayProcess:
 
 def idp_ssl(ca_path: str | os.PathLike[str]) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(ca_path))
+
+
+# ---- gateway processes, their logs, and signed-in sessions ----
+
+
+class LogTail:
+    """Reads a gateway process's stderr as it is written, so the pipe never fills up."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        assert process.stderr is not None
+        self._stream = process.stderr
+        self._chunks: list[bytes] = []
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for line in self._stream:
+            with self._lock:
+                self._chunks.append(line)
+
+    def raw(self) -> bytes:
+        with self._lock:
+            return b"".join(self._chunks)
+
+    def wait_for(self, needle: bytes, seconds: float = 3.0) -> bool:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if needle in self.raw():
+                return True
+            time.sleep(0.02)
+        return False
+
+    def join(self) -> None:
+        self._thread.join(timeout=10)
