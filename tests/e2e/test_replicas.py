@@ -78,6 +78,7 @@ async def test_sign_in_started_on_one_replica_finishes_on_the_other(
         await on_second.close()
 
 
+@pytest.mark.threat("RS-03")
 async def test_redis_dump_reveals_no_secret(
     replicas: tuple[GatewayProcess, GatewayProcess], idp: Any, redis_server: RedisServer
 ) -> None:

@@ -1,6 +1,7 @@
 """Redis in production shapes, against real processes: Sentinel (DB index, failover under load,
-a killed master), TLS and mutual TLS, ACL users and their failures, and the start-up guard that
-refuses an exposed Redis (THREATS.md RS-01, RS-07, F-05, F-07, F-25).
+a killed master), TLS and mutual TLS, ACL users and their failures (THREATS.md RS-01, RS-07, F-05,
+F-07, F-25). The start-up guard that refuses an exposed Redis is in
+tests/unit/gateway/config/test_redis.py.
 
 The Storage contract itself runs against Sentinel and Cluster in tests/contract/test_storage.py.
 """
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
 import secrets
 import time
@@ -20,14 +20,11 @@ from typing import Any
 
 import pytest
 import redis.asyncio
-from pydantic import ValidationError
 from support.fixtures import Launch
 from support.redis_sentinel import SentinelSet
 from support.redis_server import RedisServer, RedisTls
 
-from gateway.config.loading import describe_errors
 from gateway.config.redis import RedisSettings
-from gateway.config.settings import Settings
 from gateway.errors import StoreUnavailable
 from gateway.store.redis import RedisStorage
 
@@ -68,6 +65,7 @@ def guarded_settings(sentinels: SentinelSet, **values: Any) -> RedisSettings:
     )
 
 
+@pytest.mark.threat("RS-07")
 async def test_sentinel_writes_reach_the_master_in_the_configured_db(
     guarded_sentinels: SentinelSet,
 ) -> None:
@@ -97,6 +95,7 @@ async def test_sentinel_writes_reach_the_master_in_the_configured_db(
         await storage.close()
 
 
+@pytest.mark.threat("RS-07")
 async def test_a_write_to_a_replica_is_never_reported_as_done(
     guarded_sentinels: SentinelSet,
 ) -> None:
@@ -120,6 +119,7 @@ async def test_a_write_to_a_replica_is_never_reported_as_done(
         await storage.close()
 
 
+@pytest.mark.threat("RS-01", "F-07")
 async def test_wrong_sentinel_password_is_store_unavailable(
     guarded_sentinels: SentinelSet, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -142,6 +142,7 @@ async def test_wrong_sentinel_password_is_store_unavailable(
     assert NODE_PASSWORD not in caplog.text
 
 
+@pytest.mark.threat("RS-07")
 async def test_gateway_signs_in_through_sentinels_into_the_configured_db(
     launch: Launch, guarded_sentinels: SentinelSet
 ) -> None:
@@ -274,6 +275,7 @@ def fresh_sentinels() -> Iterator[SentinelSet]:
     sentinels.cleanup()
 
 
+@pytest.mark.threat("F-05", "F-25")
 async def test_sentinel_failover_under_load_loses_no_confirmed_write(
     fresh_sentinels: SentinelSet,
 ) -> None:
@@ -283,6 +285,7 @@ async def test_sentinel_failover_under_load_loses_no_confirmed_write(
     assert load.wrong_reads == []
 
 
+@pytest.mark.threat("F-05", "F-25")
 async def test_killed_master_is_replaced_without_losing_confirmed_writes(
     fresh_sentinels: SentinelSet,
 ) -> None:
@@ -333,14 +336,17 @@ async def refused(storage: RedisStorage) -> None:
         await storage.close()
 
 
+@pytest.mark.threat("RS-01")
 async def test_tls_with_the_private_ca(tls_server: RedisServer, tls_files: RedisTls) -> None:
     await round_trip(RedisStorage(tls_server.url, redis_settings(ca_file=tls_files.ca)))
 
 
+@pytest.mark.threat("RS-01")
 async def test_tls_server_not_signed_by_a_trusted_ca_is_refused(tls_server: RedisServer) -> None:
     await refused(RedisStorage(tls_server.url, redis_settings()))
 
 
+@pytest.mark.threat("RS-01")
 async def test_tls_hostname_mismatch_is_refused_unless_hostname_check_is_off(
     tmp_path: Path,
 ) -> None:
@@ -355,6 +361,7 @@ async def test_tls_hostname_mismatch_is_refused_unless_hostname_check_is_off(
         server.cleanup()
 
 
+@pytest.mark.threat("RS-01")
 async def test_mutual_tls_with_a_client_certificate(
     mtls_server: RedisServer, tls_files: RedisTls
 ) -> None:
@@ -364,12 +371,14 @@ async def test_mutual_tls_with_a_client_certificate(
     await round_trip(RedisStorage(mtls_server.url, settings))
 
 
+@pytest.mark.threat("RS-01")
 async def test_mutual_tls_without_a_client_certificate_is_refused(
     mtls_server: RedisServer, tls_files: RedisTls
 ) -> None:
     await refused(RedisStorage(mtls_server.url, redis_settings(ca_file=tls_files.ca)))
 
 
+@pytest.mark.threat("RS-01")
 async def test_tls_setting_turns_tls_on_for_a_redis_url(
     tls_server: RedisServer, tls_files: RedisTls
 ) -> None:
@@ -407,10 +416,12 @@ def acl_url(server: RedisServer, user: str, password: str) -> str:
     return f"redis://{user}:{password}@127.0.0.1:{server.port}/0"
 
 
+@pytest.mark.threat("RS-01")
 async def test_acl_user_and_password_from_the_url(acl_server: RedisServer) -> None:
     await round_trip(RedisStorage(acl_url(acl_server, "gateway", ACL_PASSWORD), redis_settings()))
 
 
+@pytest.mark.threat("RS-01")
 async def test_acl_user_and_password_file_from_settings(
     acl_server: RedisServer, tmp_path: Path
 ) -> None:
@@ -420,6 +431,7 @@ async def test_acl_user_and_password_file_from_settings(
     await round_trip(RedisStorage(acl_server.url, settings))
 
 
+@pytest.mark.threat("RS-01", "F-07")
 @pytest.mark.parametrize("how", ["wrong password", "no credentials"])
 async def test_refused_credentials_are_store_unavailable_and_never_logged(
     acl_server: RedisServer, caplog: pytest.LogCaptureFixture, how: str
@@ -447,6 +459,7 @@ def _causes(error: BaseException) -> Iterator[BaseException]:
         yield error
 
 
+@pytest.mark.threat("F-07")
 async def test_rotated_password_file_is_used_by_new_connections(
     acl_server: RedisServer, tmp_path: Path
 ) -> None:
@@ -470,6 +483,7 @@ async def test_rotated_password_file_is_used_by_new_connections(
         await storage.close()
 
 
+@pytest.mark.threat("F-07")
 async def test_acl_denied_command_is_store_unavailable_and_logged(
     acl_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -483,188 +497,8 @@ async def test_acl_denied_command_is_store_unavailable_and_logged(
     assert "NOPERM" in caplog.text
 
 
+@pytest.mark.threat("RS-01")
 async def test_plain_url_against_a_tls_only_redis_is_store_unavailable(
     tls_server: RedisServer,
 ) -> None:
     await refused(RedisStorage(tls_server.url.replace("rediss://", "redis://"), redis_settings()))
-
-
-# ---- the start-up guard and the other configuration rules (RS-01, RS-07) ----
-
-BASE: dict[str, Any] = {
-    "upstream": "http://127.0.0.1:8080",
-    "public_url": "https://app.example.com",
-    "client_id": "00000000-0000-0000-0000-0000000000c1",
-    "tenant_id": "contoso.onmicrosoft.com",
-    "client_secret": "client-secret-value",
-    "session_store": "redis",
-    "cookie_secret": "k" * 32,
-}
-
-
-@pytest.fixture(autouse=True)
-def no_gateway_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Settings read GATEWAY_* variables: none may leak in from the caller's environment."""
-    for name in list(os.environ):
-        if name.upper().startswith("GATEWAY_"):
-            monkeypatch.delenv(name)
-
-
-def problems(**values: Any) -> str:
-    try:
-        Settings(**{**BASE, **values})
-    except ValidationError as exc:
-        return "\n".join(describe_errors(exc))
-    return ""
-
-
-@pytest.mark.parametrize(
-    "url",
-    [
-        "redis://127.0.0.1:6379/0",
-        "redis://localhost:6379/0",
-        "redis://[::1]:6379/0",
-        "unix:///run/redis/redis.sock?db=2",
-    ],
-)
-def test_loopback_redis_needs_neither_tls_nor_password(url: str) -> None:
-    assert problems(redis_url=url) == ""
-
-
-def test_exposed_redis_without_tls_or_password_is_refused_naming_the_variables() -> None:
-    message = problems(redis_url="redis://cache.example:6379/0")
-    assert "Redis at cache.example is reachable off this host" in message
-    for name in (
-        "rediss://",
-        "GATEWAY_REDIS__TLS=true",
-        "GATEWAY_REDIS__PASSWORD",
-        "GATEWAY_REDIS__PASSWORD_FILE",
-        "GATEWAY_REDIS__ALLOW_INSECURE=true",
-    ):
-        assert name in message
-    assert message.count("\n") == 0  # one problem, one line
-
-
-def test_exposed_redis_with_a_password_but_no_tls_is_refused_without_echoing_it() -> None:
-    message = problems(redis_url="redis://:hunter2-secret@cache.example:6379/0")
-    assert "TLS" in message
-    assert "a password" not in message
-    assert "hunter2" not in message
-
-
-def test_exposed_redis_with_tls_but_no_password_is_refused() -> None:
-    message = problems(redis_url="rediss://cache.example:6380/0")
-    assert "a password" in message
-    assert "TLS (" not in message
-
-
-def test_exposed_redis_with_tls_and_password_is_accepted(tmp_path: Path) -> None:
-    secret = tmp_path / "pw"
-    secret.write_text("s3cret")
-    assert problems(redis_url="rediss://:s3cret@cache.example:6380/0") == ""
-    assert problems(redis_url="rediss://cache.example:6380/0", redis={"password": "s3cret"}) == ""
-    assert problems(redis_url="rediss://cache:6380/0", redis={"password_file": str(secret)}) == ""
-
-
-def test_allow_insecure_accepts_an_exposed_redis() -> None:
-    assert problems(redis_url="redis://cache.example:6379/0", redis={"allow_insecure": True}) == ""
-
-
-def test_exposed_sentinels_need_tls_and_both_passwords() -> None:
-    message = problems(redis={"sentinels": "10.0.0.5:26379 10.0.0.6:26379"})
-    assert "Redis at 10.0.0.5" in message
-    assert "GATEWAY_REDIS__SENTINEL_PASSWORD" in message
-    assert "GATEWAY_REDIS__PASSWORD" in message
-    settings = {
-        "sentinels": "10.0.0.5:26379 10.0.0.6:26379",
-        "tls": True,
-        "password": "data-pw",
-        "sentinel_password": "sentinel-pw",
-    }
-    assert problems(redis=settings) == ""
-
-
-def test_memory_store_ignores_the_guard() -> None:
-    assert problems(session_store="memory", redis_url="redis://cache.example:6379/0") == ""
-
-
-@pytest.mark.parametrize(
-    ("values", "expected"),
-    [
-        ({}, "GATEWAY_REDIS_URL (or GATEWAY_REDIS__SENTINELS) is required"),
-        (
-            {"redis_url": "redis://127.0.0.1/0", "redis": {"sentinels": "127.0.0.1:26379"}},
-            "set GATEWAY_REDIS_URL or GATEWAY_REDIS__SENTINELS, not both",
-        ),
-        (
-            {"redis": {"sentinels": "127.0.0.1:26379", "cluster": True}},
-            "GATEWAY_REDIS__CLUSTER and GATEWAY_REDIS__SENTINELS exclude each other",
-        ),
-        (
-            {"redis_url": "redis://127.0.0.1/2", "redis": {"cluster": True}},
-            "a Redis Cluster has only database 0",
-        ),
-        (
-            {"redis_url": "redis://127.0.0.1/0", "redis": {"cluster": True, "replica_acks": 1}},
-            "GATEWAY_REDIS__REPLICA_ACKS is not supported with GATEWAY_REDIS__CLUSTER",
-        ),
-        (
-            {"redis_url": "redis://127.0.0.1/1", "redis": {"db": 3}},
-            "GATEWAY_REDIS__DB=3 contradicts database 1 in GATEWAY_REDIS_URL",
-        ),
-        (
-            {"redis_url": "redis://:pw@127.0.0.1/0", "redis": {"password": "other"}},
-            "set the Redis password in one place",
-        ),
-        (
-            {"redis_url": "redis://u@127.0.0.1/0", "redis": {"username": "v"}},
-            "set the Redis user in GATEWAY_REDIS_URL or GATEWAY_REDIS__USERNAME",
-        ),
-        (
-            {"redis_url": "redis://127.0.0.1/0", "redis": {"ca_file": "/dev/null"}},
-            "apply only with a rediss:// URL or GATEWAY_REDIS__TLS=true",
-        ),
-        (
-            {"redis_url": "rediss://127.0.0.1/0", "redis": {"key_file": "/etc/hostname"}},
-            "GATEWAY_REDIS__KEY_FILE needs GATEWAY_REDIS__CERT_FILE",
-        ),
-        (
-            {"redis_url": "redis://127.0.0.1/0", "redis": {"password_file": "/nonexistent/pw"}},
-            "GATEWAY_REDIS__PASSWORD_FILE: no such file: /nonexistent/pw",
-        ),
-        (
-            {"redis": {"sentinels": "127.0.0.1"}},
-            "GATEWAY_REDIS__SENTINELS: '127.0.0.1' is not host:port",
-        ),
-        (
-            {"redis_url": "redis://127.0.0.1/0", "redis": {"sentinel_password": "x"}},
-            "GATEWAY_REDIS__SENTINEL_PASSWORD applies only with sentinels",
-        ),
-    ],
-)
-def test_redis_configuration_rules(values: dict[str, Any], expected: str) -> None:
-    assert expected in problems(**values)
-
-
-def test_sentinel_addresses_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in {
-        "GATEWAY_UPSTREAM": BASE["upstream"],
-        "GATEWAY_PUBLIC_URL": BASE["public_url"],
-        "GATEWAY_CLIENT_ID": BASE["client_id"],
-        "GATEWAY_TENANT_ID": BASE["tenant_id"],
-        "GATEWAY_CLIENT_SECRET": BASE["client_secret"],
-        "GATEWAY_COOKIE_SECRET": BASE["cookie_secret"],
-        "GATEWAY_SESSION_STORE": "redis",
-        "GATEWAY_REDIS__SENTINELS": "127.0.0.1:26379 127.0.0.1:26380 [::1]:26381",
-        "GATEWAY_REDIS__SENTINEL_MASTER": "sessions",
-        "GATEWAY_REDIS__DB": "3",
-    }.items():
-        monkeypatch.setenv(name, value)
-    settings = Settings()
-    assert settings.redis.sentinel_addresses == (
-        ("127.0.0.1", 26379),
-        ("127.0.0.1", 26380),
-        ("::1", 26381),
-    )
-    assert settings.redis.sentinel_master == "sessions"
-    assert settings.redis.db == 3

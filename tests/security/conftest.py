@@ -1,5 +1,6 @@
-"""Fixtures of the security modules that talk to a gateway process over raw sockets: a recording
-upstream and a gateway in front of it with alice signed in, one of each per module."""
+"""Fixtures of the security modules: for those that talk to a gateway process over raw sockets, a
+recording upstream and a gateway in front of it with alice signed in (one of each per module);
+for the bearer-token modules, the World a crafted token is checked in."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from support.jwts import World, make_world
 from support.served import Served, start_served
 from support.upstream import RecordingUpstream
 
@@ -35,3 +37,9 @@ def served(module_idp: Any, recorder: RecordingUpstream) -> Iterator[Served]:
 def fresh(module_idp: Any, recorder: RecordingUpstream) -> Iterator[Served]:
     """A gateway process of its own, for measurements of its peak memory."""
     yield from start_served(module_idp, recorder)
+
+
+@pytest.fixture
+def world(idp: Any) -> World:
+    """Function scope like `idp`: some tests rotate the provider's keys."""
+    return make_world(idp)

@@ -1,5 +1,7 @@
-"""The gateway's own id_token policy (MSAL checks only the nonce): signature by a published key,
-exact issuer, audience, expiry, and the tenant allow-list for multi-tenant authorities."""
+"""The gateway's own id_token policy (THREATS.md A3 for sign-in; MSAL checks only the nonce):
+signature by a published key, exact issuer, audience, expiry, and the tenant allow-list for
+multi-tenant authorities; and an identity provider that is down (F-09). End to end against
+in-process gateways and the development identity provider's token faults."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ FAULTS = [
 ]
 
 
+@pytest.mark.threat("JW-05", "JW-07", "JW-09", "JW-13")
 @pytest.mark.parametrize("fault", FAULTS)
 async def test_bad_id_token_signs_no_one_in(
     launch: Launch, idp: Any, fault: dict[str, Any]
@@ -29,6 +32,7 @@ async def test_bad_id_token_signs_no_one_in(
     assert not any(k.startswith(("gw:session:", "gw:tokens:")) for k in stored_keys(running))
 
 
+@pytest.mark.threat("JW-09")
 async def test_issuer_prefix_of_the_real_one_is_refused(launch: Launch, idp: Any) -> None:
     """JW-09: a prefix or extension of the expected issuer is not the expected issuer."""
     running = await launch()
@@ -39,6 +43,7 @@ async def test_issuer_prefix_of_the_real_one_is_refused(launch: Launch, idp: Any
         running.browser.jar.clear()
 
 
+@pytest.mark.threat("JW-11")
 async def test_multi_tenant_authority_enforces_the_allow_list(launch: Launch, idp: Any) -> None:
     organizations = idp.authority.rsplit("/", 1)[0] + "/organizations"
     allowed = await launch(authority=organizations, allowed_tenants=idp.tenant_id)
@@ -53,6 +58,7 @@ async def test_multi_tenant_authority_enforces_the_allow_list(launch: Launch, id
     assert refused.browser.cookie(refused.settings.session_cookie_name) is None
 
 
+@pytest.mark.threat("F-09")
 async def test_identity_provider_down_gives_a_clear_page_and_not_ready(
     launch: Launch, idp: Any
 ) -> None:

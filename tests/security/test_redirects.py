@@ -1,10 +1,16 @@
-"""Return-target validation (THREATS.md A1): the open-redirect corpus in data/open_redirects.txt,
-the positive cases, RD-13 and RD-19, and a property test of the safety invariant over arbitrary
-text. Only gateway.endpoints.redirects is exercised; nothing here touches the network.
+"""Open redirects (THREATS.md A1: RD-01 to RD-19). Return-target validation in
+gateway.endpoints.redirects first, with no network: the open-redirect corpus in
+data/open_redirects.txt (each case marked with the rows of its section), the positive cases, and a
+property test of the safety invariant over arbitrary text. Then through a running gateway: the
+sign-in and sign-out return targets, and the absolute-form request line.
+
+Every test here checks RD-01's invariant, that the target never leaves the origin; the module's
+marker says so, and each test adds the rows it checks beyond it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import re
 from dataclasses import dataclass
@@ -15,9 +21,12 @@ from urllib.parse import unquote, urljoin, urlsplit
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.fixtures import Running, signed_in, stored_keys
 
 from gateway.endpoints.redirects import MAX_TARGET_LENGTH, UnsafeRedirect, safe_return_path
 from gateway.errors import BadRequest
+
+pytestmark = pytest.mark.threat("RD-01")
 
 ORIGIN: Final = "https://app.example.com"
 CORPUS_FILE: Final = Path(__file__).parent / "data" / "open_redirects.txt"
@@ -33,6 +42,7 @@ class Case:
     verdict: Verdict
     payload: str
     expected: str | None
+    threats: tuple[str, ...] = ()  # the catalogue rows its section of the corpus names
 
     @property
     def id(self) -> str:
@@ -46,14 +56,17 @@ def _decode(text: str) -> str:
 
 def load_corpus() -> list[Case]:
     cases: list[Case] = []
+    threats: tuple[str, ...] = ()
     for number, raw in enumerate(CORPUS_FILE.read_text(encoding="ascii").splitlines(), start=1):
+        if raw.startswith("# ---"):
+            threats = tuple(re.findall(r"RD-\d\d", raw))
         if not raw or raw.startswith("#"):
             continue
         word, payload, *rest = raw.split(" ")
         verdict = _VERDICTS[word]
         assert (verdict == "accept") == (len(rest) == 1), f"line {number}: expected field"
         expected = _decode(rest[0]) if rest else None
-        cases.append(Case(number, verdict, _decode(payload), expected))
+        cases.append(Case(number, verdict, _decode(payload), expected, threats))
     return cases
 
 
@@ -89,7 +102,13 @@ def test_corpus_is_large_and_mostly_hostile() -> None:
     assert verdicts.count("reject") > 3 * verdicts.count("accept")
 
 
-@pytest.mark.parametrize("case", CORPUS, ids=lambda case: case.id)
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(c, id=c.id, marks=[pytest.mark.threat(*c.threats)] if c.threats else [])
+        for c in CORPUS
+    ],
+)
 def test_corpus_payload_gets_its_verdict_and_never_leaves_the_origin(case: Case) -> None:
     result = check_invariant(case.payload)
     if case.verdict == "reject":
@@ -98,6 +117,7 @@ def test_corpus_payload_gets_its_verdict_and_never_leaves_the_origin(case: Case)
         assert result == case.expected
 
 
+@pytest.mark.threat("RD-13")
 @pytest.mark.parametrize("target", [None, ""])
 def test_absent_or_empty_target_means_the_site_root(target: str | None) -> None:
     assert safe_return_path(target, ORIGIN) == "/"
@@ -118,6 +138,7 @@ def test_same_origin_target_comes_back_as_a_path(target: str, expected: str) -> 
     assert safe_return_path(target, ORIGIN) == expected
 
 
+@pytest.mark.threat("RD-15")
 def test_unsafe_redirect_is_a_bad_request_not_an_internal_error() -> None:
     with pytest.raises(UnsafeRedirect) as caught:
         safe_return_path("//evil.com", ORIGIN)
@@ -126,26 +147,29 @@ def test_unsafe_redirect_is_a_bad_request_not_an_internal_error() -> None:
     assert "evil.com" not in str(caught.value)
 
 
-def test_rd19_query_parameters_never_move_the_host() -> None:
+@pytest.mark.threat("RD-19")
+def test_query_parameters_never_move_the_host() -> None:
     result = safe_return_path("https://app.example.com/cb?x=//evil.com", ORIGIN)
     assert result == "/cb?x=//evil.com"
     assert urlsplit(urljoin(ORIGIN + "/", result)).netloc == "app.example.com"
 
 
-def test_rd19_allow_listed_host_as_a_prefix_of_another_host_is_refused() -> None:
+@pytest.mark.threat("RD-19")
+def test_allow_listed_host_as_a_prefix_of_another_host_is_refused() -> None:
     with pytest.raises(UnsafeRedirect):
         safe_return_path("https://app.example.com.evil.com/cb", ORIGIN)
 
 
+@pytest.mark.threat("RD-13")
 @pytest.mark.parametrize(
     "target", ["app.example.com/redirect", "@evil.com", "<>//evil.com", "evil.com", "a/b"]
 )
-def test_rd13_scheme_less_values_are_refused_not_guessed_at(target: str) -> None:
+def test_scheme_less_values_are_refused_not_guessed_at(target: str) -> None:
     with pytest.raises(UnsafeRedirect):
         safe_return_path(target, ORIGIN)
 
 
-def test_rd01_state_carried_target_is_refused_after_decoding() -> None:
+def test_state_carried_target_is_refused_after_decoding() -> None:
     # The callback sees the value again after the query string is decoded: state=%2F%2Fevil.com.
     with pytest.raises(UnsafeRedirect):
         safe_return_path(unquote("%2F%2Fevil.com"), ORIGIN)
@@ -278,3 +302,44 @@ def test_absolute_url_on_the_public_origin_keeps_its_path_or_is_refused(tail: st
     result = check_invariant(ORIGIN + "/" + tail)
     if result is not None:
         assert urljoin(ORIGIN + "/x", result).startswith(ORIGIN + "/")
+
+
+# ---- through a running gateway ----
+
+
+@pytest.mark.threat("RD-15")
+async def test_unsafe_return_targets_are_refused_before_sign_in(gateway: Running) -> None:
+    for target in ("//evil.com", "https://evil.com/", "/\\evil.com", "javascript:alert(1)"):
+        response = await gateway.browser.get(
+            "/.auth/login/aad", params={"post_login_redirect_uri": target}
+        )
+        assert response.status == 400
+        assert "Location" not in response.headers
+    assert stored_keys(gateway) == []
+
+
+@pytest.mark.threat("RD-17")
+async def test_absolute_form_request_line_never_names_a_foreign_host(gateway: Running) -> None:
+    """RD-17: the sign-in redirect is built from the path, never from the request line's URL."""
+    host, port = gateway.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        b"GET http://evil.com/evil.com HTTP/1.1\r\nHost: app.test\r\n"
+        b"Accept: text/html\r\nSec-Fetch-Mode: navigate\r\nConnection: close\r\n\r\n"
+    )
+    await writer.drain()
+    head = (await reader.read(4096)).decode("latin-1")
+    writer.close()
+    await writer.wait_closed()
+    location = next(line for line in head.split("\r\n") if line.lower().startswith("location:"))
+    target = location.split(":", 1)[1].strip()
+    assert target.startswith("/.auth/login/aad")
+    assert "evil.com" not in target.split("post_login_redirect_uri=")[0]
+    assert not unquote(target.split("post_login_redirect_uri=")[-1]).startswith("//")
+
+
+async def test_logout_refuses_a_foreign_return_target(gateway: Running) -> None:
+    await signed_in(gateway)
+    response = await gateway.browser.get("/.auth/logout?post_logout_redirect_uri=//evil.com")
+    assert response.status == 400
+    assert "Location" not in response.headers

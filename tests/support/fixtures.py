@@ -12,12 +12,14 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from devidp.groups import READERS
 from gateway.config.settings import Settings
 from gateway.keys import STORAGE
 from gateway.store.measured import MeasuredStorage
 from gateway.store.memory import MemoryStorage
 from support.browser import API, NAVIGATE, Browser
 from support.gateway import PUBLIC_URL, SESSION_COOKIE, idp_ssl, in_process, settings_for
+from support.idp import ALICE_OID
 from support.redis_server import RedisServer
 from support.threaded import ThreadedServer
 from support.upstream import make_upstream_app
@@ -111,10 +113,31 @@ async def assert_signed_out(
                 assert json.loads(body)["error"] in ("sign_in_required", "session_expired")
 
 
+# The reference route policy: one rule of each kind, and public paths.
+ROUTE_RULES = [
+    {"path": "/public/", "allow": "public"},
+    {"path": "/healthz", "allow": "public"},
+    {"path": "/readers/", "groups": READERS.id},
+    {"path": "/writers/", "roles": "Writer"},
+    {"path": "/alice/", "users": ALICE_OID},
+    {"path": "/contoso/", "domains": "contoso.example"},
+    {"path": "/bob-only/", "emails": "bob@contoso.example"},
+    {"path": "/other-tenant/", "tenants": "11111111-2222-3333-4444-555555555555"},
+    {"path": "/closed/", "allow": "deny"},
+    {"path": "/orders/", "methods": "POST", "roles": "Writer"},
+]
+
+
+@pytest.fixture
+async def guarded(launch: Launch) -> Running:
+    """A gateway with ROUTE_RULES, the reference route policy."""
+    return await launch(policy={"rules": ROUTE_RULES})
+
+
 @pytest.fixture
 async def gateway(launch: Launch) -> Running:
     """A gateway with default settings (memory store, form_post, no bearer scopes)."""
     return await launch()
 
 
-__all__ = ["PUBLIC_URL", "gateway", "launch", "redis_server", "redis_url", "upstream"]
+__all__ = ["PUBLIC_URL", "gateway", "guarded", "launch", "redis_server", "redis_url", "upstream"]
