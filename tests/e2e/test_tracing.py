@@ -1,17 +1,21 @@
 """Tracing wired into the gateway: a signed-in request through a real gateway and upstream produces
 a SERVER span with its session and upstream steps, and the upstream's traceparent names the
-gateway's upstream step as its parent."""
+gateway's upstream step as its parent; without tracing, a W3C trace context is kept or started."""
 
 from __future__ import annotations
 
 import asyncio
+import re
+from typing import Any
 
 import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from support.browser import API
-from support.fixtures import Launch, signed_in
+from support.fixtures import Launch, Running, signed_in
 from support.otel import Collector, attributes
 from support.upstream import upstream_headers
+
+TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 
 
 async def spans_of(collector: Collector, name: str) -> list[Span]:
@@ -54,3 +58,19 @@ async def test_without_the_setting_nothing_is_exported(
     assert (await running.browser.get("/x", headers=API)).status == 200
     await asyncio.sleep(0.3)
     assert collector.bodies == []
+
+
+async def test_trace_context_is_kept_or_started(gateway: Running, idp: Any) -> None:
+    await signed_in(gateway)
+    given = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    kept = upstream_headers(
+        await (await gateway.browser.get("/x", headers={**API, "traceparent": given})).json()
+    )
+    assert kept["traceparent"] == [given]
+    for bad in ("garbage", "00-" + "0" * 32 + "-00f067aa0ba902b7-01"):
+        fresh = upstream_headers(
+            await (await gateway.browser.get("/x", headers={**API, "traceparent": bad})).json()
+        )
+        assert fresh["traceparent"] != [bad] and TRACEPARENT.match(fresh["traceparent"][0])
+    started = upstream_headers(await (await gateway.browser.get("/x", headers=API)).json())
+    assert TRACEPARENT.match(started["traceparent"][0])
