@@ -12,13 +12,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import secrets
 import statistics
 import time
 
 import aiohttp
 from support.browser import Browser
-from support.gateway import PUBLIC_URL, SESSION_COOKIE, GatewayProcess, idp_ssl, settings_for
+from support.gateway import (
+    PUBLIC_URL,
+    SESSION_COOKIE,
+    GatewayProcess,
+    idp_ssl,
+    settings_for,
+    shared_redis,
+)
 from support.idp import ThreadedDevIdp
 from support.redis_server import RedisServer
 from support.threaded import ThreadedServer
@@ -42,12 +48,7 @@ async def run(requests: int, rounds: int) -> None:
     upstream = ThreadedServer(make_upstream_app).start()
     redis = RedisServer().start()
     settings = settings_for(
-        idp,
-        upstream.url,
-        session_store="redis",
-        redis_url=redis.url,
-        cookie_secret=secrets.token_urlsafe(32),
-        scopes="api://upstream/read",
+        idp, upstream.url, **shared_redis(redis.url), scopes="api://upstream/read"
     )
     replicas = [GatewayProcess(settings) for _ in range(3)]
     try:

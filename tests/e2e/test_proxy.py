@@ -1,5 +1,6 @@
-"""End to end: the hot path. Spoofed headers, forwarding facts, streaming, upstream failures,
-public paths and WebSockets, through the real gateway to the real echo upstream."""
+"""End to end: the hot path. Forwarding facts, streaming, upstream failures, WebSockets and due
+token refreshes, through the real gateway to the real echo upstream. What spoofed headers and
+ambiguous paths get is in tests/security (test_header_spoofing.py, test_path_matching.py)."""
 
 from __future__ import annotations
 
@@ -135,6 +136,7 @@ async def test_due_token_is_refreshed_once_for_concurrent_requests(
     assert grants == ["refresh_token"]
 
 
+@pytest.mark.threat("F-13")
 async def test_revoked_refresh_token_keeps_the_valid_token_then_ends_the_session(
     launch: Launch, idp: Any
 ) -> None:

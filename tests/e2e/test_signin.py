@@ -2,6 +2,7 @@
 
 A scripted browser walks the real redirects: gateway → identity provider → callback → the page it
 asked for. Every test checks what the upstream received or what the store holds, not only codes.
+Attacks on the flow (THREATS.md A2) are in tests/security/test_oauth_flow.py.
 """
 
 from __future__ import annotations

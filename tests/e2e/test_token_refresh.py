@@ -59,6 +59,7 @@ async def three_replicas(
             replica.stop()
 
 
+@pytest.mark.threat("F-15")
 async def test_one_refresh_for_100_concurrent_requests_on_three_replicas(
     three_replicas: list[GatewayProcess], idp: Any, request: pytest.FixtureRequest
 ) -> None:
@@ -102,6 +103,7 @@ async def test_one_refresh_for_100_concurrent_requests_on_three_replicas(
     assert len(idp.token_requests("refresh_token")) == 2
 
 
+@pytest.mark.threat("F-15")
 async def test_refresh_slower_than_the_lock_lifetime_stays_single(
     launch: Launch, idp: Any, redis_url: str
 ) -> None:
@@ -136,6 +138,7 @@ async def test_refresh_slower_than_the_lock_lifetime_stays_single(
     assert len(idp.token_requests("refresh_token")) == 1
 
 
+@pytest.mark.threat("F-15")
 async def test_rotation_by_another_replica_does_not_end_the_session(
     launch: Launch, idp: Any, redis_url: str, redis_server: RedisServer
 ) -> None:
@@ -226,6 +229,7 @@ async def test_sign_out_during_a_refresh_stays_signed_out(launch: Launch, idp: A
     assert (await running.browser.get("/x", headers=API)).status == 401
 
 
+@pytest.mark.threat("F-13")
 async def test_provider_outage_keeps_a_still_valid_token(launch: Launch, idp: Any) -> None:
     """The token is due (skew) but the provider answers 503: requests keep the current token,
     and the gateway waits before asking again instead of calling the provider per request."""

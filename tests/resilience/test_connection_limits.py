@@ -26,6 +26,8 @@ from support.threaded import ThreadedServer
 
 from gateway.server.connections import client_connection_limit
 
+pytestmark = pytest.mark.threat("F-23")
+
 HEADER_TIMEOUT: Final = 1.0
 KEEPALIVE_TIMEOUT: Final = 3.0
 CAP: Final = 40

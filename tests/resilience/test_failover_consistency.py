@@ -89,6 +89,7 @@ def role(sentinels: SentinelSet, address: tuple[str, int]) -> str:
     return bytes(answer[0]).decode()
 
 
+@pytest.mark.threat("F-05")
 async def test_sign_out_reaches_the_other_replica_right_after_a_sentinel_failover(
     launch: Launch, sentinels: SentinelSet
 ) -> None:
@@ -119,6 +120,7 @@ async def test_sign_out_reaches_the_other_replica_right_after_a_sentinel_failove
     )
 
 
+@pytest.mark.threat("F-05", "F-25")
 async def test_a_write_confirmed_after_a_failover_is_on_the_new_master(
     sentinels: SentinelSet,
 ) -> None:

@@ -9,10 +9,12 @@ import json
 from typing import Any
 
 import aiohttp
+import pytest
 from support.gateway import GatewayProcess, settings_for
 from support.threaded import ThreadedServer
 
 
+@pytest.mark.threat("F-17")
 async def test_sigterm_drains_then_exits_cleanly(idp: Any, upstream: ThreadedServer) -> None:
     settings = settings_for(idp, upstream.url, proxy={"public_paths": "/"})
     gateway = GatewayProcess(

@@ -1,4 +1,4 @@
-"""Bearer access tokens from AUDIENCE clients (THREATS.md A3: JW-01 to JW-17) against
+"""Bearer access tokens from API clients (THREATS.md A3: JW-01 to JW-17) against
 gateway/tokens/bearer.py: one table of cases, each a token the development identity provider
 minted or one crafted from it (support.jwts), the policy it meets, and what validation must say;
 then signing-key rotation (F-11). Every case carries the catalogue row it checks."""

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+# What a refused request may be answered with: a bad request, a body or a head that is too large.
+REFUSED: Final = frozenset({400, 413, 431})
 SAFE_REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
-
-
 # A response header line as RFC 9110 allows it: a token, a colon, visible octets, SP and HTAB.
 HEADER_LINE: Final = re.compile(rb"^[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e\x80-\xff]*$")
 
@@ -145,10 +145,8 @@ def exchange(
 
 
 def token() -> str:
+    """A fresh tag for a case's paths, so its requests can be told from every other's."""
     return uuid.uuid4().hex[:16]
-
-
-# ---- HT-09: response splitting through anything the gateway builds into a header ----
 
 
 def assert_clean_head(reply: Reply) -> None:
@@ -168,6 +166,7 @@ def assert_clean_head(reply: Reply) -> None:
 
 
 def get(target: bytes, *headers: bytes, cookie: bool = False) -> bytes:
+    """A GET for `target` that closes the connection; `cookie` leaves the {cookie} placeholder."""
     return (
         b"GET "
         + target
@@ -178,11 +177,6 @@ def get(target: bytes, *headers: bytes, cookie: bool = False) -> bytes:
     )
 
 
-# ---- HT-07: resource limits answer fast and forward nothing ----
-
-
 def split(data: bytes, size: int) -> list[bytes]:
+    """`data` in pieces of `size` bytes, for exchange() to send one TCP segment each."""
     return [data[i : i + size] for i in range(0, len(data), size)]
-
-
-REFUSED: Final = frozenset({400, 413, 431})
