@@ -1,0 +1,63 @@
+"""Limits on what an anonymous client can cost: sign-in starts per client, pending sign-ins per
+browser, and `Expect: 100-continue` only for callers that could be signed in."""
+
+from __future__ import annotations
+
+import asyncio
+
+from support.fixtures import Launch, Running, signed_in, stored_keys
+
+
+def flow_keys(running: Running) -> list[str]:
+    return [key for key in stored_keys(running) if key.startswith("gw:flow:")]
+
+
+async def test_sign_in_starts_are_rate_limited_per_client(launch: Launch) -> None:
+    running = await launch(signin={"max_starts_per_minute": 5})
+    statuses = []
+    for _ in range(8):
+        running.browser.jar.clear()  # a fresh anonymous client each time, same address
+        statuses.append((await running.browser.get("/.auth/login/aad")).status)
+    assert statuses[:5] == [302] * 5
+    assert statuses[5:] == [429] * 3
+    assert len(flow_keys(running)) == 5  # refused starts stored nothing
+
+
+async def test_pending_sign_ins_per_browser_are_capped(launch: Launch) -> None:
+    running = await launch(signin={"max_pending_per_browser": 3})
+    first = await running.browser.get("/.auth/login/aad")
+    for _ in range(4):
+        await running.browser.get("/.auth/login/aad")
+    assert len(flow_keys(running)) == 3
+    # The oldest was dropped: its callback now finds no pending sign-in.
+    auth = await running.browser.authorize(first.headers["Location"])
+    response = await running.browser.deliver(auth)
+    assert response.status == 400
+    assert "expired or was already used" in await response.text()
+
+
+async def raw_expect(running: Running, cookie: str | None) -> bytes:
+    host, port = running.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    cookie_line = f"Cookie: {running.settings.session_cookie_name}={cookie}\r\n" if cookie else ""
+    writer.write(
+        (
+            "POST /upload HTTP/1.1\r\nHost: app.test\r\nAccept: application/json\r\n"
+            f"{cookie_line}Content-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+        ).encode()
+    )
+    await writer.drain()
+    first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    writer.close()
+    await writer.wait_closed()
+    return first
+
+
+async def test_expect_continue_is_only_for_callers_that_could_be_signed_in(
+    gateway: Running,
+) -> None:
+    anonymous = await raw_expect(gateway, None)
+    assert anonymous.startswith(b"HTTP/1.1 401")
+    await signed_in(gateway)
+    cookie = gateway.browser.cookie(gateway.settings.session_cookie_name)
+    assert (await raw_expect(gateway, cookie)).startswith(b"HTTP/1.1 100")
