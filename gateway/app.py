@@ -22,7 +22,7 @@ from yarl import URL
 from gateway.auth.access import AccessControl
 from gateway.auth.peers import networks
 from gateway.auth.policy import Policy
-from gateway.auth.ratelimit import RateLimiter
+from gateway.auth.ratelimit import SignInLimits
 from gateway.config.settings import Settings
 from gateway.endpoints import health, principal, signin
 from gateway.errors import GatewayError, NotFound
@@ -43,7 +43,7 @@ from gateway.keys import (
     SESSIONS,
     SETTINGS,
     SIGN_IN,
-    SIGNIN_LIMITER,
+    SIGNIN_LIMITS,
     SLOT_SHARES,
     STORAGE,
     TOKEN_CACHES,
@@ -297,7 +297,12 @@ def build_app(settings: Settings, *, serve_metrics: bool = True) -> web.Applicat
     )
     app[TRUSTED_PROXIES] = networks(settings.proxy.trusted_proxies)
     app[DRAINING] = asyncio.Event()
-    app[SIGNIN_LIMITER] = RateLimiter(settings.signin.max_starts_per_minute)
+    app[SIGNIN_LIMITS] = SignInLimits(
+        per_client_per_minute=settings.signin.max_starts_per_minute,
+        max_pending=settings.signin.max_pending,
+        pending_seconds=settings.signin.flow_ttl_seconds,
+        proxies_trusted=bool(settings.proxy.trusted_proxies),
+    )
     app[OPEN_WEBSOCKETS] = set()
     proxy_settings = settings.proxy
     app[CLIENT_PACE] = Pace(

@@ -138,6 +138,13 @@ class UpstreamBusy(GatewayError):
     retry_after = 5
 
 
+class SignInsBusy(GatewayError):
+    """The replica holds as many pending sign-ins as GATEWAY_SIGNIN__MAX_PENDING allows."""
+
+    status, code, expose, title = 503, "sign_ins_busy", True, "Temporarily unavailable"
+    retry_after = 10
+
+
 class ClientTooSlow(GatewayError):
     """The client sent its request body slower than the minimum pace (or past the total)."""
 

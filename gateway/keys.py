@@ -13,7 +13,7 @@ from gateway.auth.access import AccessControl
 from gateway.auth.identity import ApiCallers, Refresher
 from gateway.auth.peers import Network
 from gateway.auth.policy import Policy
-from gateway.auth.ratelimit import RateLimiter
+from gateway.auth.ratelimit import SignInLimits
 from gateway.config.settings import Settings
 from gateway.sessions.flows import FlowStore
 from gateway.sessions.index import SessionIndex
@@ -49,7 +49,7 @@ TOKEN_CACHES: Final = web.AppKey["TokenCacheStore"]("token_caches")
 MSAL: Final = web.AppKey["MsalClient"]("msal")
 SIGN_IN: Final = web.AppKey["SignInCompleter"]("sign_in")
 POLICY: Final = web.AppKey("policy", Policy)
-SIGNIN_LIMITER: Final = web.AppKey("signin_limiter", RateLimiter)
+SIGNIN_LIMITS: Final = web.AppKey("signin_limits", SignInLimits)
 DRAINING: Final = web.AppKey("draining", asyncio.Event)  # set on SIGTERM: readiness goes false
 OPEN_WEBSOCKETS: Final = web.AppKey("open_websockets", set[web.WebSocketResponse])
 ASSERTION: Final = web.AppKey("assertion", AssertionSigner)  # absent unless enabled

@@ -114,9 +114,16 @@ class SignInSettings(SettingsGroup):
         600, description="How long a started sign-in may take before its callback is refused."
     )
     max_starts_per_minute: PositiveInt = Field(
-        30,
-        description="Sign-ins one client address may start per minute (per replica); more get "
-        "429. Bounds the pending sign-ins an anonymous client can make the store hold.",
+        300,
+        description="Sign-ins one client (an address, or an IPv6 /64) may start per minute, per "
+        "replica; more get 429. High enough for an office behind one NAT address; lower it when "
+        "every client has its own address.",
+    )
+    max_pending: PositiveInt = Field(
+        50_000,
+        description="Most sign-ins a replica lets the store hold pending (started within "
+        "GATEWAY_SIGNIN__FLOW_TTL_SECONDS, from all clients together); beyond it, 503 until some "
+        "complete or expire. Bounds what an anonymous flood from many addresses can store.",
     )
     max_pending_per_browser: PositiveInt = Field(
         10, description="Pending sign-ins one browser may have; starting another drops the oldest."
