@@ -15,13 +15,13 @@ from aiohttp.test_utils import make_mocked_request
 from hypothesis import given
 from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
-from support.browser import API, Browser
+from support.browser import API
 from support.fixtures import Running, signed_in
-from support.gateway import PUBLIC_URL, idp_ssl
 from support.upstream import upstream_headers
 
 from gateway.auth.cookies import read_id, sets_named_cookie, without_named_cookies
 from gateway.auth.headers import inbound_headers, response_headers
+from security.test_cookies import two_sessions
 
 pytestmark = pytest.mark.threat("CK-07", "CK-09")
 
@@ -152,19 +152,6 @@ def test_ck09_a_session_is_read_only_when_every_parser_agrees(header: str) -> No
 
 
 # ---- the real gateway ---------------------------------------------------------------------------
-
-
-async def two_sessions(running: Running, idp: Any) -> tuple[str, str]:
-    await signed_in(running, user="alice")
-    victim = running.browser.cookie(SESSION)
-    other = Browser(running.url, PUBLIC_URL, idp_ssl(idp.ca_path))
-    try:
-        assert (await other.sign_in("/", "bob")).status == 302
-        attacker = other.cookie(SESSION)
-    finally:
-        await other.close()
-    assert victim is not None and attacker is not None
-    return victim, attacker
 
 
 TOSSED: Final = {

@@ -8,11 +8,11 @@ source of the original path.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Final
 
 import pytest
+from support import raw_http
 from support.browser import API
 from support.fixtures import ROUTE_RULES, Launch, Running, signed_in
 from yarl import URL
@@ -175,18 +175,7 @@ PA_PAYLOADS = [
 
 
 async def raw_request(running: Running, target: str, extra: str = "") -> tuple[int, bytes]:
-    host, port = running.url.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(
-        f"GET {target} HTTP/1.1\r\nHost: app.test\r\nAccept: application/json\r\n"
-        f"{extra}Connection: close\r\n\r\n".encode("latin-1")
-    )
-    await writer.drain()
-    answer = await reader.read()
-    writer.close()
-    await writer.wait_closed()
-    head, _, body = answer.partition(b"\r\n\r\n")
-    return int(head.split(b" ", 2)[1]), body
+    return await raw_http.raw_request(running.url, target, extra)
 
 
 @pytest.mark.threat("PA-15")

@@ -9,7 +9,6 @@ against the real gateway over raw sockets, and a property against a model of fra
 
 from __future__ import annotations
 
-import asyncio
 import re
 from typing import Final
 
@@ -17,6 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from support.fixtures import Launch, Running, signed_in
+from support.raw_http import raw_request
 
 from gateway.auth.policy import AmbiguousPath, Policy
 from gateway.config.access import PolicyRule
@@ -40,19 +40,8 @@ async def guarded(launch: Launch) -> Running:
 
 
 async def raw(running: Running, method: str, target: str, cookie: str | None = None) -> int:
-    host, port = running.url.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    cookies = f"Cookie: __Host-msal-gateway={cookie}\r\n" if cookie else ""
-    body = "Content-Length: 0\r\n" if method in ("POST", "PUT", "PATCH", "DELETE") else ""
-    writer.write(
-        f"{method} {target} HTTP/1.1\r\nHost: app.test\r\nAccept: application/json\r\n"
-        f"{cookies}{body}Connection: close\r\n\r\n".encode("latin-1")
-    )
-    await writer.drain()
-    answer = await reader.read()
-    writer.close()
-    await writer.wait_closed()
-    return int(answer.split(b" ", 2)[1])
+    status, _ = await raw_request(running.url, target, method=method, cookie=cookie)
+    return status
 
 
 # (user, method, target, status). alice has no Writer role; a 200 reached the echo app.

@@ -7,6 +7,7 @@ support.served.Served.cookie_line)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import socket
@@ -180,3 +181,29 @@ def get(target: bytes, *headers: bytes, cookie: bool = False) -> bytes:
 def split(data: bytes, size: int) -> list[bytes]:
     """`data` in pieces of `size` bytes, for exchange() to send one TCP segment each."""
     return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+async def raw_request(
+    gateway_url: str,
+    target: str,
+    extra: str = "",
+    *,
+    method: str = "GET",
+    cookie: str | None = None,
+) -> tuple[int, bytes]:
+    """One request sent byte for byte (the target untouched by any client library) on its own
+    connection: the status and the body. `extra` is more header lines, each ending in CRLF."""
+    host, port = gateway_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    cookies = f"Cookie: __Host-msal-gateway={cookie}\r\n" if cookie else ""
+    length = "Content-Length: 0\r\n" if method in ("POST", "PUT", "PATCH", "DELETE") else ""
+    writer.write(
+        f"{method} {target} HTTP/1.1\r\nHost: app.test\r\nAccept: application/json\r\n"
+        f"{cookies}{length}{extra}Connection: close\r\n\r\n".encode("latin-1")
+    )
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
