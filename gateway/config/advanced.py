@@ -293,12 +293,13 @@ MAX_LOGO_URL_LENGTH: Final = 32_768
 class PagesSettings(SettingsGroup):
     """Branding of the pages the gateway itself shows people (errors, signed out)."""
 
-    title: str = Field(
-        "msal-gateway",
+    title: str | None = Field(
+        None,
         min_length=1,
         max_length=80,
-        description="Product name shown at the top of the gateway's own pages (errors, signed "
-        "out) and in their window title.",
+        description="The application's name, shown at the top of the gateway's own pages (errors, "
+        "signed out) and in their window title. Unset: the pages name nothing (people never see "
+        "the gateway's own name) and say, for example, 'You have signed out of this application'.",
     )
     logo_url: str | None = Field(
         None,

@@ -141,7 +141,7 @@ def _frame(branding: PagesSettings) -> _Frame:
         link=_LINK,
         focus=_FOCUS,
     )
-    product = escape(branding.title)
+    product = escape(branding.title) if branding.title else ""
     logo, csp = "", PAGE_CSP
     if branding.logo_url:
         source = _image_source(branding.logo_url)
@@ -154,9 +154,9 @@ def _frame(branding: PagesSettings) -> _Frame:
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         '<meta name="robots" content="noindex">\n<title>'
     )
+    header = f"<header>{logo}<span>{product}</span></header>\n" if logo or product else ""
     body = (
-        f'</title>\n<style>{style}</style>\n</head>\n<body>\n<div class="card">\n'
-        f"<header>{logo}<span>{product}</span></header>\n<main>\n"
+        f'</title>\n<style>{style}</style>\n</head>\n<body>\n<div class="card">\n{header}<main>\n'
     )
     return _Frame(head, body, "</main>\n</div>\n</body>\n</html>\n", product, csp)
 
@@ -194,7 +194,8 @@ def page(
     if request_id:
         meta.append(f"Request id: <code>{escape(request_id)}</code>")
     return (
-        f"{frame.head}{heading} · {frame.product}{frame.body}<h1>{heading}</h1>\n"
+        f"{frame.head}{heading}{' · ' + frame.product if frame.product else ''}{frame.body}"
+        f"<h1>{heading}</h1>\n"
         f"<p>{escape(sentence(message))}</p>\n"
         + (f'<p class="actions">{links}</p>\n' if links else "")
         + (f'<p class="meta">{" · ".join(meta)}</p>\n' if meta else "")
@@ -216,7 +217,9 @@ def signed_out_page(
 ) -> str:
     return page(
         "You have signed out",
-        f"You are no longer signed in to {branding.title}.",
+        f"You are no longer signed in to {branding.title}."
+        if branding.title
+        else "You have signed out of this application.",
         branding=branding,
         request_id=request_id,
         actions=(SIGN_IN_AGAIN,),

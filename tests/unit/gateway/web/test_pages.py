@@ -86,7 +86,10 @@ def test_the_default_page_is_accessible_and_loads_nothing() -> None:
     parsed = outline(html)
     tags = [tag for tag, _ in parsed.tags]
     assert dict(parsed.tags)["html"]["lang"] == "en"
-    assert tags.count("main") == 1 and tags.count("h1") == 1 and tags.count("header") == 1
+    # Unbranded, the page names no product (never the gateway's own name): no header at all.
+    assert tags.count("main") == 1 and tags.count("h1") == 1 and tags.count("header") == 0
+    assert "msal-gateway" not in html
+    assert "<title>Access denied</title>" in html
     viewport = [a for t, a in parsed.tags if t == "meta" and a.get("name") == "viewport"]
     assert viewport and "width=device-width" in viewport[0]["content"]
     assert re.search(r"(src=|url\(|@import|https?://)", html) is None
@@ -198,3 +201,10 @@ def test_messages_read_as_sentences() -> None:
     html = page("t", "you do not have access to this page", request_id="r" * 8)
     assert "<p>You do not have access to this page.</p>" in html
     assert "<p>Done.</p>" in page("t", "Done.")
+
+
+def test_an_unbranded_signed_out_page_is_neutral() -> None:
+    html = signed_out_page(request_id="abcdefgh")
+    assert "You have signed out of this application." in html
+    assert "msal-gateway" not in html
+    assert "<title>You have signed out</title>" in html
