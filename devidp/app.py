@@ -107,3 +107,18 @@ def build_app(state: DevIdpState) -> web.Application:
     app.router.add_get(f"{member_of}/microsoft.graph.group", graph.transitive_member_of)
     control_routes.add_routes(app)
     return app
+
+
+def build_browser_app(state: DevIdpState) -> web.Application:
+    """Only the pages a browser visits (sign-in, its picker, sign-out), for a plain-http listener
+    on loopback: no token endpoint, keys or control API there (those stay on TLS)."""
+    app = web.Application(middlewares=[log_and_faults])
+    app[STATE] = state
+    tenant = "/{tenant}"
+    app.router.add_get("/", index)
+    app.router.add_get(f"{tenant}/oauth2/v2.0/authorize", authorize.authorize)
+    app.router.add_post(f"{tenant}/oauth2/v2.0/authorize", authorize.authorize)
+    app.router.add_post(f"{tenant}/login", authorize.login)
+    app.router.add_get(f"{tenant}/oauth2/v2.0/logout", account.logout)
+    app.router.add_post(f"{tenant}/oauth2/v2.0/logout", account.logout)
+    return app

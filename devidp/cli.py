@@ -41,6 +41,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback only)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (0: any free port)")
     p.add_argument(
+        "--browser-port",
+        type=int,
+        help="also serve the sign-in and sign-out pages over plain http on this loopback port "
+        "(0: any free port), so a stock browser shows no certificate warning; the token endpoint "
+        "and keys stay on TLS",
+    )
+    p.add_argument(
         "--state-dir",
         type=Path,
         default=default_state_dir(),
@@ -78,6 +85,7 @@ def summary(running: RunningDevIdp) -> str:
         f"  authority      {running.authority}",
         f"  discovery      {running.authority}/v2.0/.well-known/openid-configuration",
         f"  CA certificate {running.ca_path}",
+        f"  browser pages  {running.browser_url}",
         f"  tenant id      {running.tenant_id}",
         f"  control API    {running.control_url}/state",
     ]
@@ -124,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         config = DevIdpConfig(
             host=args.host,
             port=args.port,
+            browser_port=args.browser_port,
             tenant_id=args.tenant_id,
             clients=(client,),
             state_dir=args.state_dir,

@@ -175,6 +175,9 @@ class DevIdpConfig:
 
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
+    # A plain-http listener for the pages browsers visit (0: any free port; None: none, they are
+    # served on the TLS port with everything else). Loopback only, like the whole emulator.
+    browser_port: int | None = None
     tenant_id: str = DEFAULT_TENANT_ID
     tenant_domain: str = DEFAULT_TENANT_DOMAIN
     clients: tuple[Client, ...] = (DEFAULT_CLIENT,)

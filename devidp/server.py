@@ -19,7 +19,7 @@ from typing import Final
 
 from aiohttp import web
 
-from .app import build_app
+from .app import build_app, build_browser_app
 from .config import DevIdpConfig, is_loopback_host
 from .control_api import DevIdpControl
 from .signing_keys import KeyRing, SigningKey, load_or_create_signing_key
@@ -70,11 +70,23 @@ class RunningDevIdp(DevIdpControl):
     Call `stop()` on the loop that started it.
     """
 
-    def __init__(self, state: DevIdpState, runner: web.AppRunner, material: _Material) -> None:
+    def __init__(
+        self,
+        state: DevIdpState,
+        runner: web.AppRunner,
+        material: _Material,
+        browser_runner: web.AppRunner | None = None,
+    ) -> None:
         super().__init__(state)
         self._state = state
         self._runner = runner
         self._material = material
+        self._browser_runner = browser_runner
+
+    @property
+    def browser_url(self) -> str:
+        """Where browsers are sent: the plain-http pages listener, if there is one."""
+        return self._state.urls.browser_base_url or self.base_url
 
     @property
     def base_url(self) -> str:
@@ -125,6 +137,8 @@ class RunningDevIdp(DevIdpControl):
     async def stop(self) -> None:
         """Close the listener (waiting briefly for requests in flight) and drop a temporary
         state directory."""
+        if self._browser_runner is not None:
+            await self._browser_runner.cleanup()
         await self._runner.cleanup()
         if self._material.temporary:
             shutil.rmtree(self._material.state_dir, ignore_errors=True)
@@ -152,6 +166,23 @@ async def start(config: DevIdpConfig, *, clock: Callable[[], float] = time.time)
         if material.temporary:
             shutil.rmtree(material.state_dir, ignore_errors=True)
         raise
-    running = RunningDevIdp(state, runner, material)
-    state.urls = Urls(f"https://{config.url_host}:{running.port}", config.tenant_id)
+    browser_runner, browser_url = None, None
+    if config.browser_port is not None:
+        browser_runner = web.AppRunner(
+            build_browser_app(state),
+            access_log=ACCESS_LOG,
+            shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
+        )
+        await browser_runner.setup()
+        try:
+            await web.TCPSite(browser_runner, config.host, config.browser_port).start()
+        except BaseException:
+            await browser_runner.cleanup()
+            await runner.cleanup()
+            if material.temporary:
+                shutil.rmtree(material.state_dir, ignore_errors=True)
+            raise
+        browser_url = f"http://{config.url_host}:{int(browser_runner.addresses[0][1])}"
+    running = RunningDevIdp(state, runner, material, browser_runner)
+    state.urls = Urls(f"https://{config.url_host}:{running.port}", config.tenant_id, browser_url)
     return running

@@ -41,6 +41,9 @@ class Urls:
 
     base_url: str
     tenant_id: str
+    # Where browsers are sent (authorize, sign-out): plain http on loopback when the pages have a
+    # listener of their own, so a stock browser shows no certificate warning. None: base_url.
+    browser_base_url: str | None = None
 
     @property
     def authority(self) -> str:
@@ -52,6 +55,9 @@ class Urls:
 
     def endpoint(self, tenant: str, path: str) -> str:
         return f"{self.base_url}/{tenant}/{path}"
+
+    def browser_endpoint(self, tenant: str, path: str) -> str:
+        return f"{self.browser_base_url or self.base_url}/{tenant}/{path}"
 
 
 class DevIdpState:

@@ -1,6 +1,9 @@
 """`msal-gateway demo`: the development identity provider, a sample "legacy" application and the
 gateway (in-memory store), all on loopback in one process. No Azure tenant, no Redis.
 
+Ports are fixed from the gateway's (--port P): the identity provider's browser pages on P+1 (plain
+http), its TLS back channel on P+2, the sample application on P+3.
+
 The sample application knows nothing about OAuth: it trusts the headers the gateway sends and shows
 them, which is exactly what an unmodified legacy app behind msal-gateway sees.
 """
@@ -12,8 +15,10 @@ import base64
 import binascii
 import contextlib
 import json
+import os
 import signal
 from html import escape
+from pathlib import Path
 from typing import Final
 
 from aiohttp import web
@@ -22,6 +27,7 @@ from devidp.config import DevIdpConfig
 from devidp.server import start as start_devidp
 from gateway.app import build_app
 from gateway.config.settings import Settings
+from gateway.keys import MSAL
 
 DEMO_SCOPE: Final = "api://msal-gateway-demo/read"
 
@@ -29,7 +35,8 @@ _PAGE: Final = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1"><title>Legacy app</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2rem auto;max-width:60rem;padding:0 1rem;
 color:#1b1f24}}table{{border-collapse:collapse;width:100%}}td,th{{border:1px solid #d0d7de;
-padding:.35rem .5rem;text-align:left;vertical-align:top;word-break:break-all;font-size:.9rem}}
+padding:.35rem .5rem;text-align:left;vertical-align:top;font-size:.9rem}}
+td:first-child{{white-space:nowrap}}td:last-child{{overflow-wrap:anywhere}}
 th{{background:#f6f8fa}}code{{font-size:.85rem}}</style></head><body>
 <h1>Hello, {name}</h1>
 <p>This page is served by a sample application that knows nothing about sign-in. Everything it
@@ -73,11 +80,23 @@ async def _start_site(app: web.Application, port: int) -> tuple[web.AppRunner, i
     return runner, int(runner.addresses[0][1])
 
 
+def state_dir() -> Path:
+    """Where the demo keeps its identity provider's CA and signing key between runs, so that a
+    browser or client trusting them once keeps doing so (XDG state directory)."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "msal-gateway" / "demo"
+
+
 async def _run(port: int) -> None:
-    idp = await start_devidp(DevIdpConfig(port=0))
+    # Fixed ports next to the gateway's: the same addresses every run. The browser only ever
+    # visits plain-http loopback pages (gateway, sign-in pages): no certificate warning, no flag.
+    # MSAL's back channel (discovery, keys, token) keeps TLS, with the CA kept in state_dir().
+    idp = await start_devidp(
+        DevIdpConfig(port=port + 2, browser_port=port + 1, state_dir=state_dir())
+    )
     legacy = web.Application()
     legacy.router.add_route("*", "/{tail:.*}", _legacy_page)
-    legacy_runner, legacy_port = await _start_site(legacy, 0)
+    legacy_runner, legacy_port = await _start_site(legacy, port + 3)
     settings = Settings(
         upstream=f"http://127.0.0.1:{legacy_port}",
         listen=f"127.0.0.1:{port}",
@@ -88,13 +107,20 @@ async def _run(port: int) -> None:
         ca_bundle=idp.ca_path,
         scopes=DEMO_SCOPE,
     )
-    gateway_runner, _ = await _start_site(build_app(settings), port)
+    gateway = build_app(settings)
+    gateway_runner, _ = await _start_site(gateway, port)
+    # "Running" only once a sign-in can start: the provider's metadata is loaded.
+    for _ in range(200):
+        if gateway[MSAL].ready:
+            break
+        await asyncio.sleep(0.05)
     users = ", ".join(f"{user.username} ({user.name})" for user in idp.users)
     print(
         f"\nmsal-gateway demo is running.\n\n"
         f"  Open:                 http://127.0.0.1:{port}/\n"
         f"  Test users:           {users} (pick one on the sign-in page; no password)\n"
-        f"  Identity provider:    {idp.authority} (development only; CA at {idp.ca_path})\n"
+        f"  Identity provider:    sign-in pages at {idp.browser_url}, the gateway's back "
+        f"channel at {idp.authority} (development only; CA at {idp.ca_path})\n"
         f"  Sample legacy app:    http://127.0.0.1:{legacy_port}/ (loopback only; reach it "
         f"through the gateway)\n\nPress Ctrl+C to stop.\n",
         flush=True,

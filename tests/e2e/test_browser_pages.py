@@ -29,6 +29,7 @@ from typing import Any, Final
 import pytest
 from aiohttp import web
 from support.binaries import require_binary, under_ci
+from support.demo import running_demo
 from support.gateway import GatewayProcess, settings_for
 from support.ports import free_port
 from support.threaded import ThreadedServer
@@ -120,17 +121,16 @@ def assert_not_blank(path: Path) -> int:
 # ---- the browser ----
 
 
-@pytest.fixture
-def chromium(tmp_path: Path) -> Iterator[Any]:
+def _chromium(tmp_path: Path, *extra: str) -> Iterator[Any]:
     browser = require_binary("chromium", "chromium")
     driver_path = require_binary("chromedriver", "chromium-driver")
     options = Options()
     options.binary_location = browser
     for argument in (
+        *extra,
         "--headless=new",
         "--no-sandbox",  # the suite runs as root in CI, where Chromium's sandbox refuses to start
         "--disable-dev-shm-usage",
-        "--ignore-certificate-errors",  # the development identity provider's own CA (see above)
         "--window-size=1024,768",
         "--lang=en-US",
         "--no-first-run",
@@ -145,6 +145,18 @@ def chromium(tmp_path: Path) -> Iterator[Any]:
         yield driver
     finally:
         driver.quit()
+
+
+@pytest.fixture
+def chromium(tmp_path: Path) -> Iterator[Any]:
+    # The session's identity provider serves its pages over TLS with a CA of its own (see above).
+    yield from _chromium(tmp_path, "--ignore-certificate-errors")
+
+
+@pytest.fixture
+def stock_chromium(tmp_path: Path) -> Iterator[Any]:
+    """Chromium as a new user has it: no certificate flags, no CA added."""
+    yield from _chromium(tmp_path)
 
 
 def legacy_app() -> web.Application:
@@ -338,3 +350,31 @@ def test_pages_along_sign_in_and_sign_out_in_chromium(
 
     colours = {path.name: assert_not_blank(path) for path in steps.shots}
     assert len(colours) == 9, colours
+
+
+def test_the_demo_in_a_stock_browser(stock_chromium: Any, tmp_path: Path) -> None:
+    """Issue 15 item 1: the demo opens, signs in and out in a browser that trusts nothing extra:
+    every page a browser visits is plain http on loopback; only MSAL's back channel uses TLS.
+    Twice, to show the addresses and the provider's CA stay the same across runs."""
+    state = tmp_path / "state"
+    cas = []
+    for run in range(2):
+        with running_demo(state) as demo:
+            cas.append(Path(demo.ca_path).read_bytes())
+            steps = Steps(stock_chromium, tmp_path / f"run-{run}")
+            steps.directory.mkdir()
+            stock_chromium.get(demo.url + "/")
+            alice = steps.wait_for('button[name="devidp_user"][value="alice"]')
+            assert stock_chromium.current_url.startswith("http://127.0.0.1:")
+            steps.shoot("demo-sign-in-page")
+            alice.click()
+            heading = steps.wait_for("h1", "Hello,")
+            assert heading.text == "Hello, alice@contoso.example"
+            names = [cell.text for cell in stock_chromium.find_elements(By.CSS_SELECTOR, "td")][::2]
+            assert "X-Forwarded-Email" in names  # header names whole, never broken mid-word
+            steps.shoot("demo-signed-in")
+            stock_chromium.get(demo.url + "/.auth/logout")
+            steps.wait_for("h1", "You have signed out")
+            steps.shoot("demo-signed-out")
+            assert all(assert_not_blank(path) for path in steps.shots)
+    assert cas[0] == cas[1]

@@ -4,49 +4,23 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import re
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from support.browser import Browser
+from support.demo import running_demo
 from support.gateway import idp_ssl
-from support.ports import free_port
+from support.paths import REPO
+
+from devidp.config import DEFAULT_USERS
 
 
 @pytest.fixture
-def demo() -> Iterator[tuple[str, str]]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "AZURE_"))}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "demo", "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=env,
-        text=True,
-    )
-    assert process.stdout is not None
-    banner = ""
-    deadline = time.monotonic() + 20
-    while "Press Ctrl+C" not in banner and time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        banner += line
-    try:
-        match = re.search(r"CA at (\S+)\)", banner)
-        assert match, banner
-        assert f"http://127.0.0.1:{port}/" in banner
-        assert "alice" in banner
-        yield f"http://127.0.0.1:{port}", match.group(1)
-    finally:
-        process.terminate()
-        status = process.wait(10)
-        process.stdout.close()
-        assert status == 0
+def demo(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    with running_demo(tmp_path / "state") as running:
+        assert "alice" in running.banner
+        yield running.url, running.ca_path
 
 
 async def test_demo_signs_in_and_shows_identity(demo: tuple[str, str]) -> None:
@@ -67,3 +41,9 @@ async def test_demo_signs_in_and_shows_identity(demo: tuple[str, str]) -> None:
         assert (await browser.get("/.auth/logout")).status == 302
     finally:
         await browser.close()
+
+
+def test_the_docs_name_the_demos_test_users() -> None:
+    users = ", ".join(user.username for user in DEFAULT_USERS)
+    for document in ("README.md", "docs/quick-start.md"):
+        assert f"the test users ({users})" in " ".join((REPO / document).read_text().split())
