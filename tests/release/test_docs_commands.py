@@ -475,7 +475,7 @@ RUNS: Final[Mapping[str, Runner]] = {
 # command -> (file, a string that must appear in it) for each step of how it is run.
 Proof = tuple[str, str]
 DEPLOY_TEST: Final = "tests/release/test_deploy_manifests.py"
-DEMO_TEST: Final = "tests/e2e/test_demo.py"
+DEMO_TEST: Final = "tests/support/demo.py"
 BENCH_TEST: Final = "tests/e2e/test_bench_harness.py"
 COVERED_BY: Final[Mapping[str, tuple[Proof, ...]]] = {
     "./scripts/demo.sh": (
