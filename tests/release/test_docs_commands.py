@@ -480,16 +480,10 @@ BENCH_TEST: Final = "tests/e2e/test_bench_harness.py"
 COVERED_BY: Final[Mapping[str, tuple[Proof, ...]]] = {
     "./scripts/demo.sh": (
         ("scripts/demo.sh", 'exec .venv/bin/msal-gateway demo "$@"'),
-        (
-            "tests/e2e/test_demo.py",
-            '[sys.executable, "-m", "gateway", "demo", "--port", str(port)]',
-        ),
+        (DEMO_TEST, '[sys.executable, "-m", "gateway", "demo", "--port", str(port)]'),
     ),
     "msal-gateway demo": (
-        (
-            "tests/e2e/test_demo.py",
-            '[sys.executable, "-m", "gateway", "demo", "--port", str(port)]',
-        ),
+        (DEMO_TEST, '[sys.executable, "-m", "gateway", "demo", "--port", str(port)]'),
     ),
     "msal-gateway serve": (
         (
