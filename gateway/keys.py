@@ -20,7 +20,7 @@ from gateway.sessions.index import SessionIndex
 from gateway.sessions.sealing import Sealer
 from gateway.sessions.store import SessionStore
 from gateway.store.storage import Storage
-from gateway.telemetry.metrics import Metrics, Timing
+from gateway.telemetry.metrics import TIMING_KEY, Metrics
 from gateway.tokens.assertion import AssertionSigner
 from gateway.upstream.client import UpstreamPool
 from gateway.upstream.pacing import Pace
@@ -65,4 +65,4 @@ REQUEST_ID: Final = web.RequestKey("request_id", str)
 # Set while a handler waits on the application: called (by server/refusals.py) when the client's
 # connection is lost, so the application's request is abandoned rather than run to its end.
 CLIENT_GONE: Final = web.RequestKey[Callable[[], object]]("client_gone")
-TIMING: Final = web.RequestKey("timing", Timing)
+TIMING: Final = TIMING_KEY

@@ -38,6 +38,7 @@ from gateway.auth.scopes import bearer_scopes
 from gateway.config.access import TokenRoute
 from gateway.sessions.store import SessionStore
 from gateway.telemetry import tracing
+from gateway.telemetry.logs import user_var
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +95,8 @@ class AccessControl:
                 identity = await authenticate_optional(
                     request, self._sessions, self._cookie, self._api
                 )
+        if identity is not None:
+            user_var.set(identity.user_key)  # the access line names who it was
         if rule is not None and not public:
             assert identity is not None  # authenticate never returns None
             admit(rule, identity, multi_tenant=self._multi_tenant)

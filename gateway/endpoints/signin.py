@@ -51,6 +51,7 @@ from gateway.keys import (
     TRUSTED_PROXIES,
 )
 from gateway.sessions.flows import PendingSignIn
+from gateway.telemetry.logs import user_var
 from gateway.tokens import subject
 from gateway.web.pages import content_security_policy, signed_out_page
 
@@ -176,6 +177,7 @@ async def _finish(request: web.Request) -> web.StreamResponse:
     previous = read_id(request, settings.session_cookie_name)
     if previous is not None:
         await _delete_session(request, previous)
+    user_var.set(record.user_key)
     audit.info("signed in %s", record.user_key, extra={"event": "sign_in", "user": record.user_key})
     response = redirect(pending.return_to)
     set_cookie(

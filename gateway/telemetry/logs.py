@@ -26,9 +26,32 @@ from typing import Any, Final
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from gateway.telemetry.metrics import TIMING_KEY
+
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
 )
+# The client (as resolved through trusted proxies) and the signed-in user of the request being
+# handled, for the access line and audit lines; set by the request's own task (web/middleware.py
+# and the handlers), so a keep-alive connection's next request starts from None again.
+client_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("client", default=None)
+user_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("user", default=None)
+AUDIT_LOGGER: Final = "gateway.audit"
+# JSON keys follow the Elastic Common Schema (ECS), which log pipelines (Elastic, OpenSearch,
+# Loki and Datadog pipelines) map without configuration: our record attributes -> ECS fields.
+ECS_FIELDS: Final = {
+    "request_id": "http.request.id",
+    "event": "event.action",
+    "method": "http.request.method",
+    "path": "url.path",
+    "status": "http.response.status_code",
+    "client": "client.address",
+    "user": "user.id",
+    "user_agent": "user_agent.original",
+    "bytes": "http.response.body.bytes",
+    "rule": "rule.name",
+    "reason": "event.reason",
+}
 # Attributes every LogRecord has; anything else on a record was passed as `extra` and is kept.
 _STANDARD: Final = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message",
@@ -38,30 +61,51 @@ _STANDARD: Final = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None
 
 
 class RequestIdFilter(logging.Filter):
+    """Stamps each record with its request's id, and audit records with the client address."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "request_id"):
             record.request_id = request_id_var.get()
+        if record.name == AUDIT_LOGGER and not hasattr(record, "client"):
+            record.client = client_var.get()
         return True
 
 
 class JsonFormatter(logging.Formatter):
+    """One ECS-shaped JSON object per record (see ECS_FIELDS); absent values are left out."""
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            "@timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
+            "log.level": record.levelname.lower(),
+            "log.logger": record.name,
             "message": record.getMessage(),
         }
         request_id = getattr(record, "request_id", None)
         if request_id:
-            entry["request_id"] = request_id
+            entry["http.request.id"] = request_id
         for name, value in vars(record).items():
-            if name not in _STANDARD and not name.startswith("_"):
-                entry[name] = value
+            if name not in _STANDARD and not name.startswith("_") and value is not None:
+                entry[ECS_FIELDS.get(name, name)] = value
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["error.stack_trace"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    """For people: time, level, logger, [request id] when there is one, the message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        request_id = getattr(record, "request_id", None)
+        line = (
+            f"{self.formatTime(record)} {record.levelname} {record.name} "
+            + (f"[{request_id}] " if request_id else "")
+            + record.getMessage()
+        )
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
 
 
 QUEUED_RECORDS: Final = 10_000
@@ -113,12 +157,7 @@ def configure(format_name: str, level: str = "INFO") -> None:
     global _listener
     shutdown()
     writer = logging.StreamHandler(sys.stderr)
-    if format_name == "json":
-        writer.setFormatter(JsonFormatter())
-    else:
-        writer.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
-        )
+    writer.setFormatter(JsonFormatter() if format_name == "json" else TextFormatter())
     records: queue.Queue[logging.LogRecord | None] = queue.Queue(QUEUED_RECORDS)
     handler = NonBlockingHandler(records)
     handler.addFilter(RequestIdFilter())  # here, in the request's own context
@@ -127,6 +166,9 @@ def configure(format_name: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Libraries' warnings (MSAL's UserWarning about response_mode, say) as log lines like any
+    # other, not raw text on stderr.
+    logging.captureWarnings(True)
 
 
 def shutdown() -> None:
@@ -139,20 +181,26 @@ def shutdown() -> None:
 
 
 class AccessLogger(AbstractAccessLogger):
-    """One line per request: method, path without query, status, duration, request id."""
+    """One line per request: method, path without query, status, duration, request id, the
+    client (through trusted proxies), the signed-in user, user agent, body bytes sent and the
+    application's share of the time."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        extra: dict[str, Any] = {
+            "event": "access",
+            "method": request.method,
+            "path": request.rel_url.path,
+            "status": response.status,
+            "duration_ms": round(time * 1000, 2),
+            "request_id": response.headers.get("X-Request-Id"),
+            "client": client_var.get() or request.remote,
+            "user": user_var.get(),
+            "user_agent": request.headers.get("User-Agent", "")[:256] or None,
+            "bytes": response.body_length,
+        }
+        timing = request.get(TIMING_KEY)
+        if timing is not None and timing.sent is not None and timing.answered is not None:
+            extra["upstream_ms"] = round((timing.answered - timing.sent) * 1000, 2)
         self.logger.info(
-            "%s %s %s",
-            request.method,
-            request.rel_url.path,
-            response.status,
-            extra={
-                "event": "access",
-                "method": request.method,
-                "path": request.rel_url.path,
-                "status": response.status,
-                "duration_ms": round(time * 1000, 2),
-                "request_id": response.headers.get("X-Request-Id"),
-            },
+            "%s %s %s", request.method, request.rel_url.path, response.status, extra=extra
         )

@@ -54,6 +54,11 @@ class Timing:
         self.answered = time.perf_counter()
 
 
+# Where a request keeps its Timing (gateway/keys.py re-exports it as TIMING): defined here so
+# that the access log (telemetry/logs.py) can read it.
+TIMING_KEY: Final = web.RequestKey("timing", Timing)
+
+
 class _PendingHistogram:
     """One histogram child's observations since the last flush, by bucket.
 

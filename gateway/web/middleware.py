@@ -19,6 +19,7 @@ from aiohttp import HttpVersion10, HttpVersion11, web
 from aiohttp.typedefs import Handler
 
 from gateway.auth.cookies import clear_cookie
+from gateway.auth.peers import client_address
 from gateway.errors import (
     GatewayError,
     SignInRequired,
@@ -27,8 +28,8 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from gateway.keys import METRICS, REQUEST_ID, SETTINGS, TIMING
-from gateway.telemetry.logs import request_id_var
+from gateway.keys import METRICS, REQUEST_ID, SETTINGS, TIMING, TRUSTED_PROXIES
+from gateway.telemetry.logs import client_var, request_id_var, user_var
 from gateway.telemetry.metrics import Timing
 from gateway.web.pages import PAGE_CSP, content_security_policy, error_actions, error_title, page
 
@@ -155,6 +156,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     rid = request_id(request)
     request[REQUEST_ID] = rid
     request_id_var.set(rid)  # every log line of this request names it
+    client_var.set(client_address(request, request.app[TRUSTED_PROXIES]))
+    user_var.set(None)
     metrics = request.app[METRICS]
     try:
         response = await handler(request)

@@ -159,7 +159,7 @@ async def test_a_client_that_leaves_early_is_499_not_an_error(
         assert sample(text, 'msal_gateway_requests_total{route="proxy",status="499"}') == 1
     finally:
         log = gateway.stop()
-    assert '"level": "error"' not in log and '"level": "warning"' not in log, log
+    assert '"log.level": "error"' not in log and '"log.level": "warning"' not in log, log
 
 
 async def test_a_cancelled_sign_in_is_a_4xx_logged_at_info(

@@ -45,8 +45,9 @@ async def test_sigterm_drains_then_exits_cleanly(idp: Any, upstream: ThreadedSer
     log = gateway.stop()
     assert gateway.returncode == 0, log
     lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
-    access = [line for line in lines if line.get("event") == "access"]
-    slow_line = next(line for line in access if line["path"] == "/_slow")
-    assert slow_line["request_id"] == "slow-request-1" and slow_line["status"] == 200
+    access = [line for line in lines if line.get("event.action") == "access"]
+    slow_line = next(line for line in access if line["url.path"] == "/_slow")
+    assert slow_line["http.request.id"] == "slow-request-1"
+    assert slow_line["http.response.status_code"] == 200
     assert "secret=abc" not in log  # queries never reach the log
     assert any(line["message"] == "stopped" for line in lines)
