@@ -13,6 +13,7 @@ them.
       IdentityProviderError      502 the identity provider refused or could not be reached
       UpstreamUnavailable        502 connection to the application refused or reset
       UpstreamTimeout            504
+      UpstreamBusy               503 every connection slot to the application is taken
       StoreUnavailable           503 the session store cannot be reached (fail closed)
       Busy                       503 another request holds this session's refresh for too long
       CorruptRecordError         a stored record could not be decrypted or parsed; callers treat it
@@ -111,6 +112,13 @@ class UpstreamUnavailable(GatewayError):
 
 class UpstreamTimeout(GatewayError):
     status, code, expose, title = 504, "upstream_timeout", True, "The application did not answer"
+
+
+class UpstreamBusy(GatewayError):
+    """Every connection the gateway may open to the application is in use (WebSockets hold
+    theirs for as long as they run): refused at once rather than queued without end."""
+
+    status, code, expose, title = 503, "upstream_busy", True, "The application is busy"
 
 
 class StoreUnavailable(GatewayError):

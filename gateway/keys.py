@@ -13,6 +13,7 @@ from gateway.auth.identity import ApiCallers, Refresher
 from gateway.auth.peers import Network
 from gateway.auth.policy import Policy
 from gateway.auth.ratelimit import RateLimiter
+from gateway.auth.sockets import SocketRegistry
 from gateway.config.settings import Settings
 from gateway.sessions.flows import FlowStore
 from gateway.sessions.index import SessionIndex
@@ -46,6 +47,8 @@ POLICY: Final = web.AppKey("policy", Policy)
 SIGNIN_LIMITER: Final = web.AppKey("signin_limiter", RateLimiter)
 DRAINING: Final = web.AppKey("draining", asyncio.Event)  # set on SIGTERM: readiness goes false
 OPEN_WEBSOCKETS: Final = web.AppKey("open_websockets", set[web.WebSocketResponse])
+# Every relayed WebSocket's lease, by session and user: ending a session closes its sockets.
+SOCKETS: Final = web.AppKey("sockets", SocketRegistry)
 ASSERTION: Final = web.AppKey("assertion", AssertionSigner)  # absent unless enabled
 TRUSTED_PROXIES: Final = web.AppKey[tuple[Network, ...]]("trusted_proxies")
 METRICS: Final = web.AppKey("metrics", Metrics)

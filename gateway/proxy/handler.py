@@ -5,9 +5,7 @@ MSAL only through the Refresher, and only when a token is due."""
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
-from collections.abc import Awaitable, Callable
 
 from aiohttp import HttpVersion11, web
 from multidict import CIMultiDict
@@ -29,6 +27,7 @@ from gateway.keys import (
     REFRESHER,
     REQUEST_ID,
     SETTINGS,
+    SOCKETS,
     TIMING,
     TRUSTED_PROXIES,
     UPSTREAM,
@@ -36,7 +35,8 @@ from gateway.keys import (
     UPSTREAM_POOL,
     UPSTREAM_PREFIX,
 )
-from gateway.proxy.forward import HeadInspector, forward, forward_websocket, is_websocket
+from gateway.proxy.forward import HeadInspector, forward
+from gateway.proxy.websocket import forward_websocket, is_websocket
 from gateway.telemetry import tracing
 
 log = logging.getLogger(__name__)
@@ -62,13 +62,15 @@ async def handle(request: web.Request) -> web.StreamResponse:
         inspect = challenge_inspector(request.method, request.body_exists, on_challenge)
     try:
         return await send_upstream(
-            request, upstream_headers(request, identity, scopes, settings), inspect
+            request, upstream_headers(request, identity, scopes, settings), identity, inspect
         )
     except ClaimsChallenge as challenge:
         assert identity is not None  # only raised when inspect was given
         identity = await app[REFRESHER].refresh(identity, scopes, claims=challenge.claims)
         # Once: a second challenge goes to the client.
-        return await send_upstream(request, upstream_headers(request, identity, scopes, settings))
+        return await send_upstream(
+            request, upstream_headers(request, identity, scopes, settings), identity
+        )
 
 
 async def send_for_api_caller(
@@ -78,38 +80,48 @@ async def send_for_api_caller(
     behalf) goes upstream only when configured."""
     token = await request.app[API_CALLERS].upstream_token(identity, scopes)
     headers = upstream_headers(request, identity, scopes, request.app[SETTINGS], api_token=token)
-    return await send_upstream(request, headers)
+    return await send_upstream(request, headers, identity)
 
 
 async def send_upstream(
     request: web.Request,
     headers: CIMultiDict[str],
+    identity: Identity | None,
     inspect_head: HeadInspector | None = None,
 ) -> web.StreamResponse:
-    """Forward the request (a WebSocket is registered for a clean close at shutdown)."""
+    """Forward the request. A WebSocket holds a lease while it runs (auth/sockets.py: closed when
+    its session ends, counted against its user's cap) and is registered for a clean close at
+    shutdown."""
     app = request.app
     async with tracing.span(request, "upstream"):
         traced = tracing.outbound_traceparent(request)
         if traced is not None:  # the upstream's parent is this span
             headers["traceparent"] = traced
-        send: Callable[..., Awaitable[web.StreamResponse]]
-        if is_websocket(request):
-            send = functools.partial(
-                forward_websocket,
+        own_cookies, timing = app[SETTINGS].own_cookie_names, request.get(TIMING)
+        if not is_websocket(request):
+            return await forward(
+                request,
+                headers,
+                pool=app[UPSTREAM_POOL],
+                prefix=app[UPSTREAM_PREFIX],
+                own_cookies=own_cookies,
+                inspect_head=inspect_head,
+                timing=timing,
+            )
+        with app[SOCKETS].open(identity) as lease:  # 429 or 503 here, before the upgrade
+            return await forward_websocket(
+                request,
+                headers,
                 client=app[UPSTREAM],
                 base=app[UPSTREAM_BASE],
+                limits=app[SETTINGS].proxy,
+                lease=lease,
                 open_websockets=app[OPEN_WEBSOCKETS],  # closed properly at shutdown
                 open_gauge=app[METRICS].open_websockets,
+                own_cookies=own_cookies,
+                inspect_head=inspect_head,
+                timing=timing,
             )
-        else:
-            send = functools.partial(forward, pool=app[UPSTREAM_POOL], prefix=app[UPSTREAM_PREFIX])
-        return await send(
-            request,
-            headers,
-            own_cookies=app[SETTINGS].own_cookie_names,
-            inspect_head=inspect_head,
-            timing=request.get(TIMING),
-        )
 
 
 def upstream_headers(
