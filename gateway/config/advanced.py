@@ -173,10 +173,10 @@ class ProxySettings(SettingsGroup):
         4 * 1024 * 1024,
         ge=1024,
         le=64 * 1024 * 1024,
-        description="Largest WebSocket message relayed either way (4 MiB: JupyterLab outputs "
-        "with plots fit); a larger one closes the socket with 1009 and a warning in the log. "
-        "Each message is held whole while it passes, so this times the open sockets bounds the "
-        "memory they can take.",
+        description="Largest WebSocket message relayed either way (4 MiB, aiohttp's default; "
+        "raise it for notebooks that display larger outputs); a larger one closes the socket with "
+        "1009 and a warning in the log. Each message is held whole while it passes, so this times "
+        "the open sockets bounds the memory they can take.",
     )
     websocket_heartbeat_seconds: float = Field(
         30.0,
