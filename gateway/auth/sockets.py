@@ -100,7 +100,7 @@ class SocketLease:
     ) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._registry._release(self)
+        self._registry.release(self)
 
 
 @dataclass(slots=True)
@@ -170,7 +170,8 @@ class SocketRegistry:
             self._by_session.setdefault(key, _Session(identity.session_id)).leases.add(lease)
         return lease
 
-    def _release(self, lease: SocketLease) -> None:
+    def release(self, lease: SocketLease) -> None:
+        """The socket of `lease` is gone (the lease's `with` block calls this)."""
         self._open -= 1
         if lease.user_key is not None:
             left = self._per_user[lease.user_key] - 1
