@@ -132,6 +132,7 @@ class SocketRegistry:
         self._open = 0
         self._checks: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
+        self.following = False  # the notice feed is confirmed up
 
     def __len__(self) -> int:
         return self._open
@@ -202,6 +203,7 @@ class SocketRegistry:
     def feed_changed(self, following: bool) -> None:
         """The notice feed came back: notices may have been missed, so read every session again
         (while it is down, the periodic check bounds the delay)."""
+        self.following = following
         if following:
             for key in list(self._by_session):
                 self.changed(key)
