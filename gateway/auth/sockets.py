@@ -66,13 +66,25 @@ class SocketLease:
     the relay calls `touch` for each message it passes. Release it (a `with` block) when the
     socket is gone."""
 
-    def __init__(self, registry: SocketRegistry, user_key: str | None, key: str | None) -> None:
+    def __init__(
+        self,
+        registry: SocketRegistry,
+        user_key: str | None,
+        key: str | None,
+        *,
+        ends_in: float | None = None,
+        at_end: Ending = SESSION_EXPIRED,
+    ) -> None:
         self._registry = registry
         self.user_key = user_key
         self.key = key  # the session's store key; None for API clients and anonymous sockets
-        self.ended: asyncio.Future[Ending] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self.ended: asyncio.Future[Ending] = loop.create_future()
         self.active = False  # a message passed since the last check
-        self._timer: asyncio.TimerHandle | None = None
+        # `ends_in` seconds from now (the session's absolute end, a token's expiry): `at_end`.
+        self._timer = (
+            None if ends_in is None else loop.call_later(max(0.0, ends_in), self.end, at_end)
+        )
 
     def touch(self) -> None:
         self.active = True
@@ -151,24 +163,19 @@ class SocketRegistry:
                 extra={"event": "websocket_refused", "user": user, "open": self._max_per_user},
             )
             raise TooManyRequests("too many open WebSockets; close some and try again")
-        key = None
-        deadline, past_deadline = None, SESSION_EXPIRED
         if isinstance(identity, SessionIdentity):
             key = self._sessions.key(identity.session_id)
-            deadline = identity.record.expires_at
+            ends_in = identity.record.expires_at - self._clock()
+            lease = SocketLease(self, user, key, ends_in=ends_in, at_end=SESSION_EXPIRED)
+            self._by_session.setdefault(key, _Session(identity.session_id)).leases.add(lease)
         elif isinstance(identity, ApiCallerIdentity):
-            deadline, past_deadline = identity.expires_at, TOKEN_EXPIRED
-        lease = SocketLease(self, user, key)
-        if deadline is not None:
-            lease._timer = asyncio.get_running_loop().call_later(
-                max(0.0, deadline - self._clock()), lease.end, past_deadline
-            )
+            ends_in = identity.expires_at - self._clock()
+            lease = SocketLease(self, user, None, ends_in=ends_in, at_end=TOKEN_EXPIRED)
+        else:
+            lease = SocketLease(self, None, None)
         self._open += 1
         if user is not None:
             self._per_user[user] = self._per_user.get(user, 0) + 1
-        if isinstance(identity, SessionIdentity):
-            assert key is not None
-            self._by_session.setdefault(key, _Session(identity.session_id)).leases.add(lease)
         return lease
 
     def release(self, lease: SocketLease) -> None:
