@@ -11,7 +11,7 @@
 # writes nothing at run time (bytecode is compiled at build time), so it runs with a read-only root
 # filesystem, as deploy/ does, as uid/gid 10001 like deploy/'s manifests.
 # tests/test_wheel_entrypoint.py runs these same build steps, then the image's entrypoint and
-# HEALTHCHECK command, without a container engine; tests/test_release.py lints this file.
+# HEALTHCHECK command, without a container engine; tests/release/test_artifacts.py lints this file.
 ARG PYTHON_VERSION=3.11
 
 FROM python:${PYTHON_VERSION}-slim-bookworm AS build

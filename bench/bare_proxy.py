@@ -29,20 +29,9 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-HOP_BY_HOP: Final = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "trailers",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
+# The gateway's own list: both proxies drop exactly the same headers, so neither does less work.
+from gateway.auth.headers import HOP_BY_HOP
+
 UPSTREAM: Final = web.AppKey("upstream", str)
 CLIENT: Final = web.AppKey("client", aiohttp.ClientSession)
 

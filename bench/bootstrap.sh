@@ -32,8 +32,9 @@ for service in apache2 nginx; do
   fi
 done
 
-# The harness reuses the test suite's helpers (tests/support), so it needs the test extra.
-if ! { [ -x .venv/bin/python ] && .venv/bin/python -c 'import gateway, pytest, trustme' 2>/dev/null; }; then
+# The harness reuses the test kit (tests/support), so it needs the test extra and the kit on the
+# virtualenv's path, which scripts/bootstrap.sh in test mode provides.
+if ! { [ -x .venv/bin/python ] && .venv/bin/python -c 'import gateway, pytest, trustme, support' 2>/dev/null; }; then
   ./scripts/bootstrap.sh test
 fi
 .venv/bin/python -c 'import uvloop' 2>/dev/null || .venv/bin/python -m pip install -q uvloop

@@ -36,7 +36,8 @@ import wrk
 from chart import write_chart
 from processes import ManagedProcess, MissingTool
 from signin import Fetched, SignInFailed, fetch, sign_in
-from stack import BENCH_USER, GATEWAY_PUBLIC_URL, REPO, Stack, check_tools
+from stack import BENCH_USER, GATEWAY_PUBLIC_URL, Stack, check_tools
+from support.paths import BENCH
 
 DIRECT: Final = "direct to nginx"
 NGINX: Final = "nginx proxy_pass"
@@ -523,7 +524,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--output",
         type=Path,
-        default=REPO / "bench" / "RESULTS.md",
+        default=BENCH / "RESULTS.md",
         help="where to write the Markdown (bench/RESULTS.md)",
     )
     parser.add_argument(

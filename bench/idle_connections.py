@@ -16,42 +16,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import resource
 import statistics
-import sys
 import threading
 import time
-from pathlib import Path
 from typing import Final
 
 import aiohttp
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
 from support.browser import Browser
-from support.gateway import PUBLIC_URL, GatewayProcess, idp_ssl, settings_for
+from support.gateway import PUBLIC_URL, SESSION_COOKIE, GatewayProcess, idp_ssl, settings_for
 from support.idp import ThreadedDevIdp
+from support.procfs import open_fds, rss_kib
 from support.threaded import ThreadedServer
 from support.upstream import make_upstream_app
 
 from devidp.config import DevIdpConfig
 
-COOKIE: Final = "__Host-msal-gateway"
 HEALTHZ: Final = b"GET /.auth/healthz HTTP/1.1\r\nHost: app.test\r\n\r\n"
 CONNECT_SECONDS: Final = 5.0
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
-
-
-def open_fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 async def probe(url: str, session: str, count: int, pause: float) -> list[float]:
@@ -65,7 +47,7 @@ async def probe(url: str, session: str, count: int, pause: float) -> list[float]
             try:
                 async with client.get(
                     f"{url}/probe/{i}",
-                    headers={"Accept": "application/json", "Cookie": f"{COOKIE}={session}"},
+                    headers={"Accept": "application/json", "Cookie": f"{SESSION_COOKIE}={session}"},
                 ) as response:
                     await response.read()
                     ok = response.status == 200
@@ -148,7 +130,7 @@ async def run(
         await gateway.ready()
         browser = Browser(gateway.url, PUBLIC_URL, idp_ssl(idp.ca_path))
         await browser.sign_in("/")
-        session = browser.cookie(COOKIE) or ""
+        session = browser.cookie(SESSION_COOKIE) or ""
         await browser.close()
         before = await probe(gateway.url, session, 30, 0.02)
         rows += [

@@ -17,17 +17,14 @@ import argparse
 import asyncio
 import gc
 import secrets
-import sys
 import time
 import tracemalloc
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from redis import Redis
 from support.browser import Browser
-from support.gateway import PUBLIC_URL, GatewayProcess, idp_ssl, settings_for
+from support.gateway import PUBLIC_URL, SESSION_COOKIE, GatewayProcess, idp_ssl, settings_for
 from support.idp import ThreadedDevIdp
+from support.procfs import rss_kib
 from support.redis_server import RedisServer
 from support.threaded import ThreadedServer
 from support.upstream import make_upstream_app
@@ -41,16 +38,7 @@ from gateway.sessions.sealing import Sealer
 from gateway.sessions.store import SessionRecord
 from gateway.store.memory import MemoryStorage
 
-COOKIE = "__Host-msal-gateway"
 SCOPE = "api://upstream/read"
-
-
-def rss_kib() -> int:
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
 
 
 def one_real_session(redis: RedisServer) -> tuple[dict[str, bytes], dict[str, int], str]:
@@ -73,7 +61,7 @@ def one_real_session(redis: RedisServer) -> tuple[dict[str, bytes], dict[str, in
             await gateway.ready()
             browser = Browser(gateway.url, PUBLIC_URL, idp_ssl(idp.ca_path))
             await browser.sign_in("/")
-            assert browser.cookie(COOKIE), "sign-in failed"
+            assert browser.cookie(SESSION_COOKIE), "sign-in failed"
             answer = await browser.get("/x", headers={"Accept": "application/json"})
             assert answer.status == 200, answer.status
             await browser.close()

@@ -3,8 +3,9 @@ bodies, and the nginx `proxy_pass` reference in front of it.
 
 They are two nginx processes rather than two server blocks of one, so that the CPU time of the
 proxy can be read apart from the upstream's. Each runs in the foreground (`daemon off`) from a
-private prefix directory holding its configuration, pid file, logs and temporary files, so it
-needs no system configuration and never touches a system-wide nginx.
+private prefix directory holding its configuration, pid file, logs and temporary files, with the
+test kit's nginx.conf preamble (support.nginx.main_config), so it needs no system configuration
+and never touches a system-wide nginx.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from processes import ManagedProcess, ProcessGroup, find_binary, free_port, wait_for_port
+from processes import ManagedProcess, ProcessGroup, find_binary, wait_for_port
+from support.nginx import main_config
+from support.ports import free_port
 
 # The bodies the upstream serves, by path: fixed bytes, so a proxy that alters them is caught.
 BODIES: Final = {
@@ -32,33 +35,26 @@ def nginx_binary() -> str:
     return find_binary("nginx", "nginx", "/usr/sbin/nginx")
 
 
-def _common(prefix: Path, workers: int, user: str | None, access_log: bool) -> list[str]:
-    log = f"access_log {prefix}/access.log;" if access_log else "access_log off;"
-    return [
-        # As root the workers switch to an unprivileged user; the prefix is readable by it.
-        f"user {user};" if user else "",
-        f"worker_processes {workers};",
-        f"pid {prefix}/nginx.pid;",
-        f"error_log {prefix}/error.log warn;",
-        "events { worker_connections 4096; }",
-        "http {",
-        f"    {log}",
-        # The compiled-in temp paths (/var/lib/nginx/...) belong to the system nginx.
-        f"    client_body_temp_path {prefix}/client_body;",
-        f"    proxy_temp_path {prefix}/proxy;",
-        f"    fastcgi_temp_path {prefix}/fastcgi;",
-        f"    uwsgi_temp_path {prefix}/uwsgi;",
-        f"    scgi_temp_path {prefix}/scgi;",
-        "    default_type application/octet-stream;",
-        # Every system under test keeps client connections open for the whole run.
-        "    keepalive_requests 1000000;",
-        "    keepalive_timeout 75s;",
-    ]
+def _main(prefix: Path, workers: int, user: str | None, access_log: bool, http: list[str]) -> str:
+    # As root the workers switch to `user`, an unprivileged one; the prefix is readable by it.
+    return main_config(
+        prefix,
+        [
+            # Every system under test keeps client connections open for the whole run.
+            "    keepalive_requests 1000000;",
+            "    keepalive_timeout 75s;",
+            *http,
+        ],
+        user=user,
+        workers=workers,
+        worker_connections=4096,
+        error_log_level="warn",
+        access_log=access_log,
+    )
 
 
 def upstream_config(prefix: Path, port: int, workers: int, user: str | None, log: bool) -> str:
-    lines = [
-        *_common(prefix, workers, user, log),
+    http = [
         "    sendfile on;",
         "    open_file_cache max=16;",
         "    server {",
@@ -75,16 +71,14 @@ def upstream_config(prefix: Path, port: int, workers: int, user: str | None, log
         "        }",
         "        location / { try_files $uri =404; }",
         "    }",
-        "}",
     ]
-    return "\n".join(line for line in lines if line) + "\n"
+    return _main(prefix, workers, user, log, http)
 
 
 def proxy_config(
     prefix: Path, port: int, upstream_port: int, workers: int, user: str | None, log: bool
 ) -> str:
-    lines = [
-        *_common(prefix, workers, user, log),
+    http = [
         "    upstream app {",
         f"        server 127.0.0.1:{upstream_port};",
         # Pooled keep-alive connections to the upstream, as every other proxy here has.
@@ -99,9 +93,8 @@ def proxy_config(
         '            proxy_set_header Connection "";',
         "        }",
         "    }",
-        "}",
     ]
-    return "\n".join(line for line in lines if line) + "\n"
+    return _main(prefix, workers, user, log, http)
 
 
 @dataclass

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Final
+
+from support import binaries
+from support.ports import accepts
 
 CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 BOOTSTRAP_HINT: Final = "run bench/bootstrap.sh"
@@ -29,21 +30,11 @@ class MissingTool(RuntimeError):
 
 
 def find_binary(name: str, package: str, sbin: str | None = None) -> str:
-    """The path of `name`; Debian puts nginx and apache2 in /usr/sbin, which is not on every
-    user's PATH."""
-    path = shutil.which(name)
-    if path is None and sbin is not None and os.access(sbin, os.X_OK):
-        path = sbin
+    """The path of `name` (see support.binaries.find_binary), or MissingTool with the hint."""
+    path = binaries.find_binary(name, sbin)
     if path is None:
         raise MissingTool(f"{name} not found (Debian package {package}): {BOOTSTRAP_HINT}")
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_until(
@@ -62,15 +53,7 @@ def wait_until(
 
 def wait_for_port(port: int, process: ManagedProcess, seconds: float = 20.0) -> None:
     """Until something accepts on 127.0.0.1:`port`; fails early if the process dies."""
-
-    def accepts() -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return True
-        except OSError:
-            return False
-
-    wait_until(accepts, process, f"did not listen on port {port}", seconds)
+    wait_until(lambda: accepts(port), process, f"did not listen on port {port}", seconds)
 
 
 def _children_index() -> dict[int, list[int]]:

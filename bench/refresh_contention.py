@@ -12,18 +12,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import secrets
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import aiohttp
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
 from support.browser import Browser
-from support.gateway import PUBLIC_URL, GatewayProcess, idp_ssl, settings_for
+from support.gateway import (
+    PUBLIC_URL,
+    SESSION_COOKIE,
+    GatewayProcess,
+    idp_ssl,
+    settings_for,
+    shared_redis,
+)
 from support.idp import ThreadedDevIdp
 from support.redis_server import RedisServer
 from support.threaded import ThreadedServer
@@ -31,13 +32,11 @@ from support.upstream import make_upstream_app
 
 from devidp.config import DevIdpConfig
 
-COOKIE = "__Host-msal-gateway"
-
 
 async def timed_get(client: aiohttp.ClientSession, url: str, session: str) -> tuple[int, float]:
     started = time.perf_counter()
     async with client.get(
-        url, headers={"Accept": "application/json", "Cookie": f"{COOKIE}={session}"}
+        url, headers={"Accept": "application/json", "Cookie": f"{SESSION_COOKIE}={session}"}
     ) as response:
         await response.read()
         return response.status, time.perf_counter() - started
@@ -49,12 +48,7 @@ async def run(requests: int, rounds: int) -> None:
     upstream = ThreadedServer(make_upstream_app).start()
     redis = RedisServer().start()
     settings = settings_for(
-        idp,
-        upstream.url,
-        session_store="redis",
-        redis_url=redis.url,
-        cookie_secret=secrets.token_urlsafe(32),
-        scopes="api://upstream/read",
+        idp, upstream.url, **shared_redis(redis.url), scopes="api://upstream/read"
     )
     replicas = [GatewayProcess(settings) for _ in range(3)]
     try:
@@ -63,7 +57,7 @@ async def run(requests: int, rounds: int) -> None:
         browser = Browser(replicas[0].url, PUBLIC_URL, idp_ssl(idp.ca_path))
         idp.set_lifetimes(refresh_in=1)
         await browser.sign_in("/")
-        session = browser.cookie(COOKIE) or ""
+        session = browser.cookie(SESSION_COOKIE) or ""
         await browser.close()
         idp.set_lifetimes()
         connector = aiohttp.TCPConnector(limit=requests)
@@ -74,7 +68,8 @@ async def run(requests: int, rounds: int) -> None:
             # The burst: every request arrives while the token is due.
             idp.set_lifetimes(refresh_in=1)
             await client.post(
-                f"{replicas[0].url}/.auth/refresh", headers={"Cookie": f"{COOKIE}={session}"}
+                f"{replicas[0].url}/.auth/refresh",
+                headers={"Cookie": f"{SESSION_COOKIE}={session}"},
             )
             idp.set_lifetimes()
             await asyncio.sleep(1.2)
@@ -92,7 +87,8 @@ async def run(requests: int, rounds: int) -> None:
             for _ in range(rounds):
                 idp.set_lifetimes(refresh_in=1)
                 await client.post(
-                    f"{replicas[1].url}/.auth/refresh", headers={"Cookie": f"{COOKIE}={session}"}
+                    f"{replicas[1].url}/.auth/refresh",
+                    headers={"Cookie": f"{SESSION_COOKIE}={session}"},
                 )
                 idp.set_lifetimes()
                 await asyncio.sleep(1.1)

@@ -12,19 +12,14 @@ address, and that origin is treated as secure so `__Host-`/`Secure` cookies flow
 from __future__ import annotations
 
 import ssl
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Final
 from urllib.parse import urljoin
 
 import aiohttp
 from aiohttp import CookieJar
-from yarl import URL
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
 from support.browser import NAVIGATE, parse_form
+from yarl import URL
 
 MAX_HOPS: Final = 12
 REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})

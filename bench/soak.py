@@ -40,7 +40,6 @@ import collections
 import contextlib
 import hashlib
 import json
-import os
 import random  # traffic shapes and bodies, not secrets
 import secrets
 import ssl
@@ -51,24 +50,20 @@ import time
 from array import array
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
 import redis
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
 from support.browser import NAVIGATE, Browser
-from support.gateway import PUBLIC_URL, GatewayProcess, idp_ssl, settings_for
+from support.gateway import PUBLIC_URL, SESSION_COOKIE, GatewayProcess, idp_ssl, settings_for
 from support.idp import ThreadedDevIdp
+from support.procfs import cpu_seconds, rss_kib
 from support.redis_sentinel import SentinelSet
 from support.threaded import ThreadedServer
 from support.upstream import make_upstream_app
 
 from devidp.config import DevIdpConfig
 
-COOKIE: Final = "__Host-msal-gateway"
 SCOPE: Final = "api://upstream/read"  # so every proxied request carries a bearer token
 # The default development users without a group overage (carol needs Graph at sign-in, which is
 # not what this soak is about).
@@ -106,25 +101,12 @@ MIX: Final = {
 Action = Callable[[], Awaitable[tuple[int, str | None]]]
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User plus system CPU time of a process so far."""
+def usage(pid: int) -> tuple[int | None, float | None]:
+    """A gateway's resident memory (KiB) and CPU time so far; None for both once it has exited."""
     try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
+        return rss_kib(pid), cpu_seconds(pid)
     except FileNotFoundError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_kib(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except FileNotFoundError:
-        pass
-    return None
+        return None, None
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -268,7 +250,7 @@ class User:
 
     def headers(self, base: dict[str, str]) -> dict[str, str]:
         assert self.cookie is not None
-        return {**base, "Cookie": f"{COOKIE}={self.cookie}"}
+        return {**base, "Cookie": f"{SESSION_COOKIE}={self.cookie}"}
 
 
 def echo_problem(seen: Any, user: User, method: str, path: str) -> str | None:
@@ -285,7 +267,7 @@ def echo_problem(seen: Any, user: User, method: str, path: str) -> str | None:
         return "no bearer token forwarded"
     if token_claims(bearer).get("oid") != headers.get("x-ms-client-principal-id"):
         return "a bearer token of another user"
-    if COOKIE in headers.get("cookie", ""):
+    if SESSION_COOKIE in headers.get("cookie", ""):
         return "the session cookie reached the upstream"
     return None
 
@@ -414,7 +396,7 @@ class Soak:
             done = await browser.deliver(auth)
             if done.status != 302:
                 return done.status, await unclean_503(done)
-            cookie = browser.cookie(COOKIE)
+            cookie = browser.cookie(SESSION_COOKIE)
             if cookie is None:
                 return 302, "no session cookie"
             user.cookie = cookie
@@ -529,7 +511,7 @@ class Soak:
         variant = random.choice(("api", "navigation", "unknown cookie"))
         headers = dict(NAVIGATE if variant == "navigation" else API)
         if variant == "unknown cookie":
-            headers["Cookie"] = f"{COOKIE}={secrets.token_urlsafe(32)}"
+            headers["Cookie"] = f"{SESSION_COOKIE}={secrets.token_urlsafe(32)}"
 
         async def action() -> tuple[int, str | None]:
             async with self.client.get(
@@ -566,7 +548,7 @@ class Soak:
             return
         user.sign_outs += 1
         await asyncio.sleep(SIGNED_OUT_SETTLE_SECONDS)
-        headers = {**API, "Cookie": f"{COOKIE}={cookie}"}
+        headers = {**API, "Cookie": f"{SESSION_COOKIE}={cookie}"}
         for other in range(len(self.gateways)):
             check = user.next_path("signed-out")
 
@@ -846,12 +828,10 @@ async def run(args: argparse.Namespace) -> int:
             )
             users = [User(n, USERS[n % len(USERS)]) for n in range(args.users)]
             await asyncio.gather(*(soak.warm_up(user) for user in users))
-            reports = [
-                GatewayReport(
-                    rss_start=rss_kib(g.process.pid), cpu_start=cpu_seconds(g.process.pid)
-                )
-                for g in gateways
-            ]
+            reports = []
+            for gateway in gateways:
+                rss, cpu = usage(gateway.process.pid)
+                reports.append(GatewayReport(rss_start=rss, cpu_start=cpu))
             own_cpu = time.process_time()
             before = len(idp.token_requests("refresh_token"))
             before_traffic = soak.total()
@@ -863,8 +843,7 @@ async def run(args: argparse.Namespace) -> int:
             ended = soak.now()
             during = len(idp.token_requests("refresh_token")) - before
             for gateway, gateway_report in zip(gateways, reports, strict=True):
-                gateway_report.rss_end = rss_kib(gateway.process.pid)
-                gateway_report.cpu_end = cpu_seconds(gateway.process.pid)
+                gateway_report.rss_end, gateway_report.cpu_end = usage(gateway.process.pid)
             own_cpu = time.process_time() - own_cpu
         await asyncio.gather(
             *(

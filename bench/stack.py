@@ -30,24 +30,20 @@ from processes import (
     MissingTool,
     ProcessGroup,
     find_binary,
-    free_port,
     wait_for_port,
     wait_until,
 )
+from support.gateway import env_for
+from support.idp import ThreadedDevIdp
+from support.paths import REPO
+from support.ports import free_port
 from wrk import wrk_binary
 
-REPO: Final = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
-
-from support.gateway import env_for  # noqa: E402 - needs the tests directory on sys.path
-from support.idp import ThreadedDevIdp  # noqa: E402
-
-from devidp import Client, DevIdpConfig, RunningDevIdp  # noqa: E402
-from gateway.config.settings import Settings  # noqa: E402
+from devidp import Client, DevIdpConfig, RunningDevIdp
+from gateway.config.settings import Settings
 
 GATEWAY_PUBLIC_URL: Final = "https://app.test"
 GATEWAY_CALLBACK: Final = f"{GATEWAY_PUBLIC_URL}/.auth/login/aad/callback"
-GATEWAY_COOKIE: Final = "__Host-msal-gateway"
 GATEWAY_CLIENT_ID: Final = "6a1f0c2e-9b3d-4e5f-8a7b-0c1d2e3f4a01"
 APACHE_CLIENT_ID: Final = "6a1f0c2e-9b3d-4e5f-8a7b-0c1d2e3f4a02"
 UPSTREAM_SCOPE: Final = "api://upstream/read"

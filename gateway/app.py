@@ -22,7 +22,7 @@ from yarl import URL
 from gateway.auth.access import AccessControl
 from gateway.auth.peers import networks
 from gateway.auth.policy import Policy
-from gateway.auth.ratelimit import RateLimiter
+from gateway.auth.ratelimit import SignInLimits
 from gateway.auth.sockets import CHECK_SECONDS_WITHOUT_CACHE, SocketRegistry
 from gateway.config.settings import Settings
 from gateway.endpoints import health, principal, signin
@@ -31,6 +31,7 @@ from gateway.keys import (
     ACCESS,
     API_CALLERS,
     ASSERTION,
+    CLIENT_PACE,
     DRAINING,
     FLOWS,
     METRICS,
@@ -43,7 +44,8 @@ from gateway.keys import (
     SESSIONS,
     SETTINGS,
     SIGN_IN,
-    SIGNIN_LIMITER,
+    SIGNIN_LIMITS,
+    SLOT_SHARES,
     SOCKETS,
     STORAGE,
     TOKEN_CACHES,
@@ -72,6 +74,8 @@ from gateway.telemetry import tracing
 from gateway.telemetry.metrics import Metrics
 from gateway.tokens.assertion import AssertionSigner
 from gateway.upstream.client import UpstreamPool
+from gateway.upstream.pacing import Pace
+from gateway.upstream.shares import SlotShares
 from gateway.web.middleware import error_middleware
 
 log = logging.getLogger(__name__)
@@ -170,6 +174,7 @@ async def _upstream_client(app: web.Application) -> AsyncIterator[None]:
         limit=p.max_connections,
         open_gauge=app[METRICS].upstream_connections,
         waits=app[METRICS].upstream_waits,
+        slot_wait=p.slot_wait_seconds,
     )
     app[UPSTREAM_PREFIX] = base.raw_path.rstrip("/")
     # WebSockets only: HTTP goes through the pool above.
@@ -322,8 +327,23 @@ def build_app(settings: Settings, *, serve_metrics: bool = True) -> web.Applicat
     )
     app[TRUSTED_PROXIES] = networks(settings.proxy.trusted_proxies)
     app[DRAINING] = asyncio.Event()
-    app[SIGNIN_LIMITER] = RateLimiter(settings.signin.max_starts_per_minute)
+    app[SIGNIN_LIMITS] = SignInLimits(
+        per_client_per_minute=settings.signin.max_starts_per_minute,
+        max_pending=settings.signin.max_pending,
+        pending_seconds=settings.signin.flow_ttl_seconds,
+        proxies_trusted=bool(settings.proxy.trusted_proxies),
+    )
     app[OPEN_WEBSOCKETS] = set()
+    proxy_settings = settings.proxy
+    app[CLIENT_PACE] = Pace(
+        min_rate=proxy_settings.client_min_bytes_per_second,
+        grace=proxy_settings.client_timeout_seconds,
+        upload_total=proxy_settings.upload_timeout_seconds,
+        download_total=proxy_settings.download_timeout_seconds,
+    )
+    app[SLOT_SHARES] = SlotShares(
+        proxy_settings.max_connections_per_client or max(1, proxy_settings.max_connections // 2)
+    )
     app.on_shutdown.append(_close_websockets)
     app.on_cleanup.append(_flush_metrics)
     if settings.assertion.enabled:

@@ -13,7 +13,6 @@ them.
       IdentityProviderError      502 the identity provider refused or could not be reached
       UpstreamUnavailable        502 connection to the application refused or reset
       UpstreamTimeout            504
-      UpstreamBusy               503 every connection slot to the application is taken
       StoreUnavailable           503 the session store cannot be reached (fail closed)
       Busy                       503 another request holds this session's refresh for too long
       CorruptRecordError         a stored record could not be decrypted or parsed; callers treat it
@@ -40,6 +39,7 @@ class GatewayError(Exception):
     code: ClassVar[str] = "internal_error"
     expose: ClassVar[bool] = False
     title: ClassVar[str] = "Something went wrong"
+    retry_after: ClassVar[int | None] = None  # seconds, sent as Retry-After when set
 
     def __init__(self, message: str = "", *, clear_cookies: tuple[str, ...] = ()) -> None:
         super().__init__(message)
@@ -114,13 +114,6 @@ class UpstreamTimeout(GatewayError):
     status, code, expose, title = 504, "upstream_timeout", True, "The application did not answer"
 
 
-class UpstreamBusy(GatewayError):
-    """Every connection the gateway may open to the application is in use (WebSockets hold
-    theirs for as long as they run): refused at once rather than queued without end."""
-
-    status, code, expose, title = 503, "upstream_busy", True, "The application is busy"
-
-
 class StoreUnavailable(GatewayError):
     status, code, expose, title = 503, "store_unavailable", True, "Temporarily unavailable"
 
@@ -135,6 +128,28 @@ class IdentityTooLarge(GatewayError):
         True,
         "Your sign-in cannot be passed to the application",
     )
+
+
+class UpstreamBusy(GatewayError):
+    """Every connection to the application is in use (or this client holds its share of them)
+    and none came free in time; for a WebSocket, which holds its connection for as long as it
+    runs, at once."""
+
+    status, code, expose, title = 503, "upstream_busy", True, "The application is busy"
+    retry_after = 5
+
+
+class SignInsBusy(GatewayError):
+    """The replica holds as many pending sign-ins as GATEWAY_SIGNIN__MAX_PENDING allows."""
+
+    status, code, expose, title = 503, "sign_ins_busy", True, "Temporarily unavailable"
+    retry_after = 10
+
+
+class ClientTooSlow(GatewayError):
+    """The client sent its request body slower than the minimum pace (or past the total)."""
+
+    status, code, expose, title = 408, "client_too_slow", True, "The request took too long"
 
 
 class Busy(GatewayError):

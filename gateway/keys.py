@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from aiohttp import ClientSession, web
@@ -12,7 +13,7 @@ from gateway.auth.access import AccessControl
 from gateway.auth.identity import ApiCallers, Refresher
 from gateway.auth.peers import Network
 from gateway.auth.policy import Policy
-from gateway.auth.ratelimit import RateLimiter
+from gateway.auth.ratelimit import SignInLimits
 from gateway.auth.sockets import SocketRegistry
 from gateway.config.settings import Settings
 from gateway.sessions.flows import FlowStore
@@ -23,6 +24,8 @@ from gateway.store.storage import Storage
 from gateway.telemetry.metrics import Metrics, Timing
 from gateway.tokens.assertion import AssertionSigner
 from gateway.upstream.client import UpstreamPool
+from gateway.upstream.pacing import Pace
+from gateway.upstream.shares import SlotShares
 
 if TYPE_CHECKING:  # The sign-in path's types stay out of the hot path's imports.
     from gateway.oidc.completion import SignInCompleter  # noqa: F401
@@ -33,6 +36,9 @@ SETTINGS: Final = web.AppKey("settings", Settings)
 UPSTREAM: Final = web.AppKey("upstream", ClientSession)
 UPSTREAM_BASE: Final = web.AppKey("upstream_base", URL)
 UPSTREAM_POOL: Final = web.AppKey("upstream_pool", UpstreamPool)
+# How fast clients must send bodies and read answers, and their share of the pool's connections.
+CLIENT_PACE: Final = web.AppKey("client_pace", Pace)
+SLOT_SHARES: Final = web.AppKey("slot_shares", SlotShares)
 # The path of GATEWAY_UPSTREAM without its final "/": put before every proxied path.
 UPSTREAM_PREFIX: Final = web.AppKey("upstream_prefix", str)
 STORAGE: Final = web.AppKey[Storage]("storage")
@@ -44,7 +50,7 @@ TOKEN_CACHES: Final = web.AppKey["TokenCacheStore"]("token_caches")
 MSAL: Final = web.AppKey["MsalClient"]("msal")
 SIGN_IN: Final = web.AppKey["SignInCompleter"]("sign_in")
 POLICY: Final = web.AppKey("policy", Policy)
-SIGNIN_LIMITER: Final = web.AppKey("signin_limiter", RateLimiter)
+SIGNIN_LIMITS: Final = web.AppKey("signin_limits", SignInLimits)
 DRAINING: Final = web.AppKey("draining", asyncio.Event)  # set on SIGTERM: readiness goes false
 OPEN_WEBSOCKETS: Final = web.AppKey("open_websockets", set[web.WebSocketResponse])
 # Every relayed WebSocket's lease, by session and user: ending a session closes its sockets.
@@ -59,4 +65,7 @@ API_CALLERS: Final = web.AppKey[ApiCallers]("api_callers")  # absent unless GATE
 ACCESS: Final = web.AppKey("access", AccessControl)
 
 REQUEST_ID: Final = web.RequestKey("request_id", str)
+# Set while a handler waits on the application: called (by server/refusals.py) when the client's
+# connection is lost, so the application's request is abandoned rather than run to its end.
+CLIENT_GONE: Final = web.RequestKey[Callable[[], object]]("client_gone")
 TIMING: Final = web.RequestKey("timing", Timing)

@@ -40,6 +40,13 @@ else
   locks=(requirements/runtime.txt requirements/build.txt)
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
+if [ "$mode" = "test" ]; then
+  # The test kit (tests/support) serves the tests and the bench scripts, which run as
+  # `.venv/bin/python bench/x.py`: a path file puts its folder on this virtualenv's sys.path, so
+  # neither has to change sys.path itself. Written every time: it names this checkout's path.
+  site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
+  printf '%s\n' "$PWD/tests" > "$site/msal_gateway_test_kit.pth"
+fi
 stamp_of() {  # what a virtualenv installed for mode $1 was installed from
   local files=()
   if [ "$1" = "test" ]; then files+=(requirements/dev.txt)

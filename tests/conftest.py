@@ -1,3 +1,4 @@
-"""Fixtures for the whole suite live in tests/support; this file only registers them."""
+"""The suite's fixtures and the `threat` marker's checks live in the test kit (tests/support); this
+file only registers them."""
 
-pytest_plugins = ["support.idp", "support.fixtures"]
+pytest_plugins = ["support.idp", "support.fixtures", "support.otel", "support.threats"]

@@ -114,9 +114,16 @@ class SignInSettings(SettingsGroup):
         600, description="How long a started sign-in may take before its callback is refused."
     )
     max_starts_per_minute: PositiveInt = Field(
-        30,
-        description="Sign-ins one client address may start per minute (per replica); more get "
-        "429. Bounds the pending sign-ins an anonymous client can make the store hold.",
+        300,
+        description="Sign-ins one client (an address, or an IPv6 /64) may start per minute, per "
+        "replica; more get 429. High enough for an office behind one NAT address; lower it when "
+        "every client has its own address.",
+    )
+    max_pending: PositiveInt = Field(
+        50_000,
+        description="Most sign-ins a replica lets the store hold pending (started within "
+        "GATEWAY_SIGNIN__FLOW_TTL_SECONDS, from all clients together); beyond it, 503 until some "
+        "complete or expire. Bounds what an anonymous flood from many addresses can store.",
     )
     max_pending_per_browser: PositiveInt = Field(
         10, description="Pending sign-ins one browser may have; starting another drops the oldest."
@@ -135,6 +142,46 @@ class ProxySettings(SettingsGroup):
         256,
         description="Most open HTTP connections to the upstream; WebSockets, which hold one each "
         "while they run, may open as many again (beyond, a new one is refused with 503).",
+    )
+    slot_wait_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="How long a request waits for a connection to the upstream when all "
+        "GATEWAY_PROXY__MAX_CONNECTIONS are in use; then 503 with Retry-After.",
+    )
+    max_connections_per_client: int = Field(
+        0,
+        ge=0,
+        description="Most upstream connections one client may hold at once (a signed-in user, an "
+        "API caller, else a client address); beyond it, 503. 0: half of "
+        "GATEWAY_PROXY__MAX_CONNECTIONS, so a few slow clients cannot take every slot.",
+    )
+    client_min_bytes_per_second: int = Field(
+        1024,
+        ge=0,
+        description="Slowest pace a client may send a request body or read a response at, once "
+        "GATEWAY_PROXY__CLIENT_TIMEOUT_SECONDS have passed; a slower client is cut off (408 while "
+        "uploading). Time the upstream takes does not count. 0: no minimum.",
+    )
+    client_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Grace before the minimum pace applies, and the longest a client may leave a "
+        "request body or a response write stalled.",
+    )
+    upload_timeout_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="Longest a request body may take in total; 0: no limit beyond the minimum "
+        "pace (large uploads on slow links).",
+    )
+    download_timeout_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="Longest a response may take to stream to the client in total; 0: no limit "
+        "(event streams and long downloads).",
     )
     max_client_connections: PositiveInt = Field(
         4096,

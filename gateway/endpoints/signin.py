@@ -34,7 +34,6 @@ from gateway.errors import (
     NotFound,
     SignInRequired,
     StoreUnavailable,
-    TooManyRequests,
 )
 from gateway.keys import (
     FLOWS,
@@ -47,7 +46,7 @@ from gateway.keys import (
     SESSIONS,
     SETTINGS,
     SIGN_IN,
-    SIGNIN_LIMITER,
+    SIGNIN_LIMITS,
     TOKEN_CACHES,
     TRUSTED_PROXIES,
 )
@@ -74,10 +73,8 @@ def redirect(location: str) -> web.Response:
 async def start(request: web.Request) -> web.StreamResponse:
     """Start the auth-code flow and send the browser to the identity provider."""
     settings = request.app[SETTINGS]
-    client = client_address(request, request.app[TRUSTED_PROXIES])
-    if not request.app[SIGNIN_LIMITER].allow(client):
-        # Each start stores a pending sign-in for minutes: an anonymous flood must not fill it.
-        raise TooManyRequests("too many sign-ins started from this address; try again shortly")
+    # Each start stores a pending sign-in for minutes: an anonymous flood must not fill it.
+    request.app[SIGNIN_LIMITS].admit(client_address(request, request.app[TRUSTED_PROXIES]))
     return_to = safe_return_path(
         request.query.get("post_login_redirect_uri"), settings.public_origin
     )

@@ -12,7 +12,11 @@ not rendered.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import socket
+import struct
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
 
@@ -21,8 +25,10 @@ from multidict import CIMultiDict
 
 from gateway.auth.headers import response_headers
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
+from gateway.keys import CLIENT_GONE
 from gateway.telemetry.metrics import Timing
-from gateway.upstream.client import UpstreamPool
+from gateway.upstream.client import BodySource, UpstreamPool
+from gateway.upstream.pacing import Pace, PacedBody, PacedWriter
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +49,7 @@ async def forward(
     own_cookies: frozenset[str] = frozenset(),
     inspect_head: HeadInspector | None = None,
     timing: Timing | None = None,
+    pace: Pace | None = None,
 ) -> web.StreamResponse:
     """Send the request upstream and stream the answer back; redirects are passed through.
 
@@ -52,10 +59,22 @@ async def forward(
     `inspect_head` sees the answer's status and headers before anything reaches the client; an
     exception it raises abandons the answer and propagates (the caller may send the request
     again: a claims challenge)."""
-    body = request.content if request.body_exists else None
+    body: BodySource | None = request.content if request.body_exists else None
+    if body is not None and pace is not None:
+        body = PacedBody(body, pace)
     if timing is not None:
         timing.upstream_sent()
-    upstream = await pool.send(request.method, prefix + request.rel_url.raw_path_qs, headers, body)
+    waiting = asyncio.current_task()
+    if waiting is not None:
+        # A client that leaves abandons its request at the application (the connection to it
+        # closes), instead of holding a connection slot until the application is done.
+        request[CLIENT_GONE] = waiting.cancel
+    try:
+        upstream = await pool.send(
+            request.method, prefix + request.rel_url.raw_path_qs, headers, body
+        )
+    finally:
+        request.pop(CLIENT_GONE, None)
     if timing is not None:
         timing.upstream_answered()
     async with upstream:
@@ -79,9 +98,18 @@ async def forward(
         if length is not None:
             response.content_length = length
         await response.prepare(request)
+        writer = PacedWriter(response, pace) if pace is not None else None
         try:
             while chunk := await upstream.next_chunk():
-                await response.write(chunk)
+                if writer is None:
+                    await response.write(chunk)
+                else:
+                    await writer.write(chunk)
+        except TimeoutError:
+            # The client reads too slowly (pacing.py); its slot is needed by others.
+            log.info("client read %s %s too slowly; cut off", request.method, request.path)
+            _reset(request)
+            return response
         except (UpstreamUnavailable, UpstreamTimeout):
             # Headers are gone already: the only honest signal left is an aborted connection.
             if request.transport is None or request.transport.is_closing():
@@ -92,3 +120,16 @@ async def forward(
             return response
         await response.write_eof()
         return response
+
+
+def _reset(request: web.Request) -> None:
+    """End the client's connection with a reset: a plain close would still trickle what the
+    kernel holds for it (megabytes) to a client that reads nothing."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()

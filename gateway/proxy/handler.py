@@ -5,7 +5,9 @@ MSAL only through the Refresher, and only when a token is due."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+from collections.abc import Awaitable, Callable
 
 from aiohttp import HttpVersion11, web
 from multidict import CIMultiDict
@@ -21,12 +23,14 @@ from gateway.keys import (
     ACCESS,
     API_CALLERS,
     ASSERTION,
+    CLIENT_PACE,
     METRICS,
     OPEN_WEBSOCKETS,
     POLICY,
     REFRESHER,
     REQUEST_ID,
     SETTINGS,
+    SLOT_SHARES,
     SOCKETS,
     TIMING,
     TRUSTED_PROXIES,
@@ -60,6 +64,11 @@ async def handle(request: web.Request) -> web.StreamResponse:
                 await app[REFRESHER].refresh(signed_in, scopes, claims=claims)
 
         inspect = challenge_inspector(request.method, request.body_exists, on_challenge)
+    client = (
+        identity.user_key if identity is not None else client_address(request, app[TRUSTED_PROXIES])
+    )
+    shares = app[SLOT_SHARES]
+    shares.take(client)
     try:
         return await send_upstream(
             request, upstream_headers(request, identity, scopes, settings), identity, inspect
@@ -71,6 +80,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
         return await send_upstream(
             request, upstream_headers(request, identity, scopes, settings), identity
         )
+    finally:
+        shares.give_back(client)
 
 
 async def send_for_api_caller(
@@ -80,7 +91,12 @@ async def send_for_api_caller(
     behalf) goes upstream only when configured."""
     token = await request.app[API_CALLERS].upstream_token(identity, scopes)
     headers = upstream_headers(request, identity, scopes, request.app[SETTINGS], api_token=token)
-    return await send_upstream(request, headers, identity)
+    shares = request.app[SLOT_SHARES]
+    shares.take(identity.user_key)
+    try:
+        return await send_upstream(request, headers, identity)
+    finally:
+        shares.give_back(identity.user_key)
 
 
 async def send_upstream(
@@ -97,30 +113,33 @@ async def send_upstream(
         traced = tracing.outbound_traceparent(request)
         if traced is not None:  # the upstream's parent is this span
             headers["traceparent"] = traced
-        own_cookies, timing = app[SETTINGS].own_cookie_names, request.get(TIMING)
-        if not is_websocket(request):
-            return await forward(
-                request,
-                headers,
-                pool=app[UPSTREAM_POOL],
-                prefix=app[UPSTREAM_PREFIX],
-                own_cookies=own_cookies,
-                inspect_head=inspect_head,
-                timing=timing,
-            )
-        with app[SOCKETS].open(identity) as lease:  # 429 or 503 here, before the upgrade
-            return await forward_websocket(
-                request,
-                headers,
+        send: Callable[..., Awaitable[web.StreamResponse]]
+        lease = None
+        if is_websocket(request):
+            lease = app[SOCKETS].open(identity)  # 429 or 503 here, before the upgrade
+            send = functools.partial(
+                forward_websocket,
                 client=app[UPSTREAM],
                 base=app[UPSTREAM_BASE],
                 limits=app[SETTINGS].proxy,
                 lease=lease,
                 open_websockets=app[OPEN_WEBSOCKETS],  # closed properly at shutdown
                 open_gauge=app[METRICS].open_websockets,
-                own_cookies=own_cookies,
+            )
+        else:
+            send = functools.partial(
+                forward,
+                pool=app[UPSTREAM_POOL],
+                prefix=app[UPSTREAM_PREFIX],
+                pace=app[CLIENT_PACE],
+            )
+        with lease or contextlib.nullcontext():
+            return await send(
+                request,
+                headers,
+                own_cookies=app[SETTINGS].own_cookie_names,
                 inspect_head=inspect_head,
-                timing=timing,
+                timing=request.get(TIMING),
             )
 
 

@@ -24,6 +24,8 @@ from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
 from aiohttp.web_server import Server
 
+from gateway.keys import CLIENT_GONE
+
 log = logging.getLogger("gateway.http")
 
 _SAFE_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
@@ -68,6 +70,15 @@ class QuietRequestHandler(RequestHandler):
         # The body of the last request whose head was parsed: a parser error while it is still
         # incomplete happened inside that body.
         self._last_body: StreamReader | None = None
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        # aiohttp (handler_cancellation off) only fails the request's body stream: a handler
+        # waiting on the application would wait to the end. Cancelling every handler instead
+        # could stop a token refresh half-written; only the wait on the application asks for it.
+        request = self._current_request
+        super().connection_lost(exc)
+        if request is not None and (on_gone := request.get(CLIENT_GONE)) is not None:
+            on_gone()
 
     def head_parsed(self) -> None:
         """Called once for every request head the parser completed or refused; subclasses track

@@ -2,7 +2,8 @@
 
 Records (sessions, pending sign-ins, token caches) are sealed bytes under string keys with a TTL;
 this layer knows nothing about what they mean or about HTTP. Backends translate their own failures
-into StoreUnavailable. The one contract test suite (tests/test_storage.py) runs against both.
+into StoreUnavailable. The one contract test suite (tests/contract/test_storage.py) runs against
+both.
 """
 
 from __future__ import annotations

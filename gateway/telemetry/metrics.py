@@ -59,7 +59,8 @@ class _PendingHistogram:
 
     Written through the child's per-bucket values (`_upper_bounds`, `_buckets`, `_sum`), the
     layout prometheus_client's Histogram has always had; it has no public call that adds several
-    observations at once. tests/test_metrics.py checks the exposition against exact counts."""
+    observations at once. tests/unit/gateway/telemetry/test_metrics.py checks the exposition
+    against exact counts."""
 
     __slots__ = ("_bounds", "_child", "_counts", "_total")
 

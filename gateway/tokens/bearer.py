@@ -10,7 +10,7 @@ needs (auth/policy.py), render errors or `WWW-Authenticate` (web/middleware.py),
 (tokens/id_tokens.py), or log (the caller logs the rejection reason; no message here echoes the
 token).
 
-Decisions, each pinned by tests/test_bearer.py:
+Decisions, each pinned by tests/security/test_bearer_*.py:
 
 - Header: exactly one Authorization header. A scheme other than Bearer (Basic, Negotiate, ...) is
   not ours: None. The Bearer scheme must be spelled exactly `Bearer`, followed by one space and an

@@ -15,14 +15,18 @@ writes the request head as one string and reads the answer with one parser call 
   whose head has over `MAX_HEAD_FIELDS` fields, fails as it arrives, as does one llhttp refuses.
   An answer without a length ends only with a clean close: a reset cuts it short.
 - **Reuse.** A connection goes back to the pool only after a complete answer to a completely sent
-  request, with keep-alive on both sides and no stray bytes after the answer. Otherwise it is
-  closed: a connection whose framing is in doubt must never carry another user's request.
+  request, with keep-alive on both sides and no stray bytes after the answer, and only when the
+  answer cannot still be followed by bytes of its own: never after a HEAD (an application may
+  send the body it announced, late), nor after a 204 or 304 that announced a length or chunks.
+  Otherwise it is closed: a connection whose framing is in doubt must never carry another user's
+  request, since bytes arriving late would be read as that user's answer.
 - **Retry.** A request with an idempotent method and no body is sent once more when a reused
   connection ends before the first byte of an answer: the application closed it while it was
   idle (RFC 9112 section 9.3.1). The retry goes on a connection that went idle later, or a new
   one, never on one idle as long (the same idle timeout has likely closed it too).
-- **Turns.** Beyond `limit` connections, callers wait in line; a released connection is handed to
-  the first of them, and one that leaves when its turn comes passes the turn on.
+- **Turns.** Beyond `limit` connections, callers wait in line, at most `slot_wait` seconds
+  (then UpstreamBusy, 503); a released connection is handed to the first of them, and one that
+  leaves when its turn comes passes the turn on.
 - **Time.** Connecting is bounded by `connect_timeout`; waiting for an answer, and for each part
   of its body, by `read_timeout` of silence on the connection (a request body still being sent
   counts as traffic). Idle connections close after `idle_seconds` (15 s, as aiohttp's client).
@@ -48,7 +52,7 @@ from multidict import CIMultiDict
 from prometheus_client import Counter, Gauge
 from yarl import URL
 
-from gateway.errors import UpstreamTimeout, UpstreamUnavailable
+from gateway.errors import GatewayError, UpstreamBusy, UpstreamTimeout, UpstreamUnavailable
 
 MAX_HEAD_BYTES: Final = 64 * 1024
 MAX_HEAD_FIELDS: Final = 256
@@ -101,7 +105,8 @@ class UpstreamResponse:
         self._body: list[bytes] = []
         self._buffered = 0
         self._paused = False
-        self._error: UpstreamUnavailable | UpstreamTimeout | None = None
+        # The application's failure, or the client's (its body: ClientTooSlow, say).
+        self._error: GatewayError | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.sender: asyncio.Task[None] | None = None
@@ -147,6 +152,10 @@ class UpstreamResponse:
                 chunked = value.rpartition(",")[2].strip().lower() == "chunked"
         if self._head_request or status in (204, 304):
             self._complete = True  # llhttp waits for a HEAD answer's body; there is none
+            if self._head_request or chunked or self.content_length:
+                # The application may still send the body it announced (a HEAD answered like a
+                # GET, a 304 with a length): bytes that would read as the next user's answer.
+                self._reusable = False
         elif self.content_length is None and not chunked:
             self._until_close = True  # the body ends when the connection does
             self._reusable = False
@@ -208,7 +217,7 @@ class UpstreamResponse:
             self._fail(UpstreamUnavailable(message))
         self._wake()
 
-    def _fail(self, error: UpstreamUnavailable | UpstreamTimeout) -> None:
+    def _fail(self, error: GatewayError) -> None:
         if self._error is None:
             self._error = error
         self._reusable = False
@@ -414,6 +423,7 @@ class UpstreamPool:
         idle_seconds: float = IDLE_SECONDS,
         open_gauge: Gauge | None = None,
         waits: Counter | None = None,
+        slot_wait: float = math.inf,
     ) -> None:
         if base.scheme not in ("http", "https") or not base.raw_host:
             raise ValueError(f"not an http(s) origin: {base}")
@@ -427,6 +437,7 @@ class UpstreamPool:
         # The Host header when the caller gives none: the origin's, without a default port.
         self.host_header = base.host_port_subcomponent or self._host
         self._limit = limit
+        self._slot_wait = slot_wait
         self._idle_seconds = idle_seconds
         self._open_gauge = open_gauge
         self._waits = waits
@@ -500,6 +511,7 @@ class UpstreamPool:
         """A connection: the one idle least long (if it went idle after `idle_after`), else a
         new one, else the first to come free, in the order the callers asked."""
         woken = False
+        deadline: float | None = None
         while True:
             if self._closed:
                 raise UpstreamUnavailable("the gateway is shutting down")
@@ -522,9 +534,12 @@ class UpstreamPool:
                 self._waiters.appendleft(waiter)
             else:
                 self._waiters.append(waiter)
+            if deadline is None and self._slot_wait < math.inf:
+                deadline = self.loop.time() + self._slot_wait  # for the whole wait, not each turn
             try:
-                handed = await waiter
-            except BaseException:
+                async with asyncio.timeout_at(deadline):
+                    handed = await waiter
+            except BaseException as exc:
                 if waiter.done() and not waiter.cancelled():
                     # Woken but leaving: the turn passes on, never lost.
                     handed = waiter.result()
@@ -532,6 +547,10 @@ class UpstreamPool:
                         self._wake_one()
                     else:
                         self.put_back(handed)
+                if isinstance(exc, TimeoutError):
+                    raise UpstreamBusy(
+                        "every connection to the application is in use; try again shortly"
+                    ) from exc
                 raise
             finally:
                 with contextlib.suppress(ValueError):
@@ -655,5 +674,7 @@ async def _send_body(
     except asyncio.CancelledError:
         connection.close()
         raise
+    except GatewayError as error:  # the body source refused the client (too slow, say)
+        exchange._fail(error)
     except Exception:  # the client's body broke off, or the application closed
         connection.close()

@@ -94,6 +94,13 @@ def challenge(origin: str, error: SignInRequired) -> str:
 
 
 def render(request: web.Request, error: GatewayError, rid: str) -> web.Response:
+    response = _rendered(request, error, rid)
+    if error.retry_after is not None:
+        response.headers["Retry-After"] = str(error.retry_after)
+    return response
+
+
+def _rendered(request: web.Request, error: GatewayError, rid: str) -> web.Response:
     message = str(error) if error.expose and str(error) else "The request could not be completed."
     if isinstance(error, SignInRequired):
         # A refused bearer token is an API caller's problem: 401, never a sign-in redirect.

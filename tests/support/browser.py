@@ -18,7 +18,10 @@ import aiohttp
 from aiohttp import ClientResponse, CookieJar
 from yarl import URL
 
+# What a browser navigating sends, and what an API client sends: the gateway answers one with a
+# redirect to sign-in and the other with 401.
 NAVIGATE = {"Accept": "text/html,application/xhtml+xml", "Sec-Fetch-Mode": "navigate"}
+API = {"Accept": "application/json"}
 
 
 class _FormParser(HTMLParser):

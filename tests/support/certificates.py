@@ -1,4 +1,5 @@
-"""RSA keys and self-signed certificates for credential tests (MSAL needs RSA, ENTRA.md c.13)."""
+"""RSA keys and self-signed certificates for credential and bearer tests (MSAL needs RSA,
+ENTRA.md c.13)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ def rsa_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
-def certificate_pem(key: rsa.RSAPrivateKey, common_name: str = "msal-gateway test") -> str:
+def self_signed(key: rsa.RSAPrivateKey, common_name: str) -> x509.Certificate:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.UTC)
-    cert = (
+    return (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
@@ -27,7 +28,10 @@ def certificate_pem(key: rsa.RSAPrivateKey, common_name: str = "msal-gateway tes
         .not_valid_after(now + datetime.timedelta(days=1))
         .sign(key, hashes.SHA256())
     )
-    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def certificate_pem(key: rsa.RSAPrivateKey, common_name: str = "msal-gateway test") -> str:
+    return self_signed(key, common_name).public_bytes(serialization.Encoding.PEM).decode()
 
 
 def private_key_pem(key: rsa.RSAPrivateKey) -> str:

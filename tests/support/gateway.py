@@ -11,6 +11,7 @@ import secrets
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -23,9 +24,13 @@ from pydantic import BaseModel, SecretStr
 
 from gateway.app import build_app
 from gateway.config.settings import Settings
-from support.redis_server import free_port
+from support.ports import free_port
+from support.procfs import peak_rss_kib
 
 PUBLIC_URL = "https://app.test"
+# The gateway's default cookie names (tests/unit/gateway/config checks the defaults themselves).
+SESSION_COOKIE = "__Host-msal-gateway"
+SIGNIN_COOKIE = "__Host-msal-gateway-signin"
 
 
 def settings_for(idp: Any, upstream_url: str, **overrides: Any) -> Settings:
@@ -155,11 +160,7 @@ class GatewayProcess:
         return self
 
     def rss_peak_kib(self) -> int:
-        with open(f"/proc/{self.process.pid}/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-        raise RuntimeError("no VmHWM")
+        return peak_rss_kib(self.process.pid)
 
     @property
     def returncode(self) -> int | None:
@@ -182,3 +183,38 @@ class GatewayProcess:
 
 def idp_ssl(ca_path: str | os.PathLike[str]) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(ca_path))
+
+
+# ---- gateway processes, their logs, and signed-in sessions ----
+
+
+class LogTail:
+    """Reads a gateway process's stderr as it is written, so the pipe never fills up."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        assert process.stderr is not None
+        self._stream = process.stderr
+        self._chunks: list[bytes] = []
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for line in self._stream:
+            with self._lock:
+                self._chunks.append(line)
+
+    def raw(self) -> bytes:
+        with self._lock:
+            return b"".join(self._chunks)
+
+    def wait_for(self, needle: bytes, seconds: float = 3.0) -> bool:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if needle in self.raw():
+                return True
+            time.sleep(0.02)
+        return False
+
+    def join(self) -> None:
+        self._thread.join(timeout=10)

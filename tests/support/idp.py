@@ -20,8 +20,10 @@ import pytest
 import requests
 
 from devidp import DevIdpConfig, RunningDevIdp, start
+from devidp.config import DEFAULT_USERS
 
 USER_HEADER = "X-DevIdp-User"
+ALICE_OID = next(user.oid for user in DEFAULT_USERS if user.username == "alice")
 TIMEOUT_SECONDS = 10.0
 
 

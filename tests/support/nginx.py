@@ -3,26 +3,27 @@
 The server block is the documented snippet itself (deploy/nginx/forward-auth.conf) with its
 placeholders replaced, so the tests prove what users copy. nginx runs in the foreground
 (`daemon off`) from a private prefix directory holding the configuration, pid file, logs and
-temporary files, so it needs no root and never touches a system-wide nginx. A missing binary
-fails under CI=true and skips otherwise, with the install hint.
+temporary files, so it needs no root and never touches a system-wide nginx: `main_config` writes
+that preamble, for the benchmark's nginx instances too. A missing binary fails under CI and skips
+otherwise, with the install hint.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
-import pytest
+from support.binaries import require_binary
+from support.paths import DEPLOY
+from support.ports import accepts, free_port
 
-from support.redis_server import free_port
-
-SNIPPET: Final = Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "forward-auth.conf"
+SNIPPET: Final = DEPLOY / "nginx" / "forward-auth.conf"
 DEBIAN_BINARY: Final = "/usr/sbin/nginx"
 # The snippet's placeholders, each replaced exactly once (a changed snippet fails loudly here
 # instead of silently testing something else).
@@ -33,14 +34,7 @@ VERIFY_LINE: Final = "proxy_pass http://msal_gateway/.auth/verify;"
 
 
 def require_nginx() -> str:
-    # /usr/sbin is not on every user's PATH, but that is where the Debian package puts it.
-    path = shutil.which("nginx") or (DEBIAN_BINARY if os.access(DEBIAN_BINARY, os.X_OK) else None)
-    if path is None:
-        message = "nginx not found: install the Debian package nginx (apt-get install nginx)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    return require_binary("nginx", "nginx", DEBIAN_BINARY)
 
 
 def _replace_once(text: str, old: str, new: str) -> str:
@@ -63,18 +57,29 @@ def forward_auth_server(*, gateway: str, app: str, port: int, verify_url: str | 
     return text
 
 
-def _main_config(prefix: Path, server_file: Path) -> str:
+def main_config(
+    prefix: Path,
+    http: Sequence[str],
+    *,
+    user: str | None,
+    workers: int = 1,
+    worker_connections: int = 256,
+    error_log_level: str = "info",
+    access_log: bool = True,
+) -> str:
+    """nginx.conf for an nginx that keeps everything it writes (pid, logs, temporary files) under
+    `prefix`, so it needs no system configuration and never touches a system-wide nginx; `http`
+    are the lines inside the http block (server blocks, includes). As root the workers switch
+    to `user`; as any other user nginx ignores `user` with a warning, so pass None."""
+    log = f"access_log {prefix}/access.log;" if access_log else "access_log off;"
     lines = [
-        # As root the workers would switch to the compiled-in user (nobody), which cannot enter
-        # the 0700 prefix directory; staying root is fine for a loopback test server. As any
-        # other user nginx ignores `user` with a warning, so it is left out.
-        "user root;" if os.geteuid() == 0 else "",
-        "worker_processes 1;",
+        f"user {user};" if user else "",
+        f"worker_processes {workers};",
         f"pid {prefix}/nginx.pid;",
-        f"error_log {prefix}/error.log info;",
-        "events { worker_connections 256; }",
+        f"error_log {prefix}/error.log {error_log_level};",
+        f"events {{ worker_connections {worker_connections}; }}",
         "http {",
-        f"    access_log {prefix}/access.log;",
+        f"    {log}",
         # The compiled-in temp paths (/var/lib/nginx/...) are root's; nginx creates these at start.
         f"    client_body_temp_path {prefix}/client_body;",
         f"    proxy_temp_path {prefix}/proxy;",
@@ -82,7 +87,7 @@ def _main_config(prefix: Path, server_file: Path) -> str:
         f"    uwsgi_temp_path {prefix}/uwsgi;",
         f"    scgi_temp_path {prefix}/scgi;",
         "    default_type application/octet-stream;",
-        f"    include {server_file};",
+        *http,
         "}",
     ]
     return "\n".join(line for line in lines if line) + "\n"
@@ -99,7 +104,11 @@ class Nginx:
         server_file.write_text(
             forward_auth_server(gateway=gateway, app=app, port=self.port, verify_url=verify_url)
         )
-        (self.prefix / "nginx.conf").write_text(_main_config(self.prefix, server_file))
+        # As root the workers would switch to the compiled-in user (nobody), which cannot enter
+        # the 0700 prefix directory; staying root is fine for a loopback test server.
+        user = "root" if os.geteuid() == 0 else None
+        config = main_config(self.prefix, [f"    include {server_file};"], user=user)
+        (self.prefix / "nginx.conf").write_text(config)
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -127,11 +136,9 @@ class Nginx:
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 raise RuntimeError(f"nginx exited with {self._process.returncode}:\n{self.logs()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
-            except OSError:
-                time.sleep(0.02)
+            if accepts(self.port):
+                return self
+            time.sleep(0.02)
         self.stop()
         raise RuntimeError(f"nginx did not listen on port {self.port}:\n{self.logs()}")
 

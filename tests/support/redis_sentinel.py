@@ -17,7 +17,9 @@ from typing import Any
 
 import redis
 
-from support.redis_server import RedisServer, free_port, require_binary
+from support.binaries import require_binary
+from support.ports import free_port
+from support.redis_server import RedisServer
 
 MASTER_NAME = "mymaster"
 QUORUM = 2

@@ -3,7 +3,7 @@
 A server may require a password (requirepass, and masterauth so it can also serve as a replica),
 speak only TLS (certificates from a trustme CA, client certificates optional) or carry any extra
 redis-server arguments (--replicaof, --user, cluster mode). A missing redis-server binary fails
-under CI=true and skips otherwise, with the install hint.
+under CI and skips otherwise, with the install hint.
 """
 
 from __future__ import annotations
@@ -20,17 +20,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 import trustme
 
+from support.binaries import require_binary
+from support.ports import free_port
+
 READY_TIMEOUT_SECONDS = 10.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def free_cluster_port() -> int:
@@ -45,16 +40,6 @@ def free_cluster_port() -> int:
             except OSError:
                 continue
         return port
-
-
-def require_binary(name: str, package: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} not found: install the Debian package {package} (scripts/test.sh does)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 @dataclass(frozen=True)

@@ -42,13 +42,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import NoReturn
 from urllib.parse import parse_qsl, urljoin, urlsplit
 
 import aiohttp
 import pytest
 import requests
 import trustme
+
+from support.binaries import unavailable
 
 PACKAGE_DIR = Path(__file__).resolve().parent / "oidc_provider"
 SERVER_SCRIPT = PACKAGE_DIR / "server.mjs"
@@ -161,13 +162,6 @@ class ThirdPartyOP:
 # --- install and start -------------------------------------------------------------------------
 
 
-def _unavailable(reason: str) -> NoReturn:
-    """Skip, or fail under CI: a CI job that silently skips these tests proves nothing."""
-    if os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}:
-        pytest.fail(f"{reason} (CI is set, so this is a failure, not a skip)", pytrace=False)
-    pytest.skip(reason)
-
-
 def _find_node_and_npm() -> tuple[str, str]:
     """The paths of ``node`` and ``npm``; skips (or fails under CI) if they are unusable."""
     hint = (
@@ -179,13 +173,13 @@ def _find_node_and_npm() -> tuple[str, str]:
     node, npm = shutil.which("node", path=venv_bin), shutil.which("npm", path=venv_bin)
     if node is None or npm is None:
         missing = " and ".join(name for name, path in (("node", node), ("npm", npm)) if not path)
-        _unavailable(f"{missing} not found: {hint}")
+        unavailable(f"{missing} not found: {hint}")
     version = subprocess.run(
         [node, "--version"], capture_output=True, text=True, timeout=30, check=False
     ).stdout.strip()
     match = re.fullmatch(r"v(\d+)\.(\d+)\..*", version)
     if match is None or (int(match[1]), int(match[2])) < MIN_NODE_VERSION:
-        _unavailable(f"node {version or '(unknown version)'} at {node} is too old: {hint}")
+        unavailable(f"node {version or '(unknown version)'} at {node} is too old: {hint}")
     return node, npm
 
 

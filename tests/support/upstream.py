@@ -6,6 +6,7 @@ Special paths: `/_bytes?n=N[&length=1]` streams N bytes back; `/_slow?seconds=S`
 seconds; `/_redirect` answers 302; `/_cookie` sets a cookie; `/_ws` is a WebSocket echo (the text
 `big:N` asks it for an N-byte message); `/_ws_stall?seconds=S` accepts a WebSocket only after S
 seconds; `/_ws_deaf` accepts one and never answers its pings.
+RecordingUpstream runs it in a thread and remembers every request it received.
 """
 
 from __future__ import annotations
@@ -14,9 +15,13 @@ import asyncio
 import base64
 import hashlib
 import json
-from typing import Final
+from dataclasses import dataclass
+from typing import Any, Final
 
 from aiohttp import WSMsgType, web
+from aiohttp.typedefs import Handler
+
+from support.threaded import ThreadedServer
 
 CHUNK: Final = 64 * 1024
 
@@ -136,6 +141,71 @@ async def step_up(request: web.Request) -> web.StreamResponse:
             f'error="insufficient_claims", claims="{challenge}"'
         },
     )
+
+
+def upstream_headers(body: dict[str, Any]) -> dict[str, list[str]]:
+    """The headers an echo answer reports, by lower-case name, repeats kept in order."""
+    seen: dict[str, list[str]] = {}
+    for name, value in body["headers"]:
+        seen.setdefault(name.lower(), []).append(value)
+    return seen
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One request as the upstream received it."""
+
+    method: str
+    raw_path: str
+    headers: tuple[tuple[str, str], ...]
+
+    def header(self, name: str) -> list[str]:
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+
+class RecordingUpstream:
+    """The echo application in a thread of its own, remembering every request it received, in
+    order: what proves that a request the gateway refused never got through."""
+
+    def __init__(self) -> None:
+        self.seen: list[Seen] = []
+        self.server = ThreadedServer(self._make_app)
+
+    def _make_app(self) -> web.Application:
+        @web.middleware
+        async def record(request: web.Request, handler: Handler) -> web.StreamResponse:
+            self.seen.append(Seen(request.method, request.raw_path, tuple(request.headers.items())))
+            return await handler(request)
+
+        app = make_upstream_app()
+        app.middlewares.append(record)
+        return app
+
+    def start(self) -> RecordingUpstream:
+        self.server.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def address(self) -> str:
+        """host:port, as nginx's upstream blocks name it."""
+        return f"127.0.0.1:{self.server.port}"
+
+    @property
+    def paths(self) -> list[str]:
+        return [seen.raw_path for seen in self.seen]
+
+    def mark(self) -> int:
+        return len(self.seen)
+
+    def since(self, mark: int) -> list[Seen]:
+        return list(self.seen[mark:])
 
 
 def make_upstream_app() -> web.Application:

@@ -1,0 +1,503 @@
+"""Forward-auth (THREATS.md A8: FA-01, FA-03, FA-05) end to end: a real nginx running the
+documented snippet (deploy/nginx/forward-auth.conf) asks the gateway's /.auth/verify about every
+request and proxies to an echo application that records every path it serves.
+
+Most tests run twice: with the gateway trusting nginx's address (GATEWAY_PROXY__TRUSTED_PROXIES,
+so it believes X-Original-URI/-Method and X-Forwarded-For from nginx) and without, because the
+snippet must be safe either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import aiohttp
+import pytest
+from multidict import CIMultiDict
+from support.browser import API, NAVIGATE, Browser
+from support.fixtures import Launch, Running
+from support.gateway import PUBLIC_URL, SESSION_COOKIE, idp_ssl, shared_redis
+from support.idp import ALICE_OID
+from support.nginx import Nginx
+from support.ports import free_port
+from support.redis_server import RedisServer
+from support.upstream import RecordingUpstream, upstream_headers
+from yarl import URL
+
+from gateway.keys import SESSIONS
+
+# What /.auth/verify may answer and nginx copies onto the request (the snippet's list).
+IDENTITY_HEADERS = (
+    "X-MS-CLIENT-PRINCIPAL",
+    "X-MS-CLIENT-PRINCIPAL-NAME",
+    "X-MS-CLIENT-PRINCIPAL-ID",
+    "X-MS-CLIENT-PRINCIPAL-IDP",
+    "X-Forwarded-User",
+    "X-Forwarded-Email",
+    "X-Forwarded-Groups",
+    "X-Forwarded-Preferred-Username",
+    "Authorization",
+)
+SPOOFED = "spoofed-admin"
+SPOOFED_ADDRESS = "10.66.66.66"
+SIGN_IN = "/.auth/login/aad?post_login_redirect_uri="
+
+
+def spoofed_headers(base: dict[str, str]) -> CIMultiDict[str]:
+    """`base` plus every identity header a client could try, in several spellings, and forged
+    forwarding facts."""
+    headers: CIMultiDict[str] = CIMultiDict(base)
+    for name in IDENTITY_HEADERS:
+        headers.add(name, f"Bearer {SPOOFED}" if name == "Authorization" else SPOOFED)
+    for name in (
+        "x-forwarded-user",  # a second copy, lower case
+        "X_Forwarded_User",  # folded onto X-Forwarded-User by CGI/WSGI/PHP
+        "X-Auth-Request-User",
+        "X-Auth-Request-Email",
+        "X-MS-TOKEN-AAD-ACCESS-TOKEN",
+        "Remote-User",
+        "X-Remote-User",
+    ):
+        headers.add(name, SPOOFED)
+    headers.add("X-Forwarded-For", SPOOFED_ADDRESS)
+    headers.add("X-Real-IP", SPOOFED_ADDRESS)
+    headers.add("Forwarded", f"for={SPOOFED_ADDRESS}")
+    return headers
+
+
+@pytest.fixture
+def app_server() -> Iterator[RecordingUpstream]:
+    """The echo application, remembering every request (to prove what never got through)."""
+    server = RecordingUpstream().start()
+    yield server
+    server.stop()
+
+
+StartNginx = Callable[..., Nginx]
+
+
+@pytest.fixture
+def start_nginx() -> Iterator[StartNginx]:
+    """Start nginx servers; at teardown stop them and print their logs (pytest shows them only
+    when the test failed)."""
+    started: list[Nginx] = []
+
+    def start(**kwargs: Any) -> Nginx:
+        server = Nginx(**kwargs)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        print(server.logs())
+        server.cleanup()
+
+
+TRUST = {
+    "nginx-trusted": {"proxy": {"trusted_proxies": "127.0.0.1/32"}},
+    "no-trusted-proxies": {},
+}
+
+
+@pytest.fixture(params=sorted(TRUST))
+def trust(request: pytest.FixtureRequest) -> dict[str, Any]:
+    overrides: dict[str, Any] = TRUST[request.param]
+    return overrides
+
+
+def address(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port}"
+
+
+@dataclass
+class ForwardAuth:
+    gateway: Running
+    nginx: Nginx
+    browser: Browser  # a browser whose https://app.test is nginx
+    app: RecordingUpstream
+
+
+MakeForwardAuth = Callable[..., Awaitable[ForwardAuth]]
+
+
+@pytest.fixture
+async def make_forward_auth(
+    launch: Launch, idp: Any, app_server: RecordingUpstream, start_nginx: StartNginx
+) -> AsyncIterator[MakeForwardAuth]:
+    """Start a gateway (keyword overrides as for `launch`) with nginx in front of it and a
+    browser pointed at nginx."""
+    browsers: list[Browser] = []
+
+    async def make(**overrides: Any) -> ForwardAuth:
+        # The gateway's own upstream is the shared echo app, never the recording one: in
+        # forward-auth mode only nginx talks to the application.
+        gateway = await launch(**overrides)
+        nginx = start_nginx(gateway=address(gateway.url), app=app_server.address)
+        browser = Browser(nginx.url, PUBLIC_URL, idp_ssl(idp.ca_path))
+        browsers.append(browser)
+        return ForwardAuth(gateway, nginx, browser, app_server)
+
+    yield make
+    for browser in browsers:
+        await browser.close()
+
+
+@pytest.fixture
+async def forward_auth(make_forward_auth: MakeForwardAuth, trust: dict[str, Any]) -> ForwardAuth:
+    fa = await make_forward_auth(**trust)
+    return fa
+
+
+async def sign_in(fa: ForwardAuth, path: str = "/", user: str = "alice") -> None:
+    response = await fa.browser.sign_in(path, user)
+    assert response.status == 302, await response.text()
+    assert response.headers["Location"] == path
+
+
+async def verify_answer(fa: ForwardAuth) -> dict[str, str]:
+    """The identity headers the gateway vouches for, asked directly (through nginx's /.auth/)."""
+    # The browser's cookies, but a client that accepts headers as large as the gateway may send.
+    async with (
+        aiohttp.ClientSession(cookie_jar=fa.browser.jar, max_field_size=65536) as client,
+        client.get(fa.nginx.url + "/.auth/verify", headers=API) as response,
+    ):
+        assert response.status == 200
+        return {n: response.headers[n] for n in IDENTITY_HEADERS if n in response.headers}
+
+
+async def seen_by_app(fa: ForwardAuth, path: str, headers: Any = None) -> dict[str, list[str]]:
+    response = await fa.browser.get(path, headers=headers or API)
+    assert response.status == 200, await response.text()
+    body: dict[str, Any] = await response.json()
+    return upstream_headers(body)
+
+
+# --- anonymous requests -----------------------------------------------------------------------
+
+
+@pytest.mark.threat("FA-05")
+async def test_anonymous_navigation_is_sent_to_sign_in_by_path_only(
+    forward_auth: ForwardAuth,
+) -> None:
+    """FA-05: the sign-in redirect is built from $request_uri alone; a spoofed Host (or
+    X-Forwarded-Host) cannot make it point at another site."""
+    for host in ("app.contoso.com", "evil.example", "evil.example:443"):
+        response = await forward_auth.browser.get(
+            "/reports/2026?view=full",
+            headers={**NAVIGATE, "Host": host, "X-Forwarded-Host": "evil.example"},
+        )
+        assert response.status == 302
+        location = response.headers["Location"]
+        assert location == SIGN_IN + "/reports/2026?view=full"
+        assert urlsplit(location).netloc == ""
+        assert urlsplit(location).scheme == ""
+    assert forward_auth.app.paths == []
+
+
+@pytest.mark.threat("FA-05")
+async def test_a_return_target_nginx_passes_on_is_still_validated_by_the_gateway(
+    forward_auth: ForwardAuth, idp: Any
+) -> None:
+    """FA-05: nginx copies a hostile target verbatim; the gateway's redirect validator refuses it
+    before any sign-in starts."""
+    response = await forward_auth.browser.get("//evil.example/landing")
+    assert response.status == 302
+    assert response.headers["Location"] == SIGN_IN + "//evil.example/landing"
+    refused = await forward_auth.browser.get(response.headers["Location"])
+    assert refused.status == 400
+    assert "Location" not in refused.headers
+    assert idp.requests("authorize") == []
+    assert forward_auth.app.paths == []
+
+
+@pytest.mark.threat("FA-03")
+@pytest.mark.parametrize("base", [NAVIGATE, API], ids=["navigation", "api"])
+async def test_anonymous_client_with_spoofed_identity_never_reaches_the_app(
+    forward_auth: ForwardAuth, base: dict[str, str]
+) -> None:
+    headers = spoofed_headers(base)
+    # A made-up session cookie too: the gateway knows no such session.
+    headers.add("Cookie", "__Host-msal-gateway=" + secrets.token_urlsafe(32))
+    response = await forward_auth.browser.session.get(
+        forward_auth.nginx.url + "/spoofed-anonymous", headers=headers, allow_redirects=False
+    )
+    await response.read()
+    assert response.status == 302
+    assert response.headers["Location"] == SIGN_IN + "/spoofed-anonymous"
+    assert forward_auth.app.paths == []
+
+
+# --- signed in through nginx --------------------------------------------------------------------
+
+
+@pytest.mark.threat("FA-03")
+async def test_sign_in_through_nginx_then_the_app_gets_the_gateways_identity(
+    forward_auth: ForwardAuth,
+) -> None:
+    fa = forward_auth
+    await sign_in(fa, "/reports/2026?view=full")
+    assert fa.browser.cookie(SESSION_COOKIE) is not None
+
+    page = await fa.browser.get("/reports/2026?view=full")
+    assert page.status == 200
+    body = await page.json()
+    assert (body["path"], body["query"]) == ("/reports/2026", "view=full")
+    seen = upstream_headers(body)
+    answer = await verify_answer(fa)
+    for name in IDENTITY_HEADERS:
+        assert seen.get(name.lower()) == ([answer[name]] if name in answer else None), name
+    assert seen["x-ms-client-principal-name"] == ["alice@contoso.example"]
+    assert seen["x-ms-client-principal-idp"] == ["aad"]
+    assert seen["x-forwarded-user"] == [ALICE_OID]
+    principal = json.loads(base64.b64decode(seen["x-ms-client-principal"][0]))
+    assert {"typ": "preferred_username", "val": "alice@contoso.example"} in principal["claims"]
+    # No bearer token unless GATEWAY_TOKENS__EXPOSE_IN_VERIFY is on.
+    assert "authorization" not in seen
+    assert seen["x-forwarded-for"] == ["127.0.0.1"]
+    # The application never sees the gateway's cookies (the session id is a bearer credential).
+    assert "cookie" not in seen
+
+
+@pytest.mark.threat("FA-03", "CK-09")
+@pytest.mark.parametrize(
+    ("cookie", "expected"),
+    [
+        ("{session}", None),
+        ("{session}; app_pref=dark", "app_pref=dark"),
+        ("app_pref=dark; {session}", "app_pref=dark;"),
+        (
+            "a=1; {session}; b=2; __Host-msal-gateway-signin=pending; c=3",
+            "a=1; b=2; c=3",
+        ),
+        ("__Host-msal-gateway-signin=pending; {session}", None),
+        # Look-alike names are the application's own.
+        (
+            "x__Host-msal-gateway=1; {session}; msal-gateway-x=2",
+            "x__Host-msal-gateway=1; msal-gateway-x=2",
+        ),
+    ],
+)
+async def test_the_app_gets_its_own_cookies_but_never_the_gateways(
+    forward_auth: ForwardAuth, cookie: str, expected: str | None
+) -> None:
+    """The snippet's Cookie maps: the gateway's session and sign-in cookies are removed wherever
+    they stand; everything else reaches the application."""
+    fa = forward_auth
+    await sign_in(fa)
+    session = fa.browser.cookie(SESSION_COOKIE)
+    assert session is not None
+    header = cookie.format(session=f"__Host-msal-gateway={session}")
+    async with (
+        aiohttp.ClientSession() as client,
+        client.get(fa.nginx.url + "/cookies", headers={**API, "Cookie": header}) as response,
+    ):
+        assert response.status == 200
+        seen = upstream_headers(await response.json())
+    # Let through as alice: the gateway itself got the session cookie.
+    assert seen["x-ms-client-principal-name"] == ["alice@contoso.example"]
+    assert seen.get("cookie") == (None if expected is None else [expected])
+
+
+@pytest.mark.threat("FA-03")
+@pytest.mark.parametrize("user", ["bob", "jose"])
+async def test_a_clients_identity_headers_never_survive(
+    forward_auth: ForwardAuth, user: str
+) -> None:
+    """FA-03: every identity header the app sees is the gateway's, including when the gateway
+    sends none (bob has no groups, jose no email): then the app sees none, not the client's."""
+    fa = forward_auth
+    await sign_in(fa, "/", user)
+    answer = await verify_answer(fa)
+    assert ("X-Forwarded-Groups" in answer) is (user == "jose")
+    assert ("X-Forwarded-Email" in answer) is (user == "bob")
+
+    seen = await seen_by_app(fa, "/spoofed-signed-in", spoofed_headers(API))
+    for name in IDENTITY_HEADERS:
+        assert seen.get(name.lower()) == ([answer[name]] if name in answer else None), name
+    for name, values in seen.items():
+        for value in values:
+            assert SPOOFED not in value, name
+            assert SPOOFED_ADDRESS not in value, name
+    assert seen["x-forwarded-for"] == ["127.0.0.1"]
+    assert "forwarded" not in seen
+    assert "x-auth-request-user" not in seen
+    assert "remote-user" not in seen
+
+
+@pytest.mark.threat("FA-03", "LK-05")
+async def test_a_principal_with_many_groups_fits_through_nginx(
+    make_forward_auth: MakeForwardAuth, trust: dict[str, Any], idp: Any
+) -> None:
+    """The verify answer can carry kilobytes of identity headers: nginx must not turn a user
+    with many groups into a 500 (the snippet's proxy_buffer_size)."""
+    idp.set_groups_overage_limit(1000)  # carol's 250 groups travel in her token
+    fa = await make_forward_auth(groups={"max_header_bytes": 12000}, **trust)
+    await sign_in(fa, "/", "carol")
+    answer = await verify_answer(fa)
+    assert sum(len(value) for value in answer.values()) > 8192  # over nginx's default buffer
+    seen = await seen_by_app(fa, "/groups")
+    assert len(seen["x-forwarded-groups"][0].split(",")) == 250
+    for name in IDENTITY_HEADERS:
+        assert seen.get(name.lower()) == ([answer[name]] if name in answer else None), name
+
+
+@pytest.mark.threat("FA-05")
+async def test_a_query_with_an_ampersand_comes_back_shortened_never_elsewhere(
+    forward_auth: ForwardAuth,
+) -> None:
+    """The snippet's documented limit: nginx cannot URL-encode $request_uri, so the return
+    target loses everything after the query's first "&"; the user still lands on the app."""
+    response = await forward_auth.browser.sign_in("/search?q=a&page=2")
+    assert response.status == 302, await response.text()
+    assert response.headers["Location"] == "/search?q=a"
+
+
+# --- per-path rules need the original target ----------------------------------------------------
+
+RULES = [
+    {"path": "/admin/", "allow": "deny"},
+    {"path": "/orders/", "methods": "DELETE", "allow": "deny"},
+]
+# A client's own copies of the headers that name the original request (nginx's and Traefik's).
+FORGED_TARGET = {
+    "X-Original-URI": "/fine",
+    "X-Original-Method": "GET",
+    "X-Forwarded-Uri": "/fine",
+    "X-Forwarded-Method": "GET",
+}
+TRUSTED = TRUST["nginx-trusted"]
+
+
+async def denied_everywhere(fa: ForwardAuth) -> tuple[int, int]:
+    """Ask for a denied path and a denied method, plainly and with a forged original target;
+    the app must never see either. Returns the last statuses."""
+    for headers in (API, {**API, **FORGED_TARGET}):
+        denied = await fa.browser.get("/admin/users", headers=headers)
+        assert denied.status != 200
+        deleted = await fa.browser.session.delete(
+            fa.nginx.url + "/orders/7", headers=headers, allow_redirects=False
+        )
+        await deleted.read()
+        assert deleted.status != 200
+    assert not any(unquote(p).startswith(("/admin/", "/orders/")) for p in fa.app.paths)
+    return denied.status, deleted.status
+
+
+@pytest.mark.threat("PA-19")
+async def test_rules_apply_to_the_original_request_a_trusted_nginx_asks_about(
+    make_forward_auth: MakeForwardAuth,
+) -> None:
+    """X-Original-URI/-Method name the request nginx asks about; the gateway applies its rules
+    to it, and a client's own copies cannot change it (nginx overwrites them)."""
+    fa = await make_forward_auth(policy={"rules": RULES}, **TRUSTED)
+    await sign_in(fa)
+    assert await denied_everywhere(fa) == (403, 403)
+    assert (await fa.browser.get("/orders/7", headers=API)).status == 200
+    assert (await fa.browser.get("/fine", headers=API)).status == 200
+
+
+@pytest.mark.threat("PA-19")
+async def test_rules_are_not_bypassed_when_nginx_is_not_trusted(
+    make_forward_auth: MakeForwardAuth,
+) -> None:
+    """Misconfiguration: rules, but GATEWAY_PROXY__TRUSTED_PROXIES does not name nginx. The
+    gateway cannot tell which request nginx asks about; a denied path must still never pass."""
+    fa = await make_forward_auth(policy={"rules": RULES})
+    # Every forward-auth answer is now a refusal, so sign in at the gateway's own endpoint.
+    start = await fa.browser.get("/.auth/login/aad")
+    auth = await fa.browser.authorize(start.headers["Location"])
+    assert (await fa.browser.deliver(auth)).status == 302
+    assert await denied_everywhere(fa) == (403, 403)
+    allowed_elsewhere = await fa.browser.get("/reports/q1", headers=API)
+    assert allowed_elsewhere.status == 403  # fails closed everywhere, loudly
+
+
+@pytest.mark.threat("PA-03")
+async def test_an_encoded_path_cannot_dodge_a_rule(make_forward_auth: MakeForwardAuth) -> None:
+    """nginx hands the app the raw target, and the app decodes it: a rule for /admin/ must hold
+    for /%61dmin/ too (or the target must be refused as ambiguous)."""
+    fa = await make_forward_auth(policy={"rules": RULES}, **TRUSTED)
+    await sign_in(fa)
+    # encoded=True: sent byte for byte (yarl would otherwise turn %61 back into "a").
+    target = URL(fa.nginx.url + "/%61dmin/users", encoded=True)
+    async with fa.browser.session.get(target, headers=API, allow_redirects=False) as response:
+        await response.read()
+    assert response.status != 200
+    assert not any(unquote(p).startswith("/admin/") for p in fa.app.paths)
+
+
+# --- failing closed (FA-01) ---------------------------------------------------------------------
+
+
+@pytest.mark.threat("FA-01")
+async def test_verify_unreachable_is_a_500_and_nothing_reaches_the_app(
+    launch: Launch,
+    trust: dict[str, Any],
+    app_server: RecordingUpstream,
+    start_nginx: StartNginx,
+) -> None:
+    """FA-01: nginx's auth subrequest pointed at a port nobody listens on. Even a client with a
+    valid session gets nginx's 500, never the application."""
+    gateway = await launch(**trust)
+    await gateway.browser.sign_in("/", "alice")
+    assert (await gateway.browser.get("/.auth/verify", headers=API)).status == 200
+    session = gateway.browser.cookie(gateway.settings.session_cookie_name)
+    assert session is not None
+    nginx = start_nginx(
+        gateway=address(gateway.url),
+        app=app_server.address,
+        verify_url=f"http://127.0.0.1:{free_port()}/.auth/verify",
+    )
+    cookie = {"Cookie": f"{gateway.settings.session_cookie_name}={session}"}
+    async with aiohttp.ClientSession() as client:
+        for headers in (NAVIGATE, API, {**NAVIGATE, **cookie}, {**API, **cookie}):
+            async with client.get(
+                nginx.url + "/fa01-verify-down", headers=headers, allow_redirects=False
+            ) as response:
+                body = await response.text()
+                assert response.status == 500
+                assert "Location" not in response.headers
+                for name in IDENTITY_HEADERS:
+                    assert name not in response.headers
+                assert "alice" not in body
+    assert app_server.paths == []
+    assert "auth request unexpected status: 502" in nginx.logs()
+
+
+@pytest.mark.threat("FA-01")
+async def test_store_outage_is_a_500_and_nothing_reaches_the_app(
+    make_forward_auth: MakeForwardAuth, trust: dict[str, Any]
+) -> None:
+    """FA-01: the session store goes away under a signed-in user. /.auth/verify answers 5xx
+    (never 2xx, never 401-so-sign-in-again), which nginx turns into a 500."""
+    redis = RedisServer().start()
+    try:
+        fa = await make_forward_auth(
+            **shared_redis(redis.url),
+            **trust,
+        )
+        await sign_in(fa, "/before")
+        assert (await fa.browser.get("/before", headers=API)).status == 200
+        redis.stop()
+        # The gateway's session cache serves a copy until it learns that Redis is gone (its
+        # notice feed drops, within milliseconds); from then on every request needs the store.
+        cache = fa.gateway.app[SESSIONS].cache
+        for _ in range(200):
+            if cache is None or not cache.following:
+                break
+            await asyncio.sleep(0.01)
+        for headers in (NAVIGATE, API):
+            response = await fa.browser.get("/fa01-store-down", headers=headers)
+            assert response.status == 500
+            assert "Location" not in response.headers
+        assert "/fa01-store-down" not in fa.app.paths
+    finally:
+        redis.cleanup()

@@ -1,0 +1,1 @@
+"""Unit tests of gateway.oidc: completing a sign-in without HTTP."""

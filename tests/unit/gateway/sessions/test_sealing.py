@@ -1,0 +1,143 @@
+"""The Sealer (gateway.sessions.sealing) that encrypts stored records and digests store keys:
+records round-trip, are bound to their store key and secret, and any change to the bytes is a
+CorruptRecordError that carries nothing of the plaintext (THREATS.md RS-03, encryption at rest).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Final
+
+import pytest
+
+from gateway.auth.cookies import mint_id
+from gateway.errors import CorruptRecordError
+from gateway.sessions.sealing import Sealer
+
+SECRET_A: Final = b"a" * 32
+SECRET_B: Final = b"b" * 32
+STORE_KEY: Final = "gw:session:0123abcd"
+
+
+@pytest.mark.parametrize(
+    "plaintext", [b"", b"x", b'{"user":"ada","roles":["a"]}', bytes(range(256)) * 64]
+)
+def test_seal_then_open_round_trips(plaintext: bytes) -> None:
+    sealer = Sealer(SECRET_A)
+    assert sealer.open(STORE_KEY, sealer.seal(STORE_KEY, plaintext)) == plaintext
+
+
+def test_another_sealer_with_the_same_secret_opens_the_record() -> None:
+    sealed = Sealer(SECRET_A).seal(STORE_KEY, b"shared across replicas")
+    assert Sealer(SECRET_A).open(STORE_KEY, sealed) == b"shared across replicas"
+
+
+def test_sealing_twice_gives_different_bytes() -> None:
+    sealer = Sealer(SECRET_A)
+    assert sealer.seal(STORE_KEY, b"same") != sealer.seal(STORE_KEY, b"same")
+
+
+def test_sealed_bytes_do_not_contain_the_plaintext() -> None:
+    plaintext = b"refresh_token=0.AAAA-very-secret-refresh-token-value"
+    sealed = Sealer(SECRET_A).seal(STORE_KEY, plaintext)
+    assert plaintext not in sealed
+    assert b"very-secret" not in sealed
+    assert STORE_KEY.encode() not in sealed
+
+
+@pytest.mark.parametrize(
+    "other_key", ["gw:session:0123abce", "gw:session:", STORE_KEY + " ", STORE_KEY.upper()]
+)
+def test_record_copied_under_another_store_key_does_not_open(other_key: str) -> None:
+    sealer = Sealer(SECRET_A)
+    sealed = sealer.seal(STORE_KEY, b"victim session")
+    with pytest.raises(CorruptRecordError):
+        sealer.open(other_key, sealed)
+
+
+def test_every_flipped_byte_is_detected() -> None:
+    sealer = Sealer(SECRET_A)
+    sealed = sealer.seal(STORE_KEY, b"session payload")
+    for index in range(len(sealed)):
+        for mask in (0x01, 0x80):
+            tampered = bytearray(sealed)
+            tampered[index] ^= mask
+            with pytest.raises(CorruptRecordError):
+                sealer.open(STORE_KEY, bytes(tampered))
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda b: b"",
+        lambda b: b[:1],
+        lambda b: b[:-1],
+        lambda b: b[:29],
+        lambda b: b + b"\x00",
+        lambda b: b"\x02" + b[1:],
+        lambda b: b"\x00" * len(b),
+        lambda b: b[1:],
+    ],
+    ids=[
+        "empty",
+        "version-only",
+        "truncated",
+        "too-short",
+        "extended",
+        "version",
+        "zeroed",
+        "shifted",
+    ],
+)
+def test_malformed_record_is_corrupt_not_a_crash(mangle: Callable[[bytes], bytes]) -> None:
+    sealer = Sealer(SECRET_A)
+    sealed = sealer.seal(STORE_KEY, b"payload")
+    with pytest.raises(CorruptRecordError):
+        sealer.open(STORE_KEY, mangle(sealed))
+
+
+def test_record_sealed_under_another_secret_does_not_open() -> None:
+    sealed = Sealer(SECRET_A).seal(STORE_KEY, b"payload")
+    with pytest.raises(CorruptRecordError):
+        Sealer(SECRET_B).open(STORE_KEY, sealed)
+
+
+def test_sealers_without_a_secret_do_not_open_each_others_records() -> None:
+    sealed = Sealer(None).seal(STORE_KEY, b"payload")
+    with pytest.raises(CorruptRecordError):
+        Sealer(None).open(STORE_KEY, sealed)
+
+
+def test_corrupt_record_message_does_not_contain_the_plaintext() -> None:
+    sealer = Sealer(SECRET_A)
+    sealed = bytearray(sealer.seal(STORE_KEY, b"secret-claim-value"))
+    sealed[-1] ^= 1
+    with pytest.raises(CorruptRecordError) as caught:
+        sealer.open(STORE_KEY, bytes(sealed))
+    assert "secret-claim-value" not in str(caught.value)
+
+
+def test_digest_is_stable_per_secret_and_differs_between_secrets() -> None:
+    identifier = mint_id()
+    first, again = Sealer(SECRET_A).digest(identifier), Sealer(SECRET_A).digest(identifier)
+    other = Sealer(SECRET_B).digest(identifier)
+    assert first == again
+    assert first != other
+    assert re.fullmatch(r"[0-9a-f]{64}", first)
+    assert identifier not in first
+
+
+def test_digest_differs_per_identifier() -> None:
+    sealer = Sealer(SECRET_A)
+    digests = {sealer.digest(mint_id()) for _ in range(500)}
+    assert len(digests) == 500
+    assert sealer.digest("a") != sealer.digest("A")
+
+
+def test_binding_and_digest_are_separate_keys() -> None:
+    sealer = Sealer(SECRET_A)
+    value = mint_id()
+    assert sealer.binding(value) != sealer.digest(value)
+    assert sealer.binding(value) == Sealer(SECRET_A).binding(value)
+    assert sealer.binding(value) != Sealer(SECRET_B).binding(value)
