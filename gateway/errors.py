@@ -25,6 +25,7 @@ module imports nothing from the gateway.
 
 from __future__ import annotations
 
+import logging
 from typing import ClassVar
 
 
@@ -40,6 +41,9 @@ class GatewayError(Exception):
     expose: ClassVar[bool] = False
     title: ClassVar[str] = "Something went wrong"
     retry_after: ClassVar[int | None] = None  # seconds, sent as Retry-After when set
+    # How the error is logged; None: ERROR for 5xx, WARNING otherwise. A person's own choice
+    # (a cancelled sign-in) is not something operators must look at.
+    log_level: ClassVar[int | None] = None
 
     def __init__(self, message: str = "", *, clear_cookies: tuple[str, ...] = ()) -> None:
         super().__init__(message)
@@ -81,6 +85,15 @@ class PayloadTooLarge(BadRequest):
 
 class UnsupportedMediaType(BadRequest):
     status, code, title = 415, "unsupported_media_type", "The request could not be accepted"
+
+
+class SignInNotCompleted(GatewayError):
+    """The person did not finish signing in at the identity provider (cancelled, declined
+    consent, or an interaction it needed): their choice, not a fault. A page with a way to try
+    again, logged at info."""
+
+    status, code, expose, title = 403, "sign_in_not_completed", True, "Sign-in not completed"
+    log_level = logging.INFO
 
 
 class Forbidden(GatewayError):

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Final
 
 from gateway.config.settings import Settings
-from gateway.errors import BadRequest, GatewayError, IdentityProviderError
+from gateway.errors import BadRequest, GatewayError, IdentityProviderError, SignInNotCompleted
 from gateway.oidc.graph import has_group_overage
 from gateway.oidc.msal_client import MsalClient
 from gateway.sessions.flows import PendingSignIn
@@ -32,6 +32,17 @@ log = logging.getLogger(__name__)
 audit = logging.getLogger("gateway.audit")
 
 _OAUTH_ERROR: Final = re.compile(r"^[a-z_]{1,64}$")
+# Answers that are the person's doing (Cancel, declined consent, an interaction the provider
+# needs), not a fault of the provider or of this configuration: 4xx, logged at info.
+USER_OUTCOMES: Final = frozenset(
+    {
+        "access_denied",
+        "consent_required",
+        "interaction_required",
+        "login_required",
+        "account_selection_required",
+    }
+)
 _TENANT: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
@@ -61,12 +72,19 @@ class SignInCompleter:
         self._check_issuer(auth_response)
         if "error" in auth_response:
             error = auth_response["error"]
+            code = error if _OAUTH_ERROR.match(error) else "error"
+            description = auth_response.get("error_description", "")[:300]
+            if code in USER_OUTCOMES:
+                log.info("sign-in not completed: error=%r description=%r", code, description)
+                raise SignInNotCompleted(
+                    "you did not finish signing in. You can try again, perhaps with another "
+                    f"account ({code})"
+                )
             log.warning(
                 "identity provider refused the sign-in: error=%r description=%r",
                 error[:64],
-                auth_response.get("error_description", "")[:300],
+                description,
             )
-            code = error if _OAUTH_ERROR.match(error) else "error"
             raise IdentityProviderError(f"the identity provider refused the sign-in ({code})")
         tokens = await self.msal.redeem(pending.msal_flow, dict(auth_response))
         if tokens.claims is None:  # redeem checks the id token; never trust an assert for it

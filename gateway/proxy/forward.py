@@ -73,6 +73,13 @@ async def forward(
         upstream = await pool.send(
             request.method, prefix + request.rel_url.raw_path_qs, headers, body
         )
+    except asyncio.CancelledError:
+        if waiting is not None and (request.transport is None or request.transport.is_closing()):
+            # Our own cancellation (the client left): the caller sees a client that went away
+            # (499), and the task is not left marked as cancelled.
+            waiting.uncancel()
+            raise ConnectionResetError("the client went away") from None
+        raise
     finally:
         request.pop(CLIENT_GONE, None)
     if timing is not None:

@@ -164,7 +164,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         elif isinstance(error, UpstreamUnavailable | UpstreamTimeout):
             metrics.upstream_errors.labels(error.code).inc()
         if not isinstance(error, SignInRequired):
-            level = logging.ERROR if error.status >= 500 else logging.WARNING
+            level = error.log_level or (logging.ERROR if error.status >= 500 else logging.WARNING)
             log.log(
                 level,
                 "%s %s -> %s %s: %s",

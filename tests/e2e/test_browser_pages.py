@@ -307,18 +307,28 @@ def test_pages_along_sign_in_and_sign_out_in_chromium(
 
     # 5. Signed out means signed out: the application sends the browser to sign in again.
     chromium.get(gateway_url + "/reports")
-    bob = steps.wait_for('button[name="devidp_user"][value="bob"]')
+    steps.wait_for('button[name="devidp_user"][value="bob"]')
     assert chromium.current_url.startswith(idp.authority)
     steps.shoot("signed-out-app-asks-again")
 
-    # 6. The identity provider refuses this sign-in: the gateway's page says so and offers
+    # 6. The person presses Cancel at the identity provider: their choice, not a failure. A
+    # 4xx page that offers to sign in again.
+    chromium.find_element(By.CSS_SELECTOR, 'button[name="devidp_cancel"]').click()
+    steps.wait_for("h1", "Sign-in not completed")
+    assert_accessible(chromium, "Sign-in not completed")
+    main = chromium.find_element(By.TAG_NAME, "main").text
+    assert "(access_denied)" in main and "Error 403" in main and "Request id:" in main
+    steps.shoot("sign-in-cancelled")
+    chromium.find_element(By.LINK_TEXT, "Sign in again").click()
+
+    # 7. The identity provider fails this sign-in: the gateway's page says so and offers
     # another try, which works.
-    idp.fail_authorize("access_denied")
-    bob.click()
+    idp.fail_authorize("server_error")
+    steps.wait_for('button[name="devidp_user"][value="bob"]').click()
     steps.wait_for("h1", "Sign-in failed")
     assert_accessible(chromium, "Sign-in failed")
     main = chromium.find_element(By.TAG_NAME, "main").text
-    assert "(access_denied)" in main and "Error 502" in main and "Request id:" in main
+    assert "(server_error)" in main and "Error 502" in main and "Request id:" in main
     steps.shoot("identity-provider-error")
     chromium.find_element(By.LINK_TEXT, "Try signing in again").click()
     steps.wait_for('button[name="devidp_user"][value="bob"]').click()
@@ -327,4 +337,4 @@ def test_pages_along_sign_in_and_sign_out_in_chromium(
     steps.shoot("application-signed-in-again")
 
     colours = {path.name: assert_not_blank(path) for path in steps.shots}
-    assert len(colours) == 8, colours
+    assert len(colours) == 9, colours

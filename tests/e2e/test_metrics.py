@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
+import pytest
 from support.browser import API
 from support.fixtures import Launch, signed_in
 from support.gateway import GatewayProcess, settings_for
@@ -158,3 +160,27 @@ async def test_a_client_that_leaves_early_is_499_not_an_error(
     finally:
         log = gateway.stop()
     assert '"level": "error"' not in log and '"level": "warning"' not in log, log
+
+
+async def test_a_cancelled_sign_in_is_a_4xx_logged_at_info(
+    launch: Launch, idp: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Cancel at the identity provider is the person's choice: 403 with a way back, an info
+    line, no 5xx counted; a provider failure stays a 502."""
+    caplog.set_level(logging.INFO, logger="gateway")
+    port = free_port()
+    running = await launch(metrics_listen=f"127.0.0.1:{port}")
+    for error in ("access_denied", "consent_required"):
+        idp.fail_authorize(error)
+        response = await running.browser.sign_in("/")
+        assert response.status == 403
+        assert "Sign in again" in await response.text()
+    text = await scrape(port)
+    assert sample(text, 'msal_gateway_signins_total{outcome="sign_in_not_completed"}') == 2
+    assert 'msal_gateway_requests_total{route="auth",status="502"}' not in text
+    assert sample(text, 'msal_gateway_requests_total{route="auth",status="403"}') == 2
+    mine = [r for r in caplog.records if r.name.startswith("gateway")]
+    assert [r for r in mine if r.levelno >= logging.WARNING] == []
+    assert any("sign-in not completed" in r.getMessage() for r in mine)
+    idp.fail_authorize("server_error")
+    assert (await running.browser.sign_in("/")).status == 502

@@ -225,13 +225,14 @@ async def test_refresh_errors_show_a_request_id_only(
 
 @pytest.mark.threat("LK-03")
 async def test_identity_provider_error_is_shown_escaped(gateway: Running, idp: Any) -> None:
-    idp.fail_authorize("access_denied", "<script>alert(1)</script> user said no")
-    response = await gateway.browser.sign_in("/")
-    assert response.status == 502
-    text = await response.text()
-    assert "<script>" not in text
-    assert "user said no" not in text  # the description is logged, never shown
-    assert "access_denied" in text
+    for error, status in (("access_denied", 403), ("server_error", 502)):
+        idp.fail_authorize(error, "<script>alert(1)</script> user said no")
+        response = await gateway.browser.sign_in("/")
+        assert response.status == status
+        text = await response.text()
+        assert "<script>" not in text
+        assert "user said no" not in text  # the description is logged, never shown
+        assert error in text
     assert response.headers["Content-Security-Policy"].startswith("default-src 'none'")
     assert response.headers["Cache-Control"] == "no-store"
     assert response.headers["X-Frame-Options"] == "DENY"

@@ -14,7 +14,7 @@ from support.browser import Browser
 from support.gateway import PUBLIC_URL, idp_ssl, settings_for
 from support.threaded import ThreadedServer
 
-from gateway.errors import BadRequest, IdentityProviderError
+from gateway.errors import BadRequest, IdentityProviderError, SignInNotCompleted
 from gateway.oidc.completion import SignInCompleter, same_issuer
 from gateway.oidc.msal_client import MsalClient
 from gateway.sessions.flows import PendingSignIn
@@ -86,9 +86,13 @@ async def test_a_completed_sign_in_is_stored_under_the_users_key(rig: Rig) -> No
 
 async def test_a_refusal_or_a_reused_code_creates_nothing(rig: Rig) -> None:
     pending, answer = await rig.pending("alice")
-    refused = {"state": answer["state"], "error": "access_denied", "error_description": "no"}
-    with pytest.raises(IdentityProviderError, match=r"refused the sign-in \(access_denied\)"):
+    refused = {"state": answer["state"], "error": "server_error", "error_description": "no"}
+    with pytest.raises(IdentityProviderError, match=r"refused the sign-in \(server_error\)"):
         await rig.completer.complete(pending, refused, session_id="s-2", now=time.time())
+    for choice in ("access_denied", "consent_required", "interaction_required", "login_required"):
+        declined = {"state": answer["state"], "error": choice}
+        with pytest.raises(SignInNotCompleted, match=rf"\({choice}\)"):
+            await rig.completer.complete(pending, declined, session_id="s-2", now=time.time())
     odd = {"state": answer["state"], "error": "<script>"}
     with pytest.raises(IdentityProviderError, match=r"\(error\)"):
         await rig.completer.complete(pending, odd, session_id="s-2", now=time.time())
