@@ -21,7 +21,7 @@ from support.fixtures import Launch, Running, signed_in
 from support.gateway import idp_ssl
 from support.websockets import chatting, closing, echoes, opened
 
-pytestmark = pytest.mark.threat("HT-15")
+pytestmark = pytest.mark.threat("HT-15", "F-23")
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -154,6 +154,7 @@ async def test_an_application_slow_to_accept_is_504(launch: Launch) -> None:
     await ws.close()
 
 
+@pytest.mark.threat("HT-13")
 @pytest.mark.parametrize("size", [64 * KIB, 64 * KIB - 1, 1])
 async def test_a_message_up_to_the_limit_passes(launch: Launch, size: int) -> None:
     running = await launch(proxy={"websocket_max_message_bytes": 64 * KIB})
@@ -167,6 +168,7 @@ async def test_a_message_up_to_the_limit_passes(launch: Launch, size: int) -> No
     await ws.close()
 
 
+@pytest.mark.threat("HT-13")
 async def test_a_message_over_the_limit_from_the_client_closes_1009_with_a_warning(
     launch: Launch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -181,6 +183,7 @@ async def test_a_message_over_the_limit_from_the_client_closes_1009_with_a_warni
     assert "from the client" in warning.getMessage() and "65536" in warning.getMessage()
 
 
+@pytest.mark.threat("HT-13")
 async def test_a_message_over_the_limit_from_the_application_closes_1009_with_a_warning(
     launch: Launch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -195,6 +198,7 @@ async def test_a_message_over_the_limit_from_the_application_closes_1009_with_a_
     assert "from the application" in warning.getMessage()
 
 
+@pytest.mark.threat("HT-13")
 async def test_the_default_limit_is_4_mib(
     gateway: Running, caplog: pytest.LogCaptureFixture
 ) -> None:
