@@ -9,10 +9,10 @@ and under its user, and the relay (proxy/websocket.py) closes the socket when th
   through the notice feed (Redis pub/sub, the feed that keeps the session cache honest) and the
   session is read again. A changed record (a refresh) keeps its sockets.
 - **the periodic check**: every `interval` (GATEWAY_SESSION__CACHE_SECONDS, the session cache's
-  bound) each session with open sockets is read from the store again. This catches idle expiry,
-  which nobody announces, and any notice missed while the feed was down. A socket whose messages
-  passed since the last check slides its session's idle TTL, as a request would; an open socket
-  alone does not.
+  bound; 5 s when the cache is off) each session with open sockets is read from the store again.
+  This catches idle expiry, which nobody announces, and any notice missed while the feed was
+  down. A socket whose messages passed since the last check slides its session's idle TTL, as a
+  request would; an open socket alone does not.
 - **a deadline**: the session's absolute end, or an API client's token expiry.
 
 These close with 1008 (policy violation) and an audit line (`websocket_closed`). A session that
