@@ -12,7 +12,7 @@ import functools
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Final
 
 from aiohttp import ClientSession, ClientTimeout, DummyCookieJar, TCPConnector, WSCloseCode, web
@@ -23,6 +23,7 @@ from gateway.auth.access import AccessControl
 from gateway.auth.peers import networks
 from gateway.auth.policy import Policy
 from gateway.auth.ratelimit import SignInLimits
+from gateway.auth.sockets import CHECK_SECONDS_WITHOUT_CACHE, SocketRegistry
 from gateway.config.settings import Settings
 from gateway.endpoints import health, principal, signin
 from gateway.errors import GatewayError, NotFound
@@ -45,6 +46,7 @@ from gateway.keys import (
     SIGN_IN,
     SIGNIN_LIMITS,
     SLOT_SHARES,
+    SOCKETS,
     STORAGE,
     TOKEN_CACHES,
     TRUSTED_PROXIES,
@@ -99,21 +101,29 @@ async def _stores(app: web.Application) -> AsyncIterator[None]:
     sealer = Sealer(secret)
     app[STORAGE] = storage
     app[SEALER] = sealer
-    # Only Redis has replicas whose copies need the notice feed; the memory store has no cache.
+    # Only Redis has replicas, whose cached copies and open WebSockets need the notice feed.
     notices = backend if isinstance(backend, RedisStorage) else None
     cache: SessionCache[SessionRecord] | None = None
-    follower: asyncio.Task[None] | None = None
     if notices is not None and settings.session.cache_seconds > 0:
         cache = SessionCache(settings.session.cache_seconds, settings.session.cache_max_entries)
-        follower = asyncio.create_task(notices.follow(cache.drop, cache.feed_changed))
-    app[SESSIONS] = SessionStore(
+    sessions = app[SESSIONS] = SessionStore(
         storage,
         sealer,
         settings.session.idle_ttl_seconds,
         time.time,
         cache=cache,
-        notices=notices if cache is not None else None,
+        notices=notices,
     )
+    sockets = app[SOCKETS] = SocketRegistry(
+        sessions,
+        interval=settings.session.cache_seconds or CHECK_SECONDS_WITHOUT_CACHE,
+        max_per_user=settings.proxy.websocket_max_per_user,
+        slots=settings.proxy.max_connections,
+    )
+    sessions.on_change(sockets.changed)  # a sign-out here closes its sockets at once
+    tasks = [asyncio.create_task(sockets.run())]
+    if notices is not None:
+        tasks.append(asyncio.create_task(notices.follow(*_followers(cache, sockets))))
     app[FLOWS] = FlowStore(
         storage,
         sealer,
@@ -127,11 +137,31 @@ async def _stores(app: web.Application) -> AsyncIterator[None]:
     except GatewayError:
         log.error("the session store is unreachable at start-up; /.auth/readyz will say so")
     yield
-    if follower is not None:
-        follower.cancel()
+    for task in tasks:
+        task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await follower
+            await task
+    await sockets.close()
     await storage.close()
+
+
+def _followers(
+    cache: SessionCache[SessionRecord] | None, sockets: SocketRegistry
+) -> tuple[Callable[[str], None], Callable[[bool], None]]:
+    """What the notice feed tells: the cache drops its copy, open WebSockets re-read their
+    session; when the feed comes or goes, both know notices may have been missed."""
+
+    def on_notice(key: str) -> None:
+        if cache is not None:
+            cache.drop(key)
+        sockets.changed(key)
+
+    def on_state(following: bool) -> None:
+        if cache is not None:
+            cache.feed_changed(following)
+        sockets.feed_changed(following)
+
+    return on_notice, on_state
 
 
 async def _upstream_client(app: web.Application) -> AsyncIterator[None]:

@@ -145,7 +145,8 @@ class IdentityTooLarge(GatewayError):
 
 class UpstreamBusy(GatewayError):
     """Every connection to the application is in use (or this client holds its share of them)
-    and none came free in time."""
+    and none came free in time; for a WebSocket, which holds its connection for as long as it
+    runs, at once."""
 
     status, code, expose, title = 503, "upstream_busy", True, "The application is busy"
     retry_after = 5

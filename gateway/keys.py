@@ -14,6 +14,7 @@ from gateway.auth.identity import ApiCallers, Refresher
 from gateway.auth.peers import Network
 from gateway.auth.policy import Policy
 from gateway.auth.ratelimit import SignInLimits
+from gateway.auth.sockets import SocketRegistry
 from gateway.config.settings import Settings
 from gateway.sessions.flows import FlowStore
 from gateway.sessions.index import SessionIndex
@@ -52,6 +53,8 @@ POLICY: Final = web.AppKey("policy", Policy)
 SIGNIN_LIMITS: Final = web.AppKey("signin_limits", SignInLimits)
 DRAINING: Final = web.AppKey("draining", asyncio.Event)  # set on SIGTERM: readiness goes false
 OPEN_WEBSOCKETS: Final = web.AppKey("open_websockets", set[web.WebSocketResponse])
+# Every relayed WebSocket's lease, by session and user: ending a session closes its sockets.
+SOCKETS: Final = web.AppKey("sockets", SocketRegistry)
 ASSERTION: Final = web.AppKey("assertion", AssertionSigner)  # absent unless enabled
 TRUSTED_PROXIES: Final = web.AppKey[tuple[Network, ...]]("trusted_proxies")
 METRICS: Final = web.AppKey("metrics", Metrics)

@@ -138,7 +138,11 @@ class ProxySettings(SettingsGroup):
     read_timeout_seconds: PositiveFloat = Field(
         60.0, description="Longest silence allowed while reading from the upstream."
     )
-    max_connections: PositiveInt = Field(256, description="Most open connections to the upstream.")
+    max_connections: PositiveInt = Field(
+        256,
+        description="Most open HTTP connections to the upstream; WebSockets, which hold one each "
+        "while they run, may open as many again (beyond, a new one is refused with 503).",
+    )
     slot_wait_seconds: float = Field(
         10.0,
         gt=0,
@@ -211,6 +215,40 @@ class ProxySettings(SettingsGroup):
         ge=0,
         le=3600,
         description="Then wait this long for requests in flight (and streams) to finish.",
+    )
+    websocket_max_message_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="Largest WebSocket message relayed either way (4 MiB, aiohttp's default; "
+        "raise it for notebooks that display larger outputs); a larger one closes the socket with "
+        "1009 and a warning in the log. Each message is held whole while it passes, so this times "
+        "the open sockets bounds the memory they can take.",
+    )
+    websocket_heartbeat_seconds: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="Ping both ends of a relayed WebSocket this often; one that does not answer "
+        "within half of it is closed. 0: no pings.",
+    )
+    websocket_idle_timeout_seconds: float = Field(
+        3600.0,
+        ge=0,
+        le=7 * 86_400,
+        description="A relayed WebSocket with no message either way for this long is closed "
+        "with 1001 (pings do not count). 0: never.",
+    )
+    websocket_open_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="The application must accept a WebSocket within this long; else 504.",
+    )
+    websocket_max_per_user: PositiveInt = Field(
+        64,
+        description="Most WebSockets one user (or API client) may have open per process; one "
+        "more is refused with 429 before the upgrade.",
     )
     preserve_host: bool = Field(
         True,

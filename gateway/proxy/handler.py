@@ -31,6 +31,7 @@ from gateway.keys import (
     REQUEST_ID,
     SETTINGS,
     SLOT_SHARES,
+    SOCKETS,
     TIMING,
     TRUSTED_PROXIES,
     UPSTREAM,
@@ -38,7 +39,8 @@ from gateway.keys import (
     UPSTREAM_POOL,
     UPSTREAM_PREFIX,
 )
-from gateway.proxy.forward import HeadInspector, forward, forward_websocket, is_websocket
+from gateway.proxy.forward import HeadInspector, forward
+from gateway.proxy.websocket import forward_websocket, is_websocket
 from gateway.telemetry import tracing
 
 log = logging.getLogger(__name__)
@@ -69,13 +71,15 @@ async def handle(request: web.Request) -> web.StreamResponse:
     shares.take(client)
     try:
         return await send_upstream(
-            request, upstream_headers(request, identity, scopes, settings), inspect
+            request, upstream_headers(request, identity, scopes, settings), identity, inspect
         )
     except ClaimsChallenge as challenge:
         assert identity is not None  # only raised when inspect was given
         identity = await app[REFRESHER].refresh(identity, scopes, claims=challenge.claims)
         # Once: a second challenge goes to the client.
-        return await send_upstream(request, upstream_headers(request, identity, scopes, settings))
+        return await send_upstream(
+            request, upstream_headers(request, identity, scopes, settings), identity
+        )
     finally:
         shares.give_back(client)
 
@@ -90,7 +94,7 @@ async def send_for_api_caller(
     shares = request.app[SLOT_SHARES]
     shares.take(identity.user_key)
     try:
-        return await send_upstream(request, headers)
+        return await send_upstream(request, headers, identity)
     finally:
         shares.give_back(identity.user_key)
 
@@ -98,20 +102,27 @@ async def send_for_api_caller(
 async def send_upstream(
     request: web.Request,
     headers: CIMultiDict[str],
+    identity: Identity | None,
     inspect_head: HeadInspector | None = None,
 ) -> web.StreamResponse:
-    """Forward the request (a WebSocket is registered for a clean close at shutdown)."""
+    """Forward the request. A WebSocket holds a lease while it runs (auth/sockets.py: closed when
+    its session ends, counted against its user's cap) and is registered for a clean close at
+    shutdown."""
     app = request.app
     async with tracing.span(request, "upstream"):
         traced = tracing.outbound_traceparent(request)
         if traced is not None:  # the upstream's parent is this span
             headers["traceparent"] = traced
         send: Callable[..., Awaitable[web.StreamResponse]]
+        lease = None
         if is_websocket(request):
+            lease = app[SOCKETS].open(identity)  # 429 or 503 here, before the upgrade
             send = functools.partial(
                 forward_websocket,
                 client=app[UPSTREAM],
                 base=app[UPSTREAM_BASE],
+                limits=app[SETTINGS].proxy,
+                lease=lease,
                 open_websockets=app[OPEN_WEBSOCKETS],  # closed properly at shutdown
                 open_gauge=app[METRICS].open_websockets,
             )
@@ -122,13 +133,14 @@ async def send_upstream(
                 prefix=app[UPSTREAM_PREFIX],
                 pace=app[CLIENT_PACE],
             )
-        return await send(
-            request,
-            headers,
-            own_cookies=app[SETTINGS].own_cookie_names,
-            inspect_head=inspect_head,
-            timing=request.get(TIMING),
-        )
+        with lease or contextlib.nullcontext():
+            return await send(
+                request,
+                headers,
+                own_cookies=app[SETTINGS].own_cookie_names,
+                inspect_head=inspect_head,
+                timing=request.get(TIMING),
+            )
 
 
 def upstream_headers(

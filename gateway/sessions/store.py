@@ -12,6 +12,7 @@ import asyncio
 import functools
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Final
 
@@ -150,7 +151,8 @@ class SessionStore:
 
     With a cache (and the notice feed that keeps it honest, sessions/cache.py), a recently read
     record is served from memory; every change made here drops it locally and, through a notice,
-    on every other process."""
+    on every other process. Listeners (`on_change`) hear of every change made in this process:
+    the store key and whether the session is gone."""
 
     def __init__(
         self,
@@ -162,7 +164,7 @@ class SessionStore:
         cache: SessionCache[SessionRecord] | None = None,
         notices: Notices | None = None,
     ) -> None:
-        assert (cache is None) == (notices is None), "a cache is only safe with its notices"
+        assert cache is None or notices is not None, "a cache is only safe with its notices"
         self._storage = storage
         self._sealer = sealer
         self._idle_ttl = idle_ttl
@@ -170,6 +172,7 @@ class SessionStore:
         self.cache = cache
         self._notices = notices
         self._reading: dict[str, asyncio.Future[SessionRecord | None]] = {}
+        self._listeners: list[Callable[[str, bool], None]] = []
         # With a cache, the keyed digest of a busy session's id is remembered too (an HMAC per
         # request otherwise); the bound keeps attacker-chosen ids from growing it.
         self._key = (
@@ -180,6 +183,10 @@ class SessionStore:
 
     def key(self, session_id: str) -> str:
         return self._key(session_id)
+
+    def on_change(self, listener: Callable[[str, bool], None]) -> None:
+        """Call `listener(key, gone)` after every save, replace and delete made in this process."""
+        self._listeners.append(listener)
 
     def _digest_key(self, session_id: str) -> str:
         return SESSION_PREFIX + self._sealer.digest(session_id)
@@ -232,8 +239,15 @@ class SessionStore:
         from the store (a cached copy may be older than what a compare-and-set must match)."""
         return await self._read(self.key(session_id))
 
-    async def _read(self, key: str) -> StoredSession | None:
-        sealed = await self._storage.get(key, slide_ttl=self._idle_ttl)
+    async def current(self, session_id: str, *, slide: bool) -> SessionRecord | None:
+        """The record as the store holds it now, never a cached copy. The idle TTL slides only
+        with `slide`: an open WebSocket's check (auth/sockets.py) keeps its session alive while
+        messages pass, not merely because the socket is open."""
+        loaded = await self._read(self.key(session_id), slide=slide)
+        return loaded.record if loaded is not None else None
+
+    async def _read(self, key: str, *, slide: bool = True) -> StoredSession | None:
+        sealed = await self._storage.get(key, slide_ttl=self._idle_ttl if slide else None)
         if sealed is None:
             return None
         try:
@@ -272,12 +286,15 @@ class SessionStore:
     async def delete(self, session_id: str) -> None:
         key = self.key(session_id)
         await self._storage.delete(key)
-        await self._changed(key)
+        await self._changed(key, gone=True)
 
-    async def _changed(self, key: str) -> None:
-        if self.cache is None or self._notices is None:
+    async def _changed(self, key: str, *, gone: bool = False) -> None:
+        for listener in self._listeners:
+            listener(key, gone)
+        if self.cache is not None:
+            self.cache.drop(key)
+        if self._notices is None:
             return
-        self.cache.drop(key)
         try:
             await self._notices.publish(key)
         except StoreUnavailable:

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from support.browser import API
-from support.fixtures import Launch, Running, signed_in
+from support.fixtures import Launch, Running, share_session, signed_in
 from support.gateway import shared_redis
 from support.idp import ALICE_OID
 from support.metrics import sample, scrape
@@ -61,14 +61,6 @@ async def until(check: Any, what: str, seconds: float = 3.0) -> float:
 def metrics_port(running: Running) -> int:
     assert running.settings.metrics_listen is not None
     return int(running.settings.metrics_listen.rpartition(":")[2])
-
-
-async def share_session(source: Running, target: Running) -> None:
-    cookie = source.settings.session_cookie_name
-    value = source.browser.cookie(cookie)
-    assert value is not None
-    target.browser.jar.clear()
-    target.browser.jar.update_cookies({cookie: value}, target.browser.jar_origin())
 
 
 async def refused(running: Running) -> bool:

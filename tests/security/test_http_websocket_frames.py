@@ -164,7 +164,7 @@ def test_fifty_thousand_empty_fragments_stay_cheap(websocket: WebSocket) -> None
 @pytest.mark.parametrize(
     ("declared", "codes"),
     [
-        (17 * MIB, {1009}),  # over the 16 MiB message limit
+        (17 * MIB, {1009}),  # over the 4 MiB message limit (and the former 16 MiB)
         (2**62, {1009}),  # a length no one could send
         (2**63 + 5, {1002, 1009}),  # the most significant bit must be 0 (RFC 6455 5.2)
     ],
@@ -190,7 +190,7 @@ def test_fragments_over_the_limit_close_with_bounded_memory(fresh: Served) -> No
         fragment = os.urandom(MIB)
         try:
             ws.send(ws_frame(2, fragment, fin=False))
-            for _ in range(24):  # 25 MiB in all, against a 16 MiB limit
+            for _ in range(24):  # 25 MiB in all, against a 4 MiB limit
                 ws.send(ws_frame(0, fragment, fin=False))
         except OSError:
             pass  # closed by the gateway before everything was sent
@@ -201,3 +201,31 @@ def test_fragments_over_the_limit_close_with_bounded_memory(fresh: Served) -> No
     assert growth_kib < 64 * 1024, f"peak RSS grew by {growth_kib} KiB"
     healthz = exchange(fresh.port, get(b"/.auth/healthz"))
     assert [r.status for r in healthz.replies] == [200]
+
+
+def test_three_sockets_with_15_mib_messages_stay_under_the_limit(fresh: Served) -> None:
+    """Three sockets each sending a 15 MiB message (in 1 MiB fragments) grew the peak RSS by
+    45 MiB under the former fixed 16 MiB limit; the 4 MiB default
+    (GATEWAY_PROXY__WEBSOCKET_MAX_MESSAGE_BYTES) refuses each at its fifth fragment, so together
+    they hold at most about 12 MiB."""
+    sockets = [WebSocket(fresh.port, fresh.cookie_line) for _ in range(3)]
+    try:
+        for ws in sockets:
+            ws.send(ws_frame(2, b"warm"))
+            assert ws.message() == (2, b"mraw")
+        baseline = fresh.process.rss_peak_kib()
+        fragment = os.urandom(MIB)
+        for ws in sockets:
+            try:
+                ws.send(ws_frame(2, fragment, fin=False))
+                for _ in range(13):
+                    ws.send(ws_frame(0, fragment, fin=False))
+                ws.send(ws_frame(0, fragment))
+            except OSError:
+                pass  # closed by the gateway before everything was sent
+        assert [ws.close_code() for ws in sockets] == [1009] * 3
+    finally:
+        for ws in sockets:
+            ws.close()
+    growth_kib = fresh.process.rss_peak_kib() - baseline
+    assert growth_kib < 24 * 1024, f"peak RSS grew by {growth_kib} KiB"

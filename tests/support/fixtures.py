@@ -80,6 +80,16 @@ async def signed_in(running: Running, path: str = "/", user: str = "alice") -> N
     assert response.headers["Location"] == path
 
 
+async def share_session(source: Running, target: Running) -> None:
+    """`target`'s browser gets the session cookie `source`'s browser holds (replicas of one
+    store: the same session, seen through another gateway)."""
+    cookie = source.settings.session_cookie_name
+    value = source.browser.cookie(cookie)
+    assert value is not None
+    target.browser.jar.clear()
+    target.browser.jar.update_cookies({cookie: value}, target.browser.jar_origin())
+
+
 def stored_keys(running: Running) -> list[str]:
     """Every key an in-process gateway's memory store holds (read straight from the store)."""
     measured = running.app[STORAGE]

@@ -3,7 +3,9 @@
 `/<anything>` answers JSON with the method, raw path, query, headers (as a list of pairs, in order)
 and the body's length and SHA-256, computed while streaming so large uploads use no memory.
 Special paths: `/_bytes?n=N[&length=1]` streams N bytes back; `/_slow?seconds=S` answers after S
-seconds; `/_redirect` answers 302; `/_cookie` sets a cookie; `/_ws` is a WebSocket echo.
+seconds; `/_redirect` answers 302; `/_cookie` sets a cookie; `/_ws` is a WebSocket echo (the text
+`big:N` asks it for an N-byte message); `/_ws_stall?seconds=S` accepts a WebSocket only after S
+seconds; `/_ws_deaf` accepts one and never answers its pings.
 RecordingUpstream runs it in a thread and remembers every request it received.
 """
 
@@ -79,7 +81,7 @@ async def cookie(request: web.Request) -> web.StreamResponse:
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:
-    ws = web.WebSocketResponse(protocols=("echo.v1",))
+    ws = web.WebSocketResponse(protocols=("echo.v1",), max_msg_size=0)  # the gateway limits
     await ws.prepare(request)
     await ws.send_json({"user": request.headers.get("X-MS-CLIENT-PRINCIPAL-NAME")})
     async for message in ws:
@@ -87,9 +89,28 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             if message.data == "close":
                 await ws.close(code=4001, message=b"asked to close")
                 break
+            if message.data.startswith("big:"):
+                await ws.send_bytes(b"x" * int(message.data[4:]))
+                continue
             await ws.send_str("echo:" + message.data)
         elif message.type == WSMsgType.BINARY:
             await ws.send_bytes(message.data[::-1])
+    return ws
+
+
+async def websocket_stall(request: web.Request) -> web.StreamResponse:
+    await asyncio.sleep(float(request.query.get("seconds", "5")))
+    if request.transport is None or request.transport.is_closing():
+        return web.Response(status=499)  # the caller gave up meanwhile
+    return await websocket(request)
+
+
+async def websocket_deaf(request: web.Request) -> web.StreamResponse:
+    """A WebSocket whose end has hung: pings go unanswered."""
+    ws = web.WebSocketResponse(autoping=False)
+    await ws.prepare(request)
+    async for _ in ws:
+        pass
     return ws
 
 
@@ -195,6 +216,8 @@ def make_upstream_app() -> web.Application:
     app.router.add_get("/_cookie", cookie)
     app.router.add_get("/_ws", websocket)
     app.router.add_get("/_ws_forbidden", websocket_forbidden)
+    app.router.add_get("/_ws_stall", websocket_stall)
+    app.router.add_get("/_ws_deaf", websocket_deaf)
     app.router.add_route("*", "/_cae", step_up)
     app.router.add_route("*", "/{tail:.*}", echo)
     return app

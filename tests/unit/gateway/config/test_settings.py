@@ -279,6 +279,31 @@ INVALID: Final = [
         GATEWAY_PROXY__PUBLIC_PATHS="/.auth/me",
     ),
     bad("session-store-unknown", "GATEWAY_SESSION_STORE", GATEWAY_SESSION_STORE="memcached"),
+    bad(
+        "websocket-message-tiny",
+        "GATEWAY_PROXY__WEBSOCKET_MAX_MESSAGE_BYTES",
+        GATEWAY_PROXY__WEBSOCKET_MAX_MESSAGE_BYTES="100",
+    ),
+    bad(
+        "websocket-message-huge",
+        "GATEWAY_PROXY__WEBSOCKET_MAX_MESSAGE_BYTES",
+        GATEWAY_PROXY__WEBSOCKET_MAX_MESSAGE_BYTES=str(1 << 30),
+    ),
+    bad(
+        "websocket-open-timeout-zero",
+        "GATEWAY_PROXY__WEBSOCKET_OPEN_TIMEOUT_SECONDS",
+        GATEWAY_PROXY__WEBSOCKET_OPEN_TIMEOUT_SECONDS="0",
+    ),
+    bad(
+        "websocket-heartbeat-negative",
+        "GATEWAY_PROXY__WEBSOCKET_HEARTBEAT_SECONDS",
+        GATEWAY_PROXY__WEBSOCKET_HEARTBEAT_SECONDS="-1",
+    ),
+    bad(
+        "websocket-cap-zero",
+        "GATEWAY_PROXY__WEBSOCKET_MAX_PER_USER",
+        GATEWAY_PROXY__WEBSOCKET_MAX_PER_USER="0",
+    ),
 ]
 
 
