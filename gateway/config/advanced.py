@@ -313,7 +313,8 @@ class LogSettings(SettingsGroup):
     tracing: bool = Field(
         False,
         description="OpenTelemetry spans over OTLP/HTTP, configured by the OTEL_* variables; "
-        "needs the otel extra (pip install 'msal-gateway[otel]').",
+        "needs the otel extra (in a checkout: .venv/bin/pip install -e '.[otel]'; from a built "
+        "wheel: pip install '<wheel file>[otel]').",
     )
 
 

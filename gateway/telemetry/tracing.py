@@ -1,4 +1,4 @@
-"""OpenTelemetry tracing, the optional `otel` extra (`pip install 'msal-gateway[otel]'`).
+"""OpenTelemetry tracing, the optional `otel` extra (INSTALL_OTEL says how to get it).
 
 Owns the gateway's trace pipeline and its spans: one TracerProvider per gateway (never the global
 one, so several gateways can share a process) with a BatchSpanProcessor and the OTLP/HTTP exporter,
@@ -39,6 +39,11 @@ if TYPE_CHECKING:
     from opentelemetry.util.types import AttributeValue
 
 SETTING: Final = "GATEWAY_LOG__TRACING"
+# Nothing is published on PyPI yet: the extra comes from a checkout or a built wheel.
+INSTALL_OTEL: Final = (
+    "install the otel extra (in a checkout: .venv/bin/pip install -e '.[otel]'; from a built "
+    "wheel: pip install '<wheel file>[otel]')"
+)
 DEFAULT_SERVICE_NAME: Final = "msal-gateway"
 # RFC 9110's methods and PATCH. Any other token is "_OTHER" (OpenTelemetry's HTTP conventions), so
 # a client cannot mint span names.
@@ -196,7 +201,7 @@ def tracer_from_settings(enabled: bool, service_name: str = DEFAULT_SERVICE_NAME
     except ImportError as exc:
         raise TracingConfigError(
             f"{SETTING} is true but OpenTelemetry is not installed ({exc.name or exc}): "
-            "install msal-gateway[otel]"
+            f"{INSTALL_OTEL}"
         ) from None
     # Resource.create lets explicit attributes override the environment; the operator's wins here.
     named_by_environment = OTELResourceDetector().detect().attributes.get(SERVICE_NAME)

@@ -115,3 +115,19 @@ def test_readme_links_resolve() -> None:
         if anchor:
             headings = re.findall(r"^#+ (.+)$", target.read_text(), flags=re.MULTILINE)
             assert anchor in {heading_id(heading) for heading in headings}, link
+
+
+def test_the_readme_names_what_the_test_command_installs() -> None:
+    """The quick start's comment on ./scripts/test.sh names every system package bootstrap.sh
+    installs for the tests (a driver package goes with its browser)."""
+    script = (ROOT / "scripts" / "bootstrap.sh").read_text()
+    # python3-venv is for both commands ("what else they need", the sentence above them says).
+    packages = set(re.findall(r"want\+=\((\S+?)\)", script)) - {"python3-venv"}
+    assert {"redis-server", "nginx", "chromium"} <= packages
+    line = next(
+        line
+        for line in (ROOT / "README.md").read_text().splitlines()
+        if line.startswith("./scripts/test.sh")
+    ).lower()
+    missing = [p for p in packages if p.removesuffix("-driver") not in line]
+    assert missing == [], line

@@ -478,6 +478,12 @@ DEPLOY_TEST: Final = "tests/release/test_deploy_manifests.py"
 DEMO_TEST: Final = "tests/support/demo.py"
 BENCH_TEST: Final = "tests/e2e/test_bench_harness.py"
 COVERED_BY: Final[Mapping[str, tuple[Proof, ...]]] = {
+    "python -m build": (
+        (
+            "tests/release/test_artifacts.py",
+            'run(sys.executable, "-m", "build", "--no-isolation"',
+        ),
+    ),
     "./scripts/demo.sh": (
         ("scripts/demo.sh", 'exec .venv/bin/msal-gateway demo "$@"'),
         (DEMO_TEST, '[sys.executable, "-m", "gateway", "demo", "--port", str(port)]'),
@@ -553,8 +559,13 @@ NOT_RUNNABLE: Final[Mapping[str, str]] = {
     '"system:serviceaccount:shop:app", "audiences": ["api://AzureADTokenExchange"]}\'': NO_AZURE,
     ".venv/bin/mkdocs serve": "a preview server that runs until stopped; it serves what "
     "`mkdocs build --strict` builds, which runs here",
-    "pip install 'msal-gateway[otel]'": (
-        "installs from the package index; the otel extra it names is checked below"
+    ".venv/bin/pip install -e '.[otel]'": (
+        "would change the test virtualenv; the otel extra is in requirements/dev.txt, which the "
+        "tests run with (tests/unit/gateway/telemetry/test_tracing.py)"
+    ),
+    "pip install 'dist/msal_gateway-<version>-py3-none-any.whl[otel]'": (
+        "names a placeholder file; tests/release/test_artifacts.py builds that wheel and checks "
+        "its metadata"
     ),
 }
 

@@ -21,6 +21,7 @@ from support.otel import Collector, attributes
 from support.paths import REPO
 
 from gateway.telemetry.tracing import (
+    INSTALL_OTEL,
     Tracing,
     middleware,
     outbound_traceparent,
@@ -334,5 +335,5 @@ def test_tracing_without_the_extra_is_a_configuration_error() -> None:
     assert run.returncode == 0, run.stderr
     assert run.stdout == (
         "GATEWAY_LOG__TRACING is true but OpenTelemetry is not installed (opentelemetry): "
-        "install msal-gateway[otel]\n"
+        f"{INSTALL_OTEL}\n"
     )
