@@ -478,6 +478,7 @@ DEPLOY_TEST: Final = "tests/release/test_deploy_manifests.py"
 DEMO_TEST: Final = "tests/support/demo.py"
 BENCH_TEST: Final = "tests/e2e/test_bench_harness.py"
 COVERED_BY: Final[Mapping[str, tuple[Proof, ...]]] = {
+    ".venv/bin/pytest --threat <ID>": (("tests/support/threats.py", '"--threat"'),),
     "python -m build": (
         (
             "tests/release/test_artifacts.py",
