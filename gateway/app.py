@@ -239,6 +239,7 @@ async def _msal(app: web.Application) -> AsyncIterator[None]:
         token_routes=settings.tokens.routes,
         default_scopes=settings.scopes,
         multi_tenant=settings.is_multi_tenant,
+        pass_preflights=settings.proxy.cors_preflight == "pass",
     )
     loader = asyncio.create_task(_keep_loading_metadata(client))
     yield

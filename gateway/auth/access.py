@@ -41,6 +41,14 @@ from gateway.telemetry import tracing
 from gateway.telemetry.logs import user_var
 
 
+def is_preflight(request: web.Request, method: str) -> bool:
+    """A CORS preflight: OPTIONS naming the method and origin of the request to come."""
+    headers = request.headers
+    return (
+        method == "OPTIONS" and "Access-Control-Request-Method" in headers and "Origin" in headers
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     """The caller may pass: as `identity` (None: anonymous, on a public path), with a token for
@@ -62,6 +70,7 @@ class AccessControl:
         token_routes: tuple[TokenRoute, ...],
         default_scopes: tuple[str, ...],
         multi_tenant: bool,
+        pass_preflights: bool = False,
     ) -> None:
         self._policy = policy
         self._sessions = sessions
@@ -71,6 +80,7 @@ class AccessControl:
         self._routes = token_routes
         self._default_scopes = default_scopes
         self._multi_tenant = multi_tenant
+        self._pass_preflights = pass_preflights
 
     @property
     def depends_on_target(self) -> bool:
@@ -86,6 +96,15 @@ class AccessControl:
         store's and provider's errors: every refusal and every failure raises, so a caller never
         mistakes an error for a pass."""
         rule = self._policy.rule_for(method, target)
+        if (
+            self._pass_preflights
+            and is_preflight(request, method)
+            and (rule is None or rule.allow != "deny")
+        ):
+            # Browsers send preflights without credentials: nobody to identify, nothing to vouch
+            # for. The application answers them (GATEWAY_PROXY__CORS_PREFLIGHT=pass); a path no
+            # one may reach stays closed to them too.
+            return Decision(None, ())
         public = rule is not None and rule.allow == "public"
         identity: Identity | None = None
         async with tracing.span(request, "session"):

@@ -250,6 +250,13 @@ class ProxySettings(SettingsGroup):
         description="Most WebSockets one user (or API client) may have open per process; one "
         "more is refused with 429 before the upgrade.",
     )
+    cors_preflight: Literal["refuse", "pass"] = Field(
+        "refuse",
+        description="CORS preflights (OPTIONS with Origin and Access-Control-Request-Method; "
+        "browsers send them without cookies): refuse: 401 like any request without a session; "
+        "pass: forward them to the application without a session and without any identity, so "
+        "it answers them. Paths a rule denies, and ambiguous paths, stay refused.",
+    )
     preserve_host: bool = Field(
         True,
         description="Send the public URL's host as Host upstream (else the upstream's own "
