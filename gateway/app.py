@@ -25,7 +25,7 @@ from gateway.auth.policy import Policy
 from gateway.auth.ratelimit import SignInLimits
 from gateway.auth.sockets import CHECK_SECONDS_WITHOUT_CACHE, SocketRegistry
 from gateway.config.settings import Settings
-from gateway.endpoints import health, principal, signin
+from gateway.endpoints import health, oauth2_proxy, principal, signin
 from gateway.errors import GatewayError, NotFound
 from gateway.keys import (
     ACCESS,
@@ -370,6 +370,9 @@ def build_app(settings: Settings, *, serve_metrics: bool = True) -> web.Applicat
     router.add_get("/.auth/verify", guarded(principal.verify))
     router.add_route("*", "/.auth/verify/{tail:.*}", guarded(principal.verify))  # Envoy ext_authz
     router.add_get("/.auth/keys", guarded(principal.keys))
+    if settings.proxy.oauth2_proxy_paths:
+        for method, path, handler in oauth2_proxy.ROUTES:
+            router.add_route(method, path, guarded(handler))
     router.add_route("*", "/.auth/{tail:.*}", guarded(_reserved))  # the prefix is never proxied
     router.add_route("*", "/.auth", guarded(_reserved))
     router.add_route("*", "/{tail:.*}", guarded(proxy.handle), expect_handler=proxy.expect_continue)

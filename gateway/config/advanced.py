@@ -250,6 +250,12 @@ class ProxySettings(SettingsGroup):
         description="Most WebSockets one user (or API client) may have open per process; one "
         "more is refused with 429 before the upgrade.",
     )
+    oauth2_proxy_paths: bool = Field(
+        False,
+        description="Also answer oauth2-proxy's paths, for a move from it: /oauth2/start, "
+        "/oauth2/sign_in, /oauth2/sign_out (with rd), /oauth2/auth, /oauth2/userinfo, /ping, "
+        "/ready. They are then no longer proxied to the application.",
+    )
     cors_preflight: Literal["refuse", "pass"] = Field(
         "refuse",
         description="CORS preflights (OPTIONS with Origin and Access-Control-Request-Method; "
