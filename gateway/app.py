@@ -30,6 +30,7 @@ from gateway.errors import GatewayError, NotFound
 from gateway.keys import (
     ACCESS,
     API_CALLERS,
+    APPLICATION_READY,
     ASSERTION,
     CLIENT_PACE,
     DRAINING,
@@ -328,6 +329,7 @@ def build_app(settings: Settings, *, serve_metrics: bool = True) -> web.Applicat
     )
     app[TRUSTED_PROXIES] = networks(settings.proxy.trusted_proxies)
     app[DRAINING] = asyncio.Event()
+    app[APPLICATION_READY] = []
     app[SIGNIN_LIMITS] = SignInLimits(
         per_client_per_minute=settings.signin.max_starts_per_minute,
         max_pending=settings.signin.max_pending,

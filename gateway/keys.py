@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import ClientSession, web
 from yarl import URL
@@ -51,7 +51,11 @@ MSAL: Final = web.AppKey["MsalClient"]("msal")
 SIGN_IN: Final = web.AppKey["SignInCompleter"]("sign_in")
 POLICY: Final = web.AppKey("policy", Policy)
 SIGNIN_LIMITS: Final = web.AppKey("signin_limits", SignInLimits)
-DRAINING: Final = web.AppKey("draining", asyncio.Event)  # set on SIGTERM: readiness goes false
+DRAINING: Final = web.AppKey("draining", asyncio.Event)
+# [checked at (monotonic), verdict] of the application's readiness path; empty until asked.
+APPLICATION_READY: Final = web.AppKey(
+    "application_ready", list[Any]
+)  # set on SIGTERM: readiness goes false
 OPEN_WEBSOCKETS: Final = web.AppKey("open_websockets", set[web.WebSocketResponse])
 # Every relayed WebSocket's lease, by session and user: ending a session closes its sockets.
 SOCKETS: Final = web.AppKey("sockets", SocketRegistry)

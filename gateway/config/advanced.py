@@ -250,6 +250,14 @@ class ProxySettings(SettingsGroup):
         description="Most WebSockets one user (or API client) may have open per process; one "
         "more is refused with 429 before the upgrade.",
     )
+    upstream_ready_path: str | None = Field(
+        None,
+        pattern=r"^/[^?#\s]*(\?[^#\s]*)?$",
+        description="A path on the application (e.g. /healthz) that /.auth/readyz also asks, "
+        "with GET, at most every 2 s: the pod is Ready only when the application answers it "
+        "with 2xx or 3xx (the kubelet cannot probe an application on loopback itself). Unset: "
+        "readiness does not depend on the application.",
+    )
     oauth2_proxy_paths: bool = Field(
         False,
         description="Also answer oauth2-proxy's paths, for a move from it: /oauth2/start, "
