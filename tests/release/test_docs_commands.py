@@ -538,6 +538,10 @@ COVERED_BY: Final[Mapping[str, tuple[Proof, ...]]] = {
 
 NO_CLUSTER: Final = "needs a Kubernetes cluster (none here); the names it uses are checked below"
 NO_AZURE: Final = "needs an Azure subscription and `az login`"
+NO_ENGINE: Final = (
+    "needs a container engine, which this machine has not; tests/release/test_wheel_entrypoint.py "
+    "runs the Dockerfile's build steps one by one instead, and hadolint checks it"
+)
 NOT_RUNNABLE: Final[Mapping[str, str]] = {
     "./scripts/test.sh": "it is the check run that runs this test",
     "./scripts/lock.sh": "re-resolves requirements/ and then runs ./scripts/test.sh, which runs "
@@ -560,6 +564,11 @@ NOT_RUNNABLE: Final[Mapping[str, str]] = {
     '"system:serviceaccount:shop:app", "audiences": ["api://AzureADTokenExchange"]}\'': NO_AZURE,
     ".venv/bin/mkdocs serve": "a preview server that runs until stopped; it serves what "
     "`mkdocs build --strict` builds, which runs here",
+    "docker build --build-arg VERSION=0.1.0 -t <registry>/msal-gateway:0.1.0 .": NO_ENGINE,
+    "podman build --build-arg VERSION=0.1.0 -t <registry>/msal-gateway:0.1.0 .": NO_ENGINE,
+    "buildah build --build-arg VERSION=0.1.0 -t <registry>/msal-gateway:0.1.0 .": NO_ENGINE,
+    "docker push <registry>/msal-gateway:0.1.0": "pushes to a registry, which needs one",
+    "podman push": "pushes to a registry, which needs one",
     ".venv/bin/pip install -e '.[otel]'": (
         "would change the test virtualenv; the otel extra is in requirements/dev.txt, which the "
         "tests run with (tests/unit/gateway/telemetry/test_tracing.py)"
