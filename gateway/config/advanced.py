@@ -95,6 +95,35 @@ class SessionSettings(SettingsGroup):
         5_000,
         description="Most sessions one process keeps in its cache (about 13 KB each, decoded).",
     )
+    sign_out_clear_site_data: SpaceSeparated = Field(
+        (),
+        description="What sign-out asks the browser to clear for the whole site with "
+        'Clear-Site-Data, e.g. "cookies storage": the application\'s own session (pgAdmin, '
+        "Grafana...) ends with the gateway's. Any of cookies, storage, cache, "
+        "executionContexts, *. Empty: no header.",
+    )
+    sign_out_app_cookies: SpaceSeparated = Field(
+        (),
+        description="Names of the application's own cookies that sign-out expires (Path=/), for "
+        "browsers without Clear-Site-Data and for applications that keep a session of their own.",
+    )
+
+    @field_validator("sign_out_clear_site_data")
+    @classmethod
+    def _site_data_types(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        known = {"cookies", "storage", "cache", "executionContexts", "*"}
+        unknown = [item for item in value if item.strip('"') not in known]
+        if unknown:
+            raise ValueError(f"unknown Clear-Site-Data types {unknown}: use {sorted(known)}")
+        return tuple(item.strip('"') for item in value)
+
+    @field_validator("sign_out_app_cookies")
+    @classmethod
+    def _cookie_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not _COOKIE_NAME.match(name):
+                raise ValueError(f"{name!r} is not a cookie name")
+        return value
 
 
 class SignInSettings(SettingsGroup):
@@ -348,6 +377,7 @@ _DATA_LOGO: Final = re.compile(
     r"^data:image/(?:png|gif|jpeg|webp|svg\+xml);base64,[A-Za-z0-9+/]+=*$"
 )
 MAX_LOGO_URL_LENGTH: Final = 32_768
+_COOKIE_NAME: Final = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$")  # an RFC 6265 token
 
 
 class PagesSettings(SettingsGroup):

@@ -204,7 +204,7 @@ async def signed_out(request: web.Request) -> web.StreamResponse:
     if read_id(request, settings.session_cookie_name) is not None:
         return web.Response(status=302, headers={"Location": "/", "Cache-Control": "no-store"})
     body = signed_out_page(branding=settings.pages, request_id=request[REQUEST_ID])
-    return web.Response(
+    page = web.Response(
         text=body,
         content_type="text/html",
         headers={
@@ -212,6 +212,19 @@ async def signed_out(request: web.Request) -> web.StreamResponse:
             "Content-Security-Policy": content_security_policy(settings.pages),
         },
     )
+    _end_application_session(page, settings)
+    return page
+
+
+def _end_application_session(response: web.StreamResponse, settings: Settings) -> None:
+    """The application's own session ends with the gateway's (an app such as pgAdmin keeps one):
+    Clear-Site-Data and expired cookies, as configured. On the sign-out answer and again on the
+    signed-out page, since browsers differ on honouring the header on a redirect."""
+    kinds = settings.session.sign_out_clear_site_data
+    if kinds:
+        response.headers["Clear-Site-Data"] = ", ".join(f'"{kind}"' for kind in kinds)
+    for name in settings.session.sign_out_app_cookies:
+        response.set_cookie(name, "", max_age=0, path="/", secure=settings.cookie_secure)
 
 
 async def sign_out(request: web.Request) -> web.StreamResponse:
@@ -244,6 +257,7 @@ async def sign_out(request: web.Request) -> web.StreamResponse:
         audit.info("signed out %s", user, extra={"event": "sign_out", "user": user})
     response = redirect(_end_session_url(request, settings, target, id_token))
     clear_cookie(response, settings.session_cookie_name, secure=settings.cookie_secure)
+    _end_application_session(response, settings)
     return response
 
 
