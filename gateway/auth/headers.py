@@ -223,9 +223,9 @@ def _plain(name: str, value: Any) -> str | None:
     values = _claim_values(value)
     if not values:
         return None
-    if len(values) > 1 and any("," in item for item in values):
-        # Joined with "," an item holding a comma would read as two (a group name "a,b" as
-        # groups "a" and "b"); the base64 principal still carries the list as issued.
+    if name == "groups" and any("," in item for item in values):
+        # X-Forwarded-Groups is a comma-separated list: a group name "a,b" would read as groups
+        # "a" and "b", alone or with others; the base64 principal still carries it as issued.
         log.warning("a %s value contains a comma; header not sent", name)
         return None
     text = ",".join(values)

@@ -75,11 +75,13 @@ def _folds_to_a_separator(path: str) -> bool:
 def _judged_methods(method: str, query: str) -> tuple[frozenset[str], frozenset[str]]:
     """The methods a request is judged as: (by public rules, which must allow each of them; by
     protective rules, which govern it if they name any of them)."""
-    if "_method" not in query:
+    if "method" not in query.lower() and "%" not in query:
         return _plain_methods(method)
     own = {method}
     for name, value in parse_qsl(query, keep_blank_values=True):
-        if name == "_method":
+        # As frameworks read the name: percent-decoded (%5Fmethod), and PHP turns "." and " "
+        # in names into "_" (.method, +method).
+        if name.replace(".", "_").replace(" ", "_").lower() == "_method":
             own.add(value.upper())
     protective = own | _OVERRIDABLE if method == "POST" else own
     return frozenset(own), frozenset(protective)

@@ -237,7 +237,10 @@ async def sign_out(request: web.Request) -> web.StreamResponse:
         raise Forbidden("sign-out cannot be started from another site")
     query: dict[str, Any] = query_fields(request)
     if request.method == "POST":
-        query.update(await form_fields(request))
+        form = await form_fields(request)
+        if not query.keys().isdisjoint(form):
+            raise BadRequest("a field is sent both in the query and in the form")
+        query.update(form)
     requested = query.get("post_logout_redirect_uri")
     target = safe_return_path(requested, settings.public_origin) if requested else SIGNED_OUT_PATH
     session_id = read_id(request, settings.session_cookie_name)
@@ -262,11 +265,13 @@ async def sign_out(request: web.Request) -> web.StreamResponse:
 
 
 def from_another_site(request: web.Request, settings: Settings) -> bool:
-    """Whether the browser says another site started this request: Fetch Metadata, or, for
-    browsers without it, an Origin other than ours ("null" from sandboxes and redirects
-    included). A request with neither is a top-level navigation or not from a browser."""
-    if request.headers.get("Sec-Fetch-Site") == "cross-site":
-        return True
+    """Whether the browser says another site started this request: Fetch Metadata other than
+    same-origin or none (a user's own navigation), or, for browsers without it, an Origin other
+    than ours ("null" from sandboxes and redirects included). A request with neither is not
+    from a browser."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None and site not in ("same-origin", "none"):
+        return True  # cross-site, and same-site too: a sibling host is another site's page
     origin = request.headers.get("Origin")
     return origin is not None and origin != settings.public_origin
 

@@ -51,7 +51,7 @@ async def test_nothing_of_the_kind_by_default(launch: Launch) -> None:
     [
         ("sign_out_clear_site_data", "cookies everything"),
         ("sign_out_app_cookies", "bad;name"),
-        ("sign_out_app_cookies", "quote\"d"),
+        ("sign_out_app_cookies", 'quote"d'),
     ],
 )
 def test_bad_values_are_refused(field: str, value: str) -> None:

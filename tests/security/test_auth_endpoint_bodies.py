@@ -120,6 +120,8 @@ async def test_a_query_field_sent_twice_is_refused(gateway_url: str) -> None:
         ({"Origin": "https://sub.app.test"}, 403),  # a sibling host is another site's page
         ({"Origin": PUBLIC_URL + ":443"}, 403),  # not the origin as browsers serialise it
         ({"Sec-Fetch-Site": "cross-site"}, 403),
+        ({"Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "no-cors"}, 403),  # a sibling host
+        ({"Sec-Fetch-Site": "none"}, 302),  # typed in, or a bookmark
         ({"Origin": PUBLIC_URL}, 302),
         ({"Sec-Fetch-Site": "same-origin", "Origin": PUBLIC_URL}, 302),
         ({}, 302),  # neither: a plain form post from an old browser, or a script of the user
@@ -138,3 +140,16 @@ async def test_sign_out_refuses_other_sites(
         ) as response,
     ):
         assert response.status == status
+
+
+async def test_a_field_in_both_the_query_and_the_form_is_refused(gateway_url: str) -> None:
+    async with (
+        aiohttp.ClientSession() as client,
+        client.post(
+            gateway_url + LOGOUT + "?post_logout_redirect_uri=/a",
+            data=b"post_logout_redirect_uri=/b",
+            headers={"Accept": "application/json", "Content-Type": FORM},
+            allow_redirects=False,
+        ) as response,
+    ):
+        assert response.status == 400

@@ -31,6 +31,8 @@ from support.redis_server import RedisServer
 from support.upstream import RecordingUpstream, upstream_headers
 from yarl import URL
 
+from gateway.auth.headers import FORWARDING_HEADERS
+from gateway.auth.headers import IDENTITY_HEADERS as GATEWAY_IDENTITY_HEADERS
 from gateway.keys import SESSIONS
 
 # What /.auth/verify may answer and nginx copies onto the request (the snippet's list).
@@ -501,3 +503,22 @@ async def test_store_outage_is_a_500_and_nothing_reaches_the_app(
         assert "/fa01-store-down" not in fa.app.paths
     finally:
         redis.cleanup()
+
+
+@pytest.mark.threat("FA-03", "HD-07", "HD-09", "PA-17")
+async def test_the_client_s_forwarding_and_override_headers_never_reach_the_app(
+    forward_auth: ForwardAuth,
+) -> None:
+    """The names the gateway strips in its proxy mode are stripped by the shipped nginx snippet
+    too (review finding): client copies of forwarding facts, the original request's names,
+    method overrides and other identity names, in both the signed-in and the public case."""
+    fa = forward_auth
+    await sign_in(fa, "/", "alice")
+    names = sorted((FORWARDING_HEADERS | GATEWAY_IDENTITY_HEADERS) - {"authorization"})
+    headers: CIMultiDict[str] = CIMultiDict(API)
+    for name in names:
+        headers.add(name, SPOOFED)
+    seen = await seen_by_app(fa, "/forwarding", headers)
+    for name, values in seen.items():
+        assert all(SPOOFED not in value for value in values), name
+    assert seen.get("x-forwarded-host") == ["127.0.0.1"]  # nginx's $host, never the client's
