@@ -19,9 +19,12 @@ from typing import Final
 from aiohttp import web
 
 from devidp.config import DevIdpConfig
+from devidp.server import RunningDevIdp
 from devidp.server import start as start_devidp
 from gateway.app import build_app
+from gateway.config.problems import ConfigurationError, cannot_listen
 from gateway.config.settings import Settings
+from gateway.server.preflight import bind_problem
 
 DEMO_SCOPE: Final = "api://msal-gateway-demo/read"
 
@@ -77,7 +80,19 @@ async def _run(port: int) -> None:
     idp = await start_devidp(DevIdpConfig(port=0))
     legacy = web.Application()
     legacy.router.add_route("*", "/{tail:.*}", _legacy_page)
-    legacy_runner, legacy_port = await _start_site(legacy, 0)
+    try:
+        legacy_runner, legacy_port = await _start_site(legacy, 0)
+    except BaseException:
+        await idp.stop()
+        raise
+    try:
+        await _serve_gateway(idp, legacy_port, port)
+    finally:
+        await legacy_runner.cleanup()
+        await idp.stop()
+
+
+async def _serve_gateway(idp: RunningDevIdp, legacy_port: int, port: int) -> None:
     settings = Settings(
         upstream=f"http://127.0.0.1:{legacy_port}",
         listen=f"127.0.0.1:{port}",
@@ -88,7 +103,10 @@ async def _run(port: int) -> None:
         ca_bundle=idp.ca_path,
         scopes=DEMO_SCOPE,
     )
-    gateway_runner, _ = await _start_site(build_app(settings), port)
+    try:
+        gateway_runner, _ = await _start_site(build_app(settings), port)
+    except OSError as exc:  # taken since the check in run_demo
+        raise ConfigurationError([cannot_listen("demo --port", "127.0.0.1", port, exc)]) from None
     users = ", ".join(f"{user.username} ({user.name})" for user in idp.users)
     print(
         f"\nmsal-gateway demo is running.\n\n"
@@ -107,11 +125,13 @@ async def _run(port: int) -> None:
         await stop.wait()
     finally:
         await gateway_runner.cleanup()
-        await legacy_runner.cleanup()
-        await idp.stop()
 
 
 def run_demo(port: int = 8000) -> int:
+    """Run until Ctrl+C. Raises ConfigurationError when the port cannot be listened on."""
+    # Before anything starts: a taken port must not leave the identity provider running.
+    if problem := bind_problem("demo --port", "127.0.0.1", port):
+        raise ConfigurationError([problem])
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_run(port))
     return 0
