@@ -120,7 +120,7 @@ def _what_it_is(location: Location) -> str:
     setting = names.field_at(location)
     description = (setting.description or "") if setting is not None else ""
     first = _SENTENCE_END.split(description.split(";")[0])[0].rstrip(".")
-    return f": {first[0].lower()}{first[1:]}" if first else ""
+    return f": {first}" if first else ""
 
 
 def _set_aside(values: dict[str, Any], locations: Iterable[Location]) -> dict[str, Any]:
@@ -195,4 +195,11 @@ __all__ = [
     "env_name",
     "load_settings",
     "read_config_file",
+    "unknown_variables",
 ]
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """GATEWAY_* variables that name no setting, one line each with the closest real name."""
+    return [str(problem) for problem in read_sources(environ, None).problems
+            if "is not a known setting" in problem.text]  # fmt: skip
