@@ -1,8 +1,9 @@
 """Configuration: one frozen model read from GATEWAY_* variables and an optional YAML file.
 
 The environment wins over the file. Every problem is collected and reported together, each naming
-the environment variable to fix (configuration.describe_errors). Validators read local secret
-files but never touch the network: Redis and the authority are checked at start-up in app.py.
+the setting to fix (config/loading.py); the rules across fields are `cross_field_problems`, which
+loading also runs beside field errors. Validators read local secret files but never touch the
+network: Redis and the authority are checked at start-up in app.py.
 """
 
 from __future__ import annotations
