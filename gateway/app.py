@@ -140,10 +140,10 @@ async def _stores(app: web.Application) -> AsyncIterator[None]:
         await storage.ping()
     except GatewayError as exc:
         log.error(
-            "the session store (%s) is unreachable at start-up: %s; /.auth/readyz answers 503 "
+            "the session store (%s) is unreachable at start-up (%s); /.auth/readyz answers 503 "
             "until it is reachable",
             _store_target(settings),
-            exc.__cause__ or exc,
+            str(exc.__cause__ or exc).rstrip("."),
         )
     yield
     if follower is not None:

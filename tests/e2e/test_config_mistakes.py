@@ -525,3 +525,42 @@ def test_serve_refuses_the_same_mistakes_before_starting(
 
 def test_the_table_covers_the_issue_and_at_least_forty_more() -> None:
     assert len(MISTAKES) >= 45
+
+
+def test_an_unreachable_redis_at_start_is_logged_with_its_host_port_and_setting(
+    tmp_path: Path,
+) -> None:
+    """Not a configuration mistake (Redis may come up later: readiness says so), but the log must
+    say which Redis, and which setting names it."""
+    dead = free_port()
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.upper().startswith(("GATEWAY_", "AZURE_", "OTEL_"))
+    }
+    env.update(BASE)
+    env.update(
+        REDIS,
+        GATEWAY_LISTEN=f"127.0.0.1:{free_port()}",
+        GATEWAY_REDIS_URL=f"redis://127.0.0.1:{dead}/0",
+        GATEWAY_LOG__FORMAT="text",
+    )
+    gateway = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve"],
+        cwd=REPO,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert gateway.stderr is not None
+        for line in gateway.stderr:
+            if "session store" in line:
+                break
+        else:
+            pytest.fail("the gateway ended without logging the unreachable store")
+    finally:
+        gateway.terminate()
+        gateway.communicate(timeout=30)  # reads the rest and closes the pipe
+    assert f"Redis at 127.0.0.1:{dead}, GATEWAY_REDIS_URL" in line, line
+    assert "is unreachable at start-up" in line
