@@ -1,7 +1,9 @@
 """The `msal-gateway` command (also `python -m gateway`): serve, check-config, demo, devidp.
 
-Parses arguments, loads settings, hands over. Configuration problems are printed one per line,
-naming the variable to fix, with exit status 2 and never a traceback.
+Parses arguments, loads settings, hands over. Configuration problems (config/problems.py) are
+printed here and nowhere else: every one found in a single run, one per line, naming the variable
+or file key to fix, with exit status 2 and never a traceback. check-config and serve find the same
+problems: settings first, then the machine (server/preflight.py).
 """
 
 from __future__ import annotations
@@ -13,15 +15,11 @@ import os
 import sys
 from pathlib import Path
 
-from pydantic import ValidationError
-
-from gateway.config.loading import (
-    ConfigFileError,
-    describe_errors,
-    load_settings,
-    unknown_variables,
-)
+from gateway.config.loading import diagnose
+from gateway.config.problems import ConfigurationError, Problem
 from gateway.config.settings import Settings
+from gateway.server import preflight
+from gateway.server.workers import is_worker
 from gateway.telemetry import build_info, logs
 
 CONFIG_ERROR_STATUS = 2
@@ -50,23 +48,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(config: Path | None) -> Settings | list[str]:
-    problems = unknown_variables(os.environ)
+def _load(config: Path | None, *, listeners: bool) -> Settings | list[Problem]:
+    """The settings, or every problem with them and with the machine they are to run on."""
+    diagnosis = diagnose(os.environ, config)
+    if diagnosis.partial is not None:
+        # Checked even when the settings have problems, so that all of them come in one run.
+        diagnosis.add(preflight.check(diagnosis.partial, listeners=listeners))
     try:
-        settings = load_settings(config)
-    except ConfigFileError as exc:
-        return [*problems, str(exc)]
-    except ValidationError as exc:
-        return [*problems, *describe_errors(exc)]
-    if settings.log.tracing and importlib.util.find_spec("opentelemetry.sdk") is None:
-        problems.append(
-            "GATEWAY_LOG__TRACING is true but OpenTelemetry is not installed: install "
-            "msal-gateway[otel]"
-        )
-    return problems or settings
+        return diagnosis.result()
+    except ConfigurationError as exc:
+        return list(exc.problems)
 
 
-def _report(problems: list[str]) -> int:
+def _report(problems: list[Problem] | list[str]) -> int:
     for line in problems:
         print(f"msal-gateway: {line}", file=sys.stderr)
     return CONFIG_ERROR_STATUS
@@ -96,8 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from gateway.demo import run_demo
 
-        return run_demo(port=args.port)
-    loaded = _load(args.config)
+        try:
+            return run_demo(port=args.port)
+        except ConfigurationError as exc:
+            return _report(list(exc.problems))
+    # A worker's siblings already listen on the shared port: only the first process checks it.
+    loaded = _load(args.config, listeners=not is_worker())
     if isinstance(loaded, list):
         return _report(loaded)
     if args.command == "check-config":
@@ -107,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(build_info.describe())
         return 0
-    from gateway.server.workers import is_worker, supervise, worker_count
+    from gateway.server.workers import supervise, worker_count
 
     count = worker_count(loaded.workers, loaded.session_store)
     if count > 1 and not is_worker():
@@ -121,7 +119,10 @@ def main(argv: list[str] | None = None) -> int:
             logs.shutdown()
     from gateway.server.serve import serve
 
-    return serve(loaded, worker=is_worker())
+    try:
+        return serve(loaded, worker=is_worker())
+    except ConfigurationError as exc:  # a listener taken since the check, for one
+        return _report(list(exc.problems))
 
 
 if __name__ == "__main__":

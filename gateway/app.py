@@ -14,6 +14,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Final
+from urllib.parse import urlsplit
 
 from aiohttp import ClientSession, ClientTimeout, DummyCookieJar, TCPConnector, WSCloseCode, web
 from aiohttp.typedefs import Handler, Middleware
@@ -24,6 +25,7 @@ from gateway.auth.peers import networks
 from gateway.auth.policy import Policy
 from gateway.auth.ratelimit import SignInLimits
 from gateway.auth.sockets import CHECK_SECONDS_WITHOUT_CACHE, SocketRegistry
+from gateway.config.problems import ConfigurationError, cannot_listen
 from gateway.config.settings import Settings
 from gateway.endpoints import health, oauth2_proxy, principal, signin
 from gateway.errors import GatewayError, NotFound
@@ -92,6 +94,18 @@ def _storage(settings: Settings) -> Storage:
     return MemoryStorage()
 
 
+def _store_target(settings: Settings) -> str:
+    """Where the store is, and the setting that says so; never a password."""
+    if settings.session_store != "redis":
+        return "memory"
+    if settings.redis.sentinels:
+        return f"Redis sentinels {' '.join(settings.redis.sentinels)}, GATEWAY_REDIS__SENTINELS"
+    url = urlsplit(settings.redis_url.get_secret_value() if settings.redis_url else "")
+    if url.scheme == "unix":
+        return f"Redis socket {url.path}, GATEWAY_REDIS_URL"
+    return f"Redis at {url.hostname}:{url.port or 6379}, GATEWAY_REDIS_URL"
+
+
 async def _stores(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     backend = _storage(settings)
@@ -135,8 +149,13 @@ async def _stores(app: web.Application) -> AsyncIterator[None]:
     app[SESSION_INDEX] = SessionIndex(storage, sealer)
     try:
         await storage.ping()
-    except GatewayError:
-        log.error("the session store is unreachable at start-up; /.auth/readyz will say so")
+    except GatewayError as exc:
+        log.error(
+            "the session store (%s) is unreachable at start-up (%s); /.auth/readyz answers 503 "
+            "until it is reachable",
+            _store_target(settings),
+            str(exc.__cause__ or exc).rstrip("."),
+        )
     yield
     for task in tasks:
         task.cancel()
@@ -258,7 +277,12 @@ async def _metrics_listener(app: web.Application) -> AsyncIterator[None]:
     host, _, port = listen.rpartition(":")
     runner = web.AppRunner(app[METRICS].application(), access_log=None, handle_signals=False)
     await runner.setup()
-    await web.TCPSite(runner, host.strip("[]"), int(port)).start()
+    try:
+        await web.TCPSite(runner, host.strip("[]"), int(port)).start()
+    except OSError as exc:
+        await runner.cleanup()
+        problem = cannot_listen("GATEWAY_METRICS_LISTEN", host.strip("[]"), int(port), exc)
+        raise ConfigurationError([problem]) from None
     yield
     await runner.cleanup()
 

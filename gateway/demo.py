@@ -24,10 +24,13 @@ from typing import Final
 from aiohttp import web
 
 from devidp.config import DevIdpConfig
+from devidp.server import RunningDevIdp
 from devidp.server import start as start_devidp
 from gateway.app import build_app
+from gateway.config.problems import ConfigurationError, cannot_listen
 from gateway.config.settings import Settings
 from gateway.keys import MSAL
+from gateway.server.preflight import bind_problem
 
 DEMO_SCOPE: Final = "api://msal-gateway-demo/read"
 
@@ -96,7 +99,19 @@ async def _run(port: int) -> None:
     )
     legacy = web.Application()
     legacy.router.add_route("*", "/{tail:.*}", _legacy_page)
-    legacy_runner, legacy_port = await _start_site(legacy, port + 3)
+    try:
+        legacy_runner, legacy_port = await _start_site(legacy, port + 3)
+    except BaseException:
+        await idp.stop()
+        raise
+    try:
+        await _serve_gateway(idp, legacy_port, port)
+    finally:
+        await legacy_runner.cleanup()
+        await idp.stop()
+
+
+async def _serve_gateway(idp: RunningDevIdp, legacy_port: int, port: int) -> None:
     settings = Settings(
         upstream=f"http://127.0.0.1:{legacy_port}",
         listen=f"127.0.0.1:{port}",
@@ -108,7 +123,10 @@ async def _run(port: int) -> None:
         scopes=DEMO_SCOPE,
     )
     gateway = build_app(settings)
-    gateway_runner, _ = await _start_site(gateway, port)
+    try:
+        gateway_runner, _ = await _start_site(gateway, port)
+    except OSError as exc:  # taken since the check in run_demo
+        raise ConfigurationError([cannot_listen("demo --port", "127.0.0.1", port, exc)]) from None
     # "Running" only once a sign-in can start: the provider's metadata is loaded.
     for _ in range(200):
         if gateway[MSAL].ready:
@@ -133,11 +151,26 @@ async def _run(port: int) -> None:
         await stop.wait()
     finally:
         await gateway_runner.cleanup()
-        await legacy_runner.cleanup()
-        await idp.stop()
 
 
 def run_demo(port: int = 8000) -> int:
+    """Run until Ctrl+C. Raises ConfigurationError when a port cannot be listened on."""
+    # Before anything starts: a taken port must not leave the identity provider running. The
+    # demo takes --port and the three after it.
+    problems = [
+        problem
+        for offset, what in enumerate(
+            (
+                "demo --port",
+                "demo --port + 1 (sign-in pages)",
+                "demo --port + 2 (provider)",
+                "demo --port + 3 (sample app)",
+            )
+        )
+        if (problem := bind_problem(what, "127.0.0.1", port + offset))
+    ]
+    if problems:
+        raise ConfigurationError(problems)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_run(port))
     return 0

@@ -1,8 +1,9 @@
 """Configuration: one frozen model read from GATEWAY_* variables and an optional YAML file.
 
 The environment wins over the file. Every problem is collected and reported together, each naming
-the environment variable to fix (configuration.describe_errors). Validators read local secret
-files but never touch the network: Redis and the authority are checked at start-up in app.py.
+the setting to fix (config/loading.py); the rules across fields are `cross_field_problems`, which
+loading also runs beside field errors. Validators read local secret files but never touch the
+network: Redis and the authority are checked at start-up in app.py.
 """
 
 from __future__ import annotations
@@ -53,6 +54,18 @@ DEFAULT_AUTHORITY_HOST: Final = "https://login.microsoftonline.com"
 MULTI_TENANT_ALIASES: Final = frozenset({"organizations", "common"})
 CALLBACK_PATH: Final = "/.auth/login/aad/callback"
 MIN_COOKIE_SECRET_BYTES: Final = 32
+REDIS_SCHEMES: Final = ("redis", "rediss", "unix")
+_ANY_HOST: Final = frozenset({"", "0.0.0.0", "::", "*"})  # noqa: S104 - compared, never bound
+
+
+def _same_listener(first: str, second: str) -> bool:
+    """Whether two host:port listeners would take the same socket (a wildcard host takes all)."""
+    host_a, _, port_a = first.rpartition(":")
+    host_b, _, port_b = second.rpartition(":")
+    if port_a != port_b:
+        return False
+    host_a, host_b = host_a.strip("[]"), host_b.strip("[]")
+    return host_a == host_b or host_a in _ANY_HOST or host_b in _ANY_HOST
 
 
 class Settings(BaseSettings):
@@ -180,6 +193,27 @@ class Settings(BaseSettings):
             raise ValueError(f"must be host:port, got {value!r}")
         return value
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        # The message never quotes the URL: it may hold the password.
+        parts = urlsplit(value.get_secret_value())
+        if parts.scheme not in REDIS_SCHEMES:
+            raise ValueError(
+                "must start with redis://, rediss:// or unix://, e.g. rediss://redis.internal:6380/0"
+            )
+        try:
+            parts.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError:
+            raise ValueError("has a port that is not a number 1-65535") from None
+        if parts.scheme == "unix" and not parts.path:
+            raise ValueError("unix:// needs the socket's path, e.g. unix:///run/redis/redis.sock")
+        if parts.scheme != "unix" and not parts.hostname:
+            raise ValueError("names no host, e.g. rediss://redis.internal:6380/0")
+        return value
+
     @field_validator("authority", "oidc_authority")
     @classmethod
     def _https_with_path(cls, value: str | None) -> str | None:
@@ -250,6 +284,13 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> Settings:
+        problems = self.cross_field_problems()
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def cross_field_problems(self) -> list[str]:
+        """The rules across settings, one line each naming every setting involved."""
         problems: list[str] = []
         if self.oidc_authority and (self.authority or self.tenant_id):
             problems.append(
@@ -284,8 +325,18 @@ class Settings(BaseSettings):
                 "redis, so that replicas agree"
             )
         redis_url = self.redis_url.get_secret_value() if self.redis_url is not None else None
-        if redis_url is not None and urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
-            problems.append("GATEWAY_REDIS_URL must start with redis://, rediss:// or unix://")
+        if self.session_store != "redis" and (redis_url or self.redis.sentinels):
+            # Fail closed: replicas that were meant to share sessions would each keep their own.
+            named = "GATEWAY_REDIS_URL" if redis_url else "GATEWAY_REDIS__SENTINELS"
+            problems.append(
+                f"{named} is set but GATEWAY_SESSION_STORE is memory, so Redis would not be used: "
+                f"set GATEWAY_SESSION_STORE=redis, or unset {named}"
+            )
+        if self.metrics_listen and _same_listener(self.listen, self.metrics_listen):
+            problems.append(
+                f"GATEWAY_LISTEN and GATEWAY_METRICS_LISTEN both take {self.metrics_listen}: give "
+                "the metrics listener its own port"
+            )
         # Sentinels, cluster, TLS, credentials and the RS-01 exposure guard (advanced_settings).
         problems.extend(self.redis.problems(redis_url, in_use=self.session_store == "redis"))
         if self.cookie_secret is not None:
@@ -318,9 +369,7 @@ class Settings(BaseSettings):
                 "GATEWAY_SIGNIN__RESPONSE_MODE=form_post needs an https GATEWAY_PUBLIC_URL: the "
                 "cross-site POST carries the sign-in binding cookie only with SameSite=None; Secure"
             )
-        if problems:
-            raise ValueError("\n".join(problems))
-        return self
+        return problems
 
     # ---- derived values (pure) ----
 

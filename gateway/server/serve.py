@@ -14,13 +14,13 @@ import asyncio
 import gc
 import logging
 import signal
-import sys
 from collections.abc import Callable
 from typing import Final
 
 from aiohttp import web
 
 from gateway.app import build_app
+from gateway.config.problems import ConfigurationError, Problem, cannot_listen
 from gateway.config.settings import Settings
 from gateway.keys import DRAINING, METRICS, MSAL
 from gateway.server.connections import (
@@ -62,7 +62,12 @@ async def _serve(settings: Settings, worker: bool) -> None:
         connections=ClientConnections(limit, app[METRICS]),
         header_timeout=proxy.header_timeout_seconds,
     )
-    await runner.setup()
+    try:
+        await runner.setup()
+    except BaseException:
+        # A start-up step failed (the metrics port taken, say): stop the ones that started.
+        await app.cleanup()
+        raise
     host, port = settings.listen_address()
     site = web.TCPSite(
         runner,
@@ -84,7 +89,12 @@ async def _serve(settings: Settings, worker: bool) -> None:
         if stop.is_set():
             await runner.cleanup()
             return
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        # Taken since the start-up check, or the check was skipped: one line, not a traceback.
+        await runner.cleanup()
+        raise ConfigurationError([cannot_listen("GATEWAY_LISTEN", host, port, exc)]) from None
     # Everything built at start-up lives as long as the process: keep it out of the collector's
     # way, and collect young objects less often, so that collections stop adding latency tails.
     gc.collect()
@@ -135,14 +145,14 @@ def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None
 
 
 def serve(settings: Settings, *, worker: bool = False) -> int:
+    """Run until SIGTERM or SIGINT. Raises ConfigurationError when a listener cannot open."""
     logs.configure(settings.log.format, settings.log.level)
     try:
         factory = _loop_factory(settings.event_loop)
     except ImportError:
-        print(
-            "msal-gateway: GATEWAY_EVENT_LOOP=uvloop, but uvloop is not installed", file=sys.stderr
-        )
-        return 2
+        raise ConfigurationError(
+            [Problem("GATEWAY_EVENT_LOOP", "is uvloop but uvloop is not installed")]
+        ) from None
     try:
         with asyncio.Runner(loop_factory=factory) as runner:
             runner.run(_serve(settings, worker))

@@ -22,6 +22,7 @@ gateway.
 from __future__ import annotations
 
 import asyncio
+import importlib
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
@@ -180,6 +181,25 @@ def _trace_of(request: web.BaseRequest) -> _RequestTrace | None:
         return active[1]
     trace: _RequestTrace | None = request.get(_TRACE)
     return trace
+
+
+# What tracer_from_settings imports: all of them come with the otel extra.
+EXTRA_MODULES: Final = (
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.sdk.resources",
+    "opentelemetry.sdk.trace",
+    "opentelemetry.sdk.trace.export",
+)
+
+
+def missing_extra() -> str | None:
+    """The first module of the otel extra that cannot be imported, or None when all can."""
+    for module in EXTRA_MODULES:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            return exc.name or module
+    return None
 
 
 def tracer_from_settings(enabled: bool, service_name: str = DEFAULT_SERVICE_NAME) -> Tracing | None:

@@ -138,9 +138,11 @@ async def test_a_dead_worker_is_replaced(worker_settings: dict[str, Any]) -> Non
     assert f"worker {first[0]} exited" in log
 
 
-def test_workers_that_cannot_start_stop_the_supervisor(
+def test_a_taken_port_stops_the_supervisor_before_any_worker_starts(
     worker_settings: dict[str, Any],
 ) -> None:
+    """The supervisor checks the port first (server/preflight.py): one line naming the setting
+    and status 2, rather than workers that keep exiting until it gives up."""
     taken = socket.socket()  # no SO_REUSEPORT: the workers cannot bind next to it
     taken.bind(("127.0.0.1", 0))
     taken.listen()
@@ -156,8 +158,11 @@ def test_workers_that_cannot_start_stop_the_supervisor(
         )
     finally:
         taken.close()
-    assert done.returncode == 1
-    assert b"keep exiting at start-up" in done.stderr
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.decode().splitlines() == [
+        f"msal-gateway: GATEWAY_LISTEN: {env['GATEWAY_LISTEN']} is already in use by another "
+        "process: stop it, or choose another port"
+    ]
 
 
 def test_several_workers_need_the_redis_store(idp: Any, upstream: ThreadedServer) -> None:

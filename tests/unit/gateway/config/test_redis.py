@@ -115,8 +115,13 @@ def test_exposed_sentinels_need_tls_and_both_passwords() -> None:
 
 
 @pytest.mark.threat("RS-01")
-def test_memory_store_ignores_the_guard() -> None:
-    assert problems(session_store="memory", redis_url="redis://cache.example:6379/0") == ""
+def test_memory_store_ignores_the_guard_but_refuses_the_unused_url() -> None:
+    # The exposure guard is about a Redis in use; a URL the memory store would ignore is its own
+    # problem (the operator meant redis, and replicas would not share sessions).
+    assert problems(session_store="memory", redis_url="redis://cache.example:6379/0") == (
+        "GATEWAY_REDIS_URL is set but GATEWAY_SESSION_STORE is memory, so Redis would not be "
+        "used: set GATEWAY_SESSION_STORE=redis, or unset GATEWAY_REDIS_URL"
+    )
 
 
 @pytest.mark.parametrize(

@@ -14,12 +14,10 @@ from typing import Final
 from urllib.parse import urlsplit
 
 import pytest
-from pydantic import ValidationError
 from support.paths import REPO
 
 from gateway.config.loading import (
-    ConfigFileError,
-    describe_errors,
+    ConfigurationError,
     load_settings,
     unknown_variables,
 )
@@ -59,9 +57,9 @@ def configure(
 
 
 def problems(config_file: Path | None = None) -> list[str]:
-    with pytest.raises(ValidationError) as caught:
+    with pytest.raises(ConfigurationError) as caught:
         load_settings(config_file)
-    lines = describe_errors(caught.value)
+    lines = [str(problem) for problem in caught.value.problems]
     assert lines
     return lines
 
@@ -96,12 +94,13 @@ def test_minimal_configuration_loads_with_defaults(monkeypatch: pytest.MonkeyPat
 @pytest.mark.parametrize("missing", ["GATEWAY_UPSTREAM", "GATEWAY_CLIENT_ID", "GATEWAY_PUBLIC_URL"])
 def test_missing_required_variable_is_named(monkeypatch: pytest.MonkeyPatch, missing: str) -> None:
     configure(monkeypatch, drop=(missing,))
-    assert problems() == [f"{missing} is required"]
+    [line] = problems()
+    assert line.startswith(f"{missing} is required: ")  # and what it is, from its description
 
 
 def test_all_missing_variables_are_reported_together(monkeypatch: pytest.MonkeyPatch) -> None:
     configure(monkeypatch, drop=("GATEWAY_UPSTREAM", "GATEWAY_CLIENT_ID", "GATEWAY_PUBLIC_URL"))
-    assert sorted(problems()) == [
+    assert sorted(line.partition(":")[0] for line in problems()) == [
         "GATEWAY_CLIENT_ID is required",
         "GATEWAY_PUBLIC_URL is required",
         "GATEWAY_UPSTREAM is required",
@@ -538,14 +537,18 @@ def test_yaml_keys_are_case_insensitive(tmp_path: Path) -> None:
 
 
 def test_typo_in_the_yaml_file_is_named(tmp_path: Path) -> None:
-    lines = problems(write_yaml(tmp_path, FULL_YAML + "sesion:\n  idle_ttl_seconds: 5\n"))
-    assert lines == ["GATEWAY_SESION is not a known setting"]
+    path = write_yaml(tmp_path, FULL_YAML + "sesion:\n  idle_ttl_seconds: 5\n")
+    # Named by its key in the file, which is where the operator will look for it.
+    assert problems(path) == [f"{path}: sesion is not a known setting (did you mean session?)"]
 
 
 def test_nested_typo_in_the_yaml_file_is_named(tmp_path: Path) -> None:
     text = FULL_YAML.replace("  idle_ttl_seconds: 50", "  idle_ttl: 50")
-    lines = problems(write_yaml(tmp_path, text))
-    assert "GATEWAY_SESSION__IDLE_TTL is not a known setting" in lines
+    path = write_yaml(tmp_path, text)
+    # Once, by its key path, with the field it was meant to be.
+    assert problems(path) == [
+        f"{path}: session.idle_ttl is not a known setting (did you mean idle_ttl_seconds?)"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -556,18 +559,19 @@ def test_nested_typo_in_the_yaml_file_is_named(tmp_path: Path) -> None:
         ("just a string\n", "must hold a mapping"),
     ],
 )
-def test_unusable_yaml_file_is_a_config_file_error(
-    tmp_path: Path, text: str, fragment: str
+def test_unusable_yaml_file_is_one_problem(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, text: str, fragment: str
 ) -> None:
-    with pytest.raises(ConfigFileError) as caught:
-        load_settings(write_yaml(tmp_path, text))
-    assert "--config" in str(caught.value)
-    assert fragment in str(caught.value)
+    configure(monkeypatch)
+    [line] = problems(write_yaml(tmp_path, text))
+    assert line.startswith("--config")
+    assert fragment in line
 
 
-def test_missing_yaml_file_is_a_config_file_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigFileError, match="cannot read"):
-        load_settings(tmp_path / "absent.yaml")
+def test_missing_yaml_file_is_one_problem(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    configure(monkeypatch)
+    [line] = problems(tmp_path / "absent.yaml")
+    assert line.startswith("--config: cannot read")
 
 
 def test_empty_yaml_file_adds_nothing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -643,10 +647,9 @@ def test_azure_token_file_that_does_not_exist_is_named(
         "gateway_upstrem",
     ],
 )
-def test_unknown_variable_is_flagged(variable: str) -> None:
-    assert unknown_variables({variable: "x", "GATEWAY_CLIENT_ID": "c"}) == [
-        f"{variable} is not a known setting"
-    ]
+def test_unknown_variable_is_flagged_with_the_name_it_was_meant_to_be(variable: str) -> None:
+    [line] = unknown_variables({variable: "x", "GATEWAY_CLIENT_ID": "c"})
+    assert line.startswith(f"{variable} is not a known setting (did you mean GATEWAY_")
 
 
 def test_every_documented_variable_is_known() -> None:
