@@ -154,8 +154,8 @@ def _extras(settings: Settings) -> Iterator[Problem]:
     if settings.log.tracing and (missing := tracing.missing_extra()):
         yield Problem(
             tracing.SETTING,
-            f"is true but OpenTelemetry is not installed (no module {missing}): install "
-            "msal-gateway[otel], or set it to false",
+            f"is true but OpenTelemetry is not installed (no module {missing}): "
+            f"{tracing.INSTALL_OTEL}, or set it to false",
         )
     if settings.event_loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
         yield Problem(
