@@ -25,7 +25,7 @@ from gateway.auth.peers import networks
 from gateway.auth.policy import Policy
 from gateway.auth.ratelimit import SignInLimits
 from gateway.auth.sockets import CHECK_SECONDS_WITHOUT_CACHE, SocketRegistry
-from gateway.config.problems import ConfigurationError, cannot_listen
+from gateway.config.problems import ConfigurationError, Problem, cannot_listen
 from gateway.config.settings import Settings
 from gateway.endpoints import health, oauth2_proxy, principal, signin
 from gateway.errors import GatewayError, NotFound
@@ -50,6 +50,7 @@ from gateway.keys import (
     SIGNIN_LIMITS,
     SLOT_SHARES,
     SOCKETS,
+    STATIC_HEADERS,
     STORAGE,
     TOKEN_CACHES,
     TRUSTED_PROXIES,
@@ -304,6 +305,25 @@ async def _close_websockets(app: web.Application) -> None:
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
 
 
+def _static_headers(settings: Settings) -> tuple[tuple[str, str], ...]:
+    """The operator's fixed headers for the application, file values read now (a trailing newline
+    dropped; the values are never logged)."""
+    fixed = list(settings.proxy.upstream_headers.items())
+    for name, path in settings.proxy.upstream_header_files.items():
+        value = path.read_text(encoding="utf-8").rstrip("\r\n")
+        if any(ord(char) < 32 or ord(char) == 127 for char in value):
+            raise ConfigurationError(
+                [
+                    Problem(
+                        "GATEWAY_PROXY__UPSTREAM_HEADER_FILES",
+                        f"{path} (for {name}) holds a control character; a header value cannot",
+                    )
+                ]
+            )
+        fixed.append((name, value))
+    return tuple(fixed)
+
+
 def _assertion_signer(settings: Settings) -> AssertionSigner:
     upstream = URL(str(settings.upstream))
     # Without a configured secret (memory store, one replica) a random one serves this process.
@@ -368,6 +388,7 @@ def build_app(settings: Settings, *, serve_metrics: bool = True) -> web.Applicat
         upload_total=proxy_settings.upload_timeout_seconds,
         download_total=proxy_settings.download_timeout_seconds,
     )
+    app[STATIC_HEADERS] = _static_headers(settings)
     app[SLOT_SHARES] = SlotShares(
         proxy_settings.max_connections_per_client or max(1, proxy_settings.max_connections // 2)
     )

@@ -39,6 +39,8 @@ UPSTREAM_POOL: Final = web.AppKey("upstream_pool", UpstreamPool)
 # How fast clients must send bodies and read answers, and their share of the pool's connections.
 CLIENT_PACE: Final = web.AppKey("client_pace", Pace)
 SLOT_SHARES: Final = web.AppKey("slot_shares", SlotShares)
+# GATEWAY_PROXY__UPSTREAM_HEADERS and _HEADER_FILES (read once, at start): (name, value) pairs.
+STATIC_HEADERS: Final = web.AppKey("static_headers", tuple[tuple[str, str], ...])
 # The path of GATEWAY_UPSTREAM without its final "/": put before every proxied path.
 UPSTREAM_PREFIX: Final = web.AppKey("upstream_prefix", str)
 STORAGE: Final = web.AppKey[Storage]("storage")

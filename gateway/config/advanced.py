@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Final, Literal
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     AfterValidator,
@@ -318,6 +319,37 @@ class ProxySettings(SettingsGroup):
         "otherwise the exact path and everything below it.",
     )
 
+    upstream_headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Fixed headers added to every request for the application, as a JSON object "
+        '(e.g. {"X-Proxy-Secret": "..."}; an application such as pgAdmin may require one from its '
+        "proxy). Clients' copies, in any spelling, are removed first. Values from files: "
+        "GATEWAY_PROXY__UPSTREAM_HEADER_FILES.",
+    )
+    upstream_header_files: dict[str, Path] = Field(
+        default_factory=dict,
+        description="Fixed headers whose values are read from files at start (a mounted Secret), "
+        'as a JSON object, e.g. {"X-Proxy-Secret": "/run/secrets/proxy-secret"}; a trailing '
+        "newline is dropped and the values are never logged.",
+    )
+
+    @field_validator("upstream_headers", "upstream_header_files")
+    @classmethod
+    def _static_names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name, item in value.items():
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"{name!r} is not a header name")
+            folded = name.lower().replace("_", "-").replace(".", "-")
+            if folded in _RESERVED_STATIC or folded.startswith(
+                ("x-ms-client-principal", "x-ms-token-")
+            ):
+                raise ValueError(f"{name} is set by the gateway itself and cannot be fixed")
+            if isinstance(item, str) and re.search(r"[\x00-\x1f\x7f]", item):
+                raise ValueError(f"the value of {name} holds a control character")
+            if isinstance(item, Path) and not item.is_file():
+                raise ValueError(f"{name}: {item} is not a readable file")
+        return value
+
     @field_validator("trusted_proxies")
     @classmethod
     def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -377,6 +409,32 @@ _DATA_LOGO: Final = re.compile(
     r"^data:image/(?:png|gif|jpeg|webp|svg\+xml);base64,[A-Za-z0-9+/]+=*$"
 )
 MAX_LOGO_URL_LENGTH: Final = 32_768
+_HEADER_NAME: Final = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$")  # an RFC 9110 token
+# What the gateway states itself, or removes as hop-by-hop: never fixed by configuration.
+_RESERVED_STATIC: Final = frozenset(
+    {
+        "host",
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "cookie",
+        "authorization",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-forwarded-user",
+        "x-forwarded-email",
+        "x-forwarded-groups",
+        "x-forwarded-preferred-username",
+        "x-request-id",
+        "traceparent",
+        "x-gateway-assertion",
+    }
+)
 _COOKIE_NAME: Final = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$")  # an RFC 6265 token
 
 

@@ -32,6 +32,7 @@ from gateway.keys import (
     SETTINGS,
     SLOT_SHARES,
     SOCKETS,
+    STATIC_HEADERS,
     TIMING,
     TRUSTED_PROXIES,
     UPSTREAM,
@@ -156,6 +157,14 @@ def upstream_headers(
         request.headers,
         cookie_names=settings.own_cookie_names,
     )
+    static = request.app[STATIC_HEADERS]
+    if static:
+        # The operator's fixed headers (a shared secret, say): the client's copies, in any
+        # spelling, never reach the application.
+        folded = {hdrs.fold(name) for name, _ in static}
+        for name in [n for n in outbound if hdrs.fold(n) in folded]:
+            del outbound[name]
+        outbound.extend(static)
     # The public host, never the client's Host header: an upstream that builds links from Host
     # or X-Forwarded-Host (password resets, caches) cannot be pointed at another site.
     public_host = settings.public_url_host
