@@ -21,6 +21,7 @@ from aiohttp.typedefs import Handler, Middleware
 from yarl import URL
 
 from gateway.auth.access import AccessControl
+from gateway.auth.headers import fold
 from gateway.auth.peers import networks
 from gateway.auth.policy import Policy
 from gateway.auth.ratelimit import SignInLimits
@@ -35,6 +36,7 @@ from gateway.keys import (
     APPLICATION_READY,
     ASSERTION,
     CLIENT_PACE,
+    CONFIGURED_HEADER_NAMES,
     DRAINING,
     FLOWS,
     METRICS,
@@ -389,6 +391,10 @@ def build_app(settings: Settings, *, serve_metrics: bool = True) -> web.Applicat
         download_total=proxy_settings.download_timeout_seconds,
     )
     app[STATIC_HEADERS] = _static_headers(settings)
+    app[CONFIGURED_HEADER_NAMES] = frozenset(
+        fold(name)
+        for name in (*(name for name, _ in app[STATIC_HEADERS]), *settings.proxy.claim_headers)
+    )
     app[SLOT_SHARES] = SlotShares(
         proxy_settings.max_connections_per_client or max(1, proxy_settings.max_connections // 2)
     )

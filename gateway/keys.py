@@ -41,6 +41,9 @@ CLIENT_PACE: Final = web.AppKey("client_pace", Pace)
 SLOT_SHARES: Final = web.AppKey("slot_shares", SlotShares)
 # GATEWAY_PROXY__UPSTREAM_HEADERS and _HEADER_FILES (read once, at start): (name, value) pairs.
 STATIC_HEADERS: Final = web.AppKey("static_headers", tuple[tuple[str, str], ...])
+# Every header name the operator configured (fixed and claim headers), folded: removed from
+# clients' requests in every spelling.
+CONFIGURED_HEADER_NAMES: Final = web.AppKey("configured_header_names", frozenset[str])
 # The path of GATEWAY_UPSTREAM without its final "/": put before every proxied path.
 UPSTREAM_PREFIX: Final = web.AppKey("upstream_prefix", str)
 STORAGE: Final = web.AppKey[Storage]("storage")

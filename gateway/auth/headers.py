@@ -336,6 +336,10 @@ def vouched_headers(
         groups=identity.groups,
         max_bytes=settings.groups.max_header_bytes,
     )
+    for header, claim in settings.proxy.claim_headers.items():
+        value = _plain(claim, identity.claims.get(claim))
+        if value is not None and len(value) <= settings.groups.max_header_bytes:
+            vouched.append((header, value))
     if session is not None and with_token_store and settings.tokens.easy_auth_token_headers:
         vouched.extend(easy_auth_token_headers(session, token))
     return vouched

@@ -333,7 +333,17 @@ class ProxySettings(SettingsGroup):
         "newline is dropped and the values are never logged.",
     )
 
-    @field_validator("upstream_headers", "upstream_header_files")
+    claim_headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="More identity headers, each carrying one claim of the signed-in user, as a "
+        'JSON object of header name to claim, e.g. {"X-User-Name": "name", "X-User-Upn": '
+        '"preferred_username"} for an application that shows a name rather than the object id. '
+        "Like the other identity headers they are removed from clients' requests in every "
+        "spelling and never decide access; a claim that is absent, or holds a control character, "
+        "sends no header.",
+    )
+
+    @field_validator("upstream_headers", "upstream_header_files", "claim_headers")
     @classmethod
     def _static_names(cls, value: dict[str, Any]) -> dict[str, Any]:
         for name, item in value.items():

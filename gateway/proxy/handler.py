@@ -24,6 +24,7 @@ from gateway.keys import (
     API_CALLERS,
     ASSERTION,
     CLIENT_PACE,
+    CONFIGURED_HEADER_NAMES,
     METRICS,
     OPEN_WEBSOCKETS,
     POLICY,
@@ -157,12 +158,11 @@ def upstream_headers(
         request.headers,
         cookie_names=settings.own_cookie_names,
     )
-    static = request.app[STATIC_HEADERS]
-    if static:
-        # The operator's fixed headers (a shared secret, say): the client's copies, in any
-        # spelling, never reach the application.
-        folded = {hdrs.fold(name) for name, _ in static}
-        for name in [n for n in outbound if hdrs.fold(n) in folded]:
+    static, reserved = request.app[STATIC_HEADERS], request.app[CONFIGURED_HEADER_NAMES]
+    if reserved:
+        # Names the operator configured (fixed headers, claim headers): the client's copies, in
+        # any spelling, never reach the application.
+        for name in [n for n in outbound if hdrs.fold(n) in reserved]:
             del outbound[name]
         outbound.extend(static)
     # The public host, never the client's Host header: an upstream that builds links from Host

@@ -1,7 +1,7 @@
-"""Fixed headers for the application (issue 18 item 3): an application may require a shared
-secret from its proxy (pgAdmin, others). GATEWAY_PROXY__UPSTREAM_HEADERS and, for secrets,
-_HEADER_FILES add them to every request; a client's copy in any spelling never gets through, and
-names the gateway states itself cannot be fixed."""
+"""Headers the operator configures for the application (issue 18 items 2 and 3): fixed ones (an
+application may require a shared secret from its proxy: GATEWAY_PROXY__UPSTREAM_HEADERS and, for
+secrets, _HEADER_FILES) and claim headers (GATEWAY_PROXY__CLAIM_HEADERS). A client's copy in any
+spelling never gets through, and names the gateway states itself cannot be configured."""
 
 from __future__ import annotations
 
@@ -61,3 +61,24 @@ def test_names_the_gateway_states_and_bad_values_are_refused(headers: dict[str, 
 def test_a_missing_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="not a readable file"):
         ProxySettings.model_validate({"upstream_header_files": {"X-S": str(tmp_path / "none")}})
+
+
+async def test_claim_headers_carry_the_users_claims_and_cannot_be_forged(launch: Launch) -> None:
+    """Issue 18 item 2: an application that shows a name rather than the object id gets one."""
+    running = await launch(
+        proxy={
+            "claim_headers": {
+                "X-User-Name": "name",
+                "X-User-Upn": "preferred_username",
+                "X-User-Nickname": "nickname",  # absent from the token: no header at all
+            }
+        }
+    )
+    await signed_in(running, user="jose")
+    forged = {**API, "X-User-Name": "admin", "x_user_upn": "admin@contoso.example"}
+    seen = upstream_headers(await (await running.browser.get("/x", headers=forged)).json())
+    assert seen["x-user-name"] == ["José Núñez"]
+    assert seen["x-user-upn"] == ["jose@contoso.example"]
+    assert "x-user-nickname" not in seen and "x_user_upn" not in seen
+    verified = await running.browser.get("/.auth/verify", headers=API)
+    assert verified.headers["X-User-Name"] == "José Núñez"  # forward-auth vouches the same
