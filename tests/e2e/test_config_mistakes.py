@@ -24,6 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 from support.certificates import certificate_pem, private_key_pem, rsa_key
+from support.otel import BLOCK_OPENTELEMETRY
 from support.paths import REPO
 from support.ports import free_port
 
@@ -38,18 +39,6 @@ BASE: Final = {
 NO_SECRET: Final = ("GATEWAY_CLIENT_SECRET",)
 REDIS: Final = {"GATEWAY_SESSION_STORE": "redis", "GATEWAY_COOKIE_SECRET": "c" * 32}
 PYDANTIC_WORDING: Final = ("Input should", "Value should", "Extra inputs", "Value error", "[type=")
-# Makes OpenTelemetry impossible to import, as in an image built without the otel extra.
-BLOCK_OPENTELEMETRY: Final = """
-import sys
-
-class NotInstalled:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] == "opentelemetry":
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        return None
-
-sys.meta_path.insert(0, NotInstalled())
-"""
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ import json
 from typing import Any
 
 import aiohttp
-from support.browser import API, Browser
-from support.gateway import PUBLIC_URL, GatewayProcess, idp_ssl, settings_for
+from support.browser import API
+from support.gateway import GatewayProcess, session_cookie, settings_for
 from support.threaded import ThreadedServer
 
 ALICE_KEY_PREFIX = "0b7e2c1d-4a5f-4e3b-8c9d-1e2f3a4b5c6d."
@@ -22,12 +22,7 @@ async def served_lines(idp: Any, upstream: ThreadedServer, log_format: str) -> s
     )
     gateway = await GatewayProcess(settings).ready()
     try:
-        browser = Browser(gateway.url, PUBLIC_URL, idp_ssl(idp.ca_path))
-        try:
-            assert (await browser.sign_in("/", "alice")).status == 302
-            cookie = browser.cookie("__Host-msal-gateway")
-        finally:
-            await browser.close()
+        cookie = await session_cookie(gateway.url, idp)
         headers = {
             **API,
             "Cookie": f"__Host-msal-gateway={cookie}",

@@ -11,8 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from support.browser import Browser
-from support.gateway import PUBLIC_URL, GatewayProcess, idp_ssl, settings_for
+from support.gateway import GatewayProcess, session_cookie, settings_for
 
 
 class SilentApp:
@@ -51,21 +50,6 @@ async def app() -> AsyncIterator[SilentApp]:
     await silent.stop()
 
 
-async def signed_in_cookie(url: str, idp: Any) -> str:
-    browser = Browser(url, PUBLIC_URL, idp_ssl(idp.ca_path))
-    try:
-        # Started at the gateway's own endpoint: any page would reach the silent app.
-        start = await browser.get("/.auth/login/aad?post_login_redirect_uri=/after")
-        assert start.status == 302
-        authorize = await browser.authorize(start.headers["Location"])
-        assert (await browser.deliver(authorize)).status == 302
-        cookie = browser.cookie("__Host-msal-gateway")
-        assert cookie is not None
-        return cookie
-    finally:
-        await browser.close()
-
-
 @pytest.mark.parametrize("method", ["GET", "POST"])
 async def test_a_client_that_leaves_ends_its_request_at_the_app(
     idp: Any, app: SilentApp, method: str
@@ -74,7 +58,7 @@ async def test_a_client_that_leaves_ends_its_request_at_the_app(
     gateway = GatewayProcess(settings)
     try:
         await gateway.ready()
-        cookie = await signed_in_cookie(gateway.url, idp)
+        cookie = await session_cookie(gateway.url, idp, return_to="/after")
         host, port = gateway.url.removeprefix("http://").split(":")
         _, writer = await asyncio.open_connection(host, int(port))
         body = "Content-Length: 2\r\n\r\nhi" if method == "POST" else "\r\n"

@@ -14,8 +14,8 @@ from typing import Any, Final
 
 import aiohttp
 import pytest
-from support.browser import API, Browser
-from support.gateway import PUBLIC_URL, GatewayProcess, idp_ssl, settings_for
+from support.browser import API
+from support.gateway import GatewayProcess, session_cookie, settings_for
 from support.threaded import ThreadedServer
 from support.upstream import upstream_headers
 
@@ -34,14 +34,7 @@ async def process(idp: Any, upstream: ThreadedServer) -> AsyncIterator[tuple[str
     gateway = GatewayProcess(settings_for(idp, upstream.url))
     try:
         await gateway.ready()
-        browser = Browser(gateway.url, PUBLIC_URL, idp_ssl(idp.ca_path))
-        try:
-            assert (await browser.sign_in("/", "alice")).status == 302
-            cookie = browser.cookie("__Host-msal-gateway")
-        finally:
-            await browser.close()
-        assert cookie is not None
-        yield gateway.url, cookie
+        yield gateway.url, await session_cookie(gateway.url, idp)
     finally:
         gateway.stop()
         await asyncio.sleep(0)

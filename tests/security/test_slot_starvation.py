@@ -14,8 +14,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from support.browser import Browser
-from support.gateway import PUBLIC_URL, GatewayProcess, idp_ssl, settings_for
+from support.gateway import GatewayProcess, session_cookie, settings_for
 from support.threaded import ThreadedServer
 
 pytestmark = pytest.mark.threat("HT-15")
@@ -57,18 +56,7 @@ async def gateway(idp: Any, upstream: ThreadedServer) -> AsyncIterator[Gateway]:
     process = GatewayProcess(settings)
     try:
         await process.ready()
-        cookies = {}
-        for user in ("alice", "bob"):
-            browser = Browser(process.url, PUBLIC_URL, idp_ssl(idp.ca_path))
-            try:
-                start = await browser.get("/.auth/login/aad?post_login_redirect_uri=/")
-                authorize = await browser.authorize(start.headers["Location"], user)
-                assert (await browser.deliver(authorize)).status == 302
-                cookie = browser.cookie(COOKIE)
-                assert cookie is not None
-                cookies[user] = cookie
-            finally:
-                await browser.close()
+        cookies = {user: await session_cookie(process.url, idp, user) for user in ("alice", "bob")}
         yield Gateway(process, cookies)
     finally:
         log = process.stop()

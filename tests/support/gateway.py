@@ -24,6 +24,7 @@ from pydantic import BaseModel, SecretStr
 
 from gateway.app import build_app
 from gateway.config.settings import Settings
+from support.browser import Browser
 from support.ports import free_port
 from support.procfs import peak_rss_kib
 
@@ -218,3 +219,20 @@ class LogTail:
 
     def join(self) -> None:
         self._thread.join(timeout=10)
+
+
+async def session_cookie(url: str, idp: Any, user: str = "alice", return_to: str = "/") -> str:
+    """Sign `user` in at the gateway at `url` (a process, say) with a scripted browser of its
+    own, started at the gateway's sign-in endpoint (nothing reaches the application), and
+    return the session cookie's value."""
+    browser = Browser(url, PUBLIC_URL, idp_ssl(idp.ca_path))
+    try:
+        start = await browser.get(f"/.auth/login/aad?post_login_redirect_uri={return_to}")
+        assert start.status == 302, start.status
+        authorize = await browser.authorize(start.headers["Location"], user)
+        assert (await browser.deliver(authorize)).status == 302
+        cookie = browser.cookie(SESSION_COOKIE)
+        assert cookie is not None
+        return cookie
+    finally:
+        await browser.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Final
 
 import pytest
 from aiohttp import web
@@ -18,6 +19,20 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from pytest_aiohttp import AiohttpServer
+
+# Python source that makes OpenTelemetry impossible to import (a sitecustomize.py, or run before
+# the gateway), as in an image built without the otel extra.
+BLOCK_OPENTELEMETRY: Final = """
+import sys
+
+class NotInstalled:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "opentelemetry":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, NotInstalled())
+"""
 
 
 @dataclass

@@ -17,6 +17,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from pytest_aiohttp import AiohttpClient
+from support.otel import BLOCK_OPENTELEMETRY as OTEL_BLOCK
 from support.otel import Collector, attributes
 from support.paths import REPO
 
@@ -301,17 +302,9 @@ async def test_tracing_off_is_none_and_the_helpers_do_nothing(
     assert await (await client.get("/x")).json() == {"before": None, "inside": None}
 
 
-BLOCK_OPENTELEMETRY = """
-import sys
-
-class NotInstalled:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] == "opentelemetry":
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        return None
-
-sys.meta_path.insert(0, NotInstalled())
-import gateway.app
+BLOCK_OPENTELEMETRY = (
+    OTEL_BLOCK
+    + """import gateway.app
 from gateway.telemetry.tracing import TracingConfigError, tracer_from_settings
 
 assert tracer_from_settings(False) is None
@@ -320,6 +313,7 @@ try:
 except TracingConfigError as exc:
     print(exc)
 """
+)
 
 
 def test_tracing_without_the_extra_is_a_configuration_error() -> None:
