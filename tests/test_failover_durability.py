@@ -162,3 +162,51 @@ async def test_killed_master_with_the_replica_behind_promoted_loses_no_confirmed
     finally:
         await storage.close()
         sentinels.cleanup()
+
+
+async def test_a_hung_replica_holds_writes_only_until_its_lag_passes_the_limit(
+    two_replicas: SentinelSet,
+) -> None:
+    """The price of asking every replica: while one hangs (SIGSTOP: its connection stays open)
+    writes wait for it, until the master's count of its lag passes
+    GATEWAY_REDIS__REPLICA_MAX_LAG_SECONDS (whole seconds) and the watch has seen that for a
+    second; then the other replica's confirmation suffices. Resumed, it counts again."""
+    storage = RedisStorage(
+        None,
+        RedisSettings.model_validate(
+            {**FAST, "sentinels": two_replicas.addresses, "replica_max_lag_seconds": 1}
+        ),
+    )
+    master = two_replicas.master_address()
+    hung = next(n for n in two_replicas.nodes if n.address != master)
+    confirmed: list[float] = []
+    try:
+        await storage.set("gw:session:before", b"1", ttl=60)
+        hung.pause()
+        paused_at = time.monotonic()
+        try:
+            while time.monotonic() - paused_at < 8 and not confirmed:
+                with contextlib.suppress(StoreUnavailable):
+                    await storage.set(f"gw:session:{secrets.token_hex(8)}", b"v", ttl=60)
+                    confirmed.append(time.monotonic() - paused_at)
+                await asyncio.sleep(0.05)
+        finally:
+            hung.resume()
+        assert confirmed, "writes never resumed while a replica hung"
+        print(f"\nwrites resumed {confirmed[0]:.2f} s after a replica hung")
+        # Its lag cannot pass 1 s (2 in whole seconds) before 1 s, and the watch waits a second.
+        assert 1.5 < confirmed[0] < 6
+        with two_replicas.node_client(master) as node:
+            deadline = time.monotonic() + 10
+            while node.execute_command("WAIT", 2, 100) != 2:  # the resumed replica caught up
+                assert time.monotonic() < deadline
+        await asyncio.sleep(1.5)  # the watch looks once a second
+        other = next(n for n in two_replicas.nodes if n.address not in (master, hung.address))
+        other.pause()  # now the resumed one alone cannot confirm: both are asked again
+        try:
+            with pytest.raises(StoreUnavailable):
+                await storage.set("gw:session:after", b"v", ttl=60)
+        finally:
+            other.resume()
+    finally:
+        await storage.close()
