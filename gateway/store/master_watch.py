@@ -19,15 +19,20 @@ did not answer: moving back would put writes on a master that has been replaced.
 How many replicas confirm (GATEWAY_REDIS__REPLICA_ACKS). `all`: every replica the master itself
 counts as online with a recent acknowledgement (INFO replication; GATEWAY_REDIS__REPLICA_MAX_LAG_
 SECONDS), and at least one while the sentinels see one up. A write is then on every replica the
-sentinels could promote, so it survives the loss of any one node; with one replica confirming
-(WAIT 1) and two replicas, a failover that promotes the other one loses it (measured: about 600
-confirmed writes lost in every SENTINEL FAILOVER under load, and the occasional sign-in after a
-kill -9, when the sentinels' offsets were stale and the replica behind was promoted). A number N
-asks for N, fewer only while fewer replicas are up. The number is raised at once and lowered only
-when it is safe to: two checks in a row find fewer replicas, a majority of the sentinels answered,
-and none of them is failing the master over. A replica that leaves because it is being promoted
-must never make the old master's writes need fewer confirmations, or its remaining replica would
-confirm writes the promoted one never sees.
+sentinels could promote, so it survives the loss of any one node. With one confirmation (WAIT 1)
+and two replicas, a failover that promotes the other replica loses it: hundreds of confirmed
+writes in every SENTINEL FAILOVER under load (the other replica confirmed them on the old master,
+then resynchronised from the promoted one), and after a kill -9 whatever the sentinels' choice
+had not received (they promote by replica-priority, then by offsets that may be seconds old). A
+number N asks for N, fewer only while fewer replicas are up.
+
+The number is raised at once and lowered only when it is safe to: fewer replicas have been seen
+for LOWER_AFTER_SECONDS, a majority of the sentinels answered, and none of them is failing a
+master over. A replica that leaves because it is being promoted must never make the old master's
+writes need fewer confirmations, or its remaining replica would confirm writes the promoted one
+never sees; the second of waiting also orders the master's count after the sentinels' news of a
+failover (both are asked at once). A new master starts from what the sentinels know of its
+replicas.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from typing import Any, Final, Literal
 from redis.asyncio import Redis
 from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoPermissionError, RedisError
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +211,7 @@ class MasterWatch:
         self._poked = asyncio.Event()
         self._fast_until = 0.0
         self._stopping = False
+        self._info_denied = False
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -265,9 +271,10 @@ class MasterWatch:
             # connection to the new master.
             self._set(required(self._policy, 0, up), "following a new master")
             self._fewer = None
-            linked = await self._linked()
+            linked = self._or_up(await self._linked(), up)
             self._set(max(self.acks or 0, required(self._policy, linked or 0, up)), "replicas")
             return
+        linked = self._or_up(linked, up)
         self._following = target
         if linked is None or self.acks is None:
             return  # the master did not answer, or not as a master: keep the number
@@ -314,6 +321,15 @@ class MasterWatch:
             return None
         try:
             info = await self._client.info("replication")
+        except NoPermissionError:
+            if not self._info_denied:
+                log.error(
+                    "the Redis ACL user may not run INFO: writes now wait for every replica the "
+                    "sentinels see up, including one still resynchronising, instead of those "
+                    "the master counts in sync; allow INFO (+info) to the gateway's user"
+                )
+            self._info_denied = True
+            return None
         except _FAILURES:
             return None
         if info.get("role") != "master":
@@ -326,6 +342,11 @@ class MasterWatch:
             and replica.get("state") == "online"
             and float(replica.get("lag", 0)) <= self._max_lag
         )
+
+    def _or_up(self, linked: int | None, up: int) -> int | None:
+        """Without INFO, the replicas the sentinels see up stand in for those in sync: more
+        refusals while one resynchronises, never fewer confirmations."""
+        return up if linked is None and self._info_denied else linked
 
     def _hurry(self) -> None:
         self._fast_until = asyncio.get_running_loop().time() + FAST_SECONDS

@@ -276,7 +276,7 @@ class RedisStorage:
                 "acl",
                 logging.ERROR,
                 "the Redis ACL user may not run a command the gateway needs (NOPERM): allow "
-                "GET GETEX SET GETDEL DEL EVAL WAIT PING on keys gw:*",
+                "GET GETEX SET GETDEL DEL EVAL WAIT PING on keys gw:*, and INFO with sentinels",
             )
         if self._watch is not None and isinstance(error, RedisConnectionError | ReadOnlyError):
             self._watch.poke()

@@ -11,6 +11,7 @@ replica reports itself master), polled every PROMOTION_POLL_SECONDS from a threa
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random  # traffic shapes, not secrets
 import secrets
 import threading
@@ -43,24 +44,30 @@ OPERATOR_NODE_ARGS = (
 
 
 class PromotionClock:
-    """Records when any sentinel, and when every sentinel, first names a master other than the
-    one at start."""
+    """Records every promotion: each time any sentinel first names a master other than the one
+    at start and the ones named before (with down-after 1 s the sentinels sometimes fail a just
+    promoted master over again, so there can be two), and when every sentinel first named a new
+    master."""
 
     def __init__(self, sentinels: SentinelSet, t0: float) -> None:
         self._sentinels = sentinels
         self._t0 = t0
         self.old = sentinels.master_address()
-        self.first: float | None = None
+        self.promotions: list[tuple[float, tuple[str, int]]] = []
         self.all: float | None = None
-        self.new: tuple[str, int] | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="promotion-clock", daemon=True)
         self._thread.start()
 
+    @property
+    def first(self) -> float | None:
+        return self.promotions[0][0] if self.promotions else None
+
     def _run(self) -> None:
         clients = [self._sentinels.sentinel_client(i) for i in range(3)]
+        seen = {self.old}
         try:
-            while not self._stop.is_set() and self.all is None:
+            while not self._stop.is_set():
                 named: list[tuple[str, int] | None] = []
                 for client in clients:
                     try:
@@ -71,10 +78,11 @@ class PromotionClock:
                     except (redis.RedisError, OSError):
                         named.append(None)
                 now = time.monotonic() - self._t0
-                moved = [address for address in named if address not in (None, self.old)]
-                if moved and self.first is None:
-                    self.first, self.new = now, moved[0]
-                if len(moved) == len(named):
+                for address in named:
+                    if address is not None and address not in seen:
+                        seen.add(address)
+                        self.promotions.append((now, address))
+                if self.all is None and all(a not in (None, self.old) for a in named):
                     self.all = now
                 time.sleep(PROMOTION_POLL_SECONDS)
         finally:
@@ -93,12 +101,18 @@ class Attempts:
     failed: list[tuple[float, float]] = field(default_factory=list)
     succeeded: list[tuple[float, float]] = field(default_factory=list)
 
-    def refused_after(self, promoted: float | None) -> float | None:
-        """How long after the promotion the last failure ended (0 if none ended after it);
-        None without a promotion."""
-        if promoted is None:
+    def refused_after(self, promotions: Sequence[float]) -> float | None:
+        """How long after a promotion failures still ended: for each failure that ended after
+        the first promotion, the time since the latest promotion before its end; the most of
+        those (0 if none); None without a promotion."""
+        if not promotions:
             return None
-        return max([0.0] + [end - promoted for _, end in self.failed])
+        late = [0.0]
+        for _, end in self.failed:
+            before = [at for at in promotions if at <= end]
+            if before:
+                late.append(end - before[-1])
+        return max(late)
 
     def succeeded_after(self, promoted: float | None) -> bool:
         return promoted is not None and any(start > promoted for start, _ in self.succeeded)
@@ -121,16 +135,22 @@ class Run:
 
     @property
     def promoted(self) -> float | None:
+        """The first promotion (seconds on the run's clock)."""
         return None if self.promotion is None else self.promotion.first
+
+    @property
+    def promotions(self) -> list[float]:
+        return [] if self.promotion is None else [at for at, _ in self.promotion.promotions]
 
     def summary(self) -> str:
         promoted = self.promoted
         after = "never" if promoted is None else f"{promoted - self.fault_at:.2f} s"
-        writes = self.writes.refused_after(promoted)
-        sign_ins = self.sign_ins.refused_after(promoted)
+        again = "" if len(self.promotions) < 2 else f" ({len(self.promotions)} promotions)"
+        writes = self.writes.refused_after(self.promotions)
+        sign_ins = self.sign_ins.refused_after(self.promotions)
         return (
-            f"{self.fault}: promoted {after} after the fault; writes refused until "
-            f"{_secs(writes)} after it, sign-ins until {_secs(sign_ins)}; "
+            f"{self.fault}: promoted {after} after the fault{again}; writes refused until "
+            f"{_secs(writes)} after a promotion, sign-ins until {_secs(sign_ins)}; "
             f"{len(self.confirmed)} writes and {len(self.sessions)} sign-ins confirmed, "
             f"{len(self.lost_writes)} and {len(self.lost_sessions)} lost"
         )
@@ -181,12 +201,13 @@ class Gateways:
 
 
 async def sign_in_churn(
-    gateways: Gateways, run: Run, t0: float, stop: asyncio.Event, user: str
+    gateways: Gateways, run: Run, t0: float, stop: asyncio.Event, users: Callable[[], str]
 ) -> None:
     """Sign in through a random gateway, again and again; every completed sign-in (the callback
     redirected back with a session cookie) is a confirmed session, except every third one, which
     is signed out again at once: from then on it is not expected to work, whether the sign-out
-    answered 302 or 503 (a sign-out the store could not confirm may still have happened)."""
+    answered 302 or 503 (a sign-out the store could not confirm may still have happened). Each
+    sign-in is of the next of `users`: no user may pass the gateway's cap of 100 sessions."""
     count = 0
     while not stop.is_set():
         count += 1
@@ -194,7 +215,7 @@ async def sign_in_churn(
         browser = gateways.browser(gateways.urls[index])
         started = time.monotonic() - t0
         try:
-            response = await browser.sign_in("/churn", user)
+            response = await browser.sign_in("/churn", users())
             cookie = browser.cookie(COOKIE)
             ok = response.status == 302 and cookie is not None
             if ok and count % 3 == 0:
@@ -275,6 +296,7 @@ async def through(
     readers: int = 2,
     after_seconds: float = 3.0,
     on_fault: Callable[[], Awaitable[None]] | None = None,
+    users: Sequence[str] = ("alice", "bob", "jose"),
 ) -> Run:
     """Run the load, inject `fault` ("failover": SENTINEL FAILOVER; "kill": kill -9 of the
     master), keep the load on for `after_seconds` after every sentinel names the new master, then
@@ -288,10 +310,14 @@ async def through(
         timeout=timeout, cookie_jar=aiohttp.DummyCookieJar()
     ) as client:
         if gateways is not None:
-            users = ("alice", "bob", "jose")
+            turn = itertools.count()
+
+            def next_user() -> str:
+                return users[next(turn) % len(users)]
+
             tasks += [
-                asyncio.create_task(sign_in_churn(gateways, run, t0, stop, users[n % 3]))
-                for n in range(churners)
+                asyncio.create_task(sign_in_churn(gateways, run, t0, stop, next_user))
+                for _ in range(churners)
             ]
             tasks += [
                 asyncio.create_task(signed_in_reads(gateways, client, run, t0, stop))
