@@ -60,6 +60,7 @@ from redis.exceptions import (
     NoPermissionError,
     ReadOnlyError,
     RedisError,
+    ResponseError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -277,6 +278,15 @@ class RedisStorage:
                 logging.ERROR,
                 "the Redis ACL user may not run a command the gateway needs (NOPERM): allow "
                 "GET GETEX SET GETDEL DEL EVAL WAIT PING on keys gw:*, and INFO with sentinels",
+            )
+        elif isinstance(error, ResponseError) and str(error).startswith("NOREPLICAS"):
+            # The servers' own guard (min-replicas-to-write): a master left without a replica in
+            # sync, after a failover until the old master rejoins, or cut off from its replicas.
+            self._log(
+                "noreplicas",
+                logging.WARNING,
+                "the Redis master refuses writes: fewer replicas in sync than its "
+                "min-replicas-to-write",
             )
         if self._watch is not None and isinstance(error, RedisConnectionError | ReadOnlyError):
             self._watch.poke()
