@@ -1,9 +1,10 @@
-"""A bounded soak of msal-gateway: two gateway processes sharing Redis behind Sentinel, simulated
-users sending mixed traffic through both for a fixed time, and one Sentinel failover at the
-midpoint. This script owns the load, the checks and the verdict; every server it starts is the
-test suite's own (tests/support), on loopback.
+"""A bounded soak of msal-gateway: two gateway processes sharing Redis behind Sentinel (a master
+and two replicas, configured as docs/operations.md asks), simulated users sending mixed traffic
+through both for a fixed time, and one Sentinel failover at the midpoint (SENTINEL FAILOVER, or
+kill -9 of the master with --fault kill). This script owns the load, the checks and the verdict;
+every server it starts is the test suite's own (tests/support), on loopback.
 
-    .venv/bin/python bench/soak.py [--minutes 10] [--users 20]
+    .venv/bin/python bench/soak.py [--minutes 10] [--users 20] [--fault failover]
 
 Develop with `--minutes 1 --users 5`; run the full soak on an otherwise idle machine.
 
@@ -15,11 +16,11 @@ refuse the old cookie) and in again. Access tokens are due for refresh every --r
 so refreshes run all along. Every outcome is checked, status and body, and is either expected or
 unexpected. A clean 503 (store_unavailable or busy) is expected only inside the failover window:
 from the failover request until FAILOVER_GRACE_SECONDS after the old master has been demoted
-(the sentinels reconfigure a live old master some seconds after they name the new one). In that
-window a sign-out may also reach the other gateway late, but never later than the session
-cache's stated bound (CACHE_BOUND_SECONDS): the old cookie is tried again after it. Every
-request has a deadline (REQUEST_TIMEOUT_SECONDS): one that passes it is unexpected and reported,
-so the script cannot hang on a stuck gateway.
+(the sentinels reconfigure a live old master some seconds after they name the new one; a killed
+one is gone once the new one is named). In that window a sign-out may also reach the other
+gateway late, but never later than the session cache's stated bound (CACHE_BOUND_SECONDS): the
+old cookie is tried again after it. Every request has a deadline (REQUEST_TIMEOUT_SECONDS): one
+that passes it is unexpected and reported, so the script cannot hang on a stuck gateway.
 
 Prints Markdown tables: requests by kind, the verdict (unexpected outcomes with the first
 examples, the failover window, sessions lost, refresh grants at the identity provider, each
@@ -55,6 +56,7 @@ from typing import Any, Final
 import aiohttp
 import redis
 from support.browser import NAVIGATE, Browser
+from support.failover import OPERATOR_NODE_ARGS
 from support.gateway import PUBLIC_URL, SESSION_COOKIE, GatewayProcess, idp_ssl, settings_for
 from support.idp import ThreadedDevIdp
 from support.procfs import cpu_seconds, rss_kib
@@ -602,19 +604,23 @@ class Soak:
                 await self.act(user)
                 await asyncio.sleep(random.uniform(0, 2 * self.think_seconds))
 
-    async def fail_over(self, at: float, sentinels: SentinelSet) -> None:
+    async def fail_over(self, at: float, sentinels: SentinelSet, fault: str) -> None:
         await asyncio.sleep(max(0.0, at - self.now()))
         old = await asyncio.to_thread(sentinels.master_address)
         self.failover.old_master = "{}:{}".format(*old)
         self.failover.requested = self.now()
         try:
-            await asyncio.to_thread(sentinels.failover)
+            if fault == "kill":
+                sentinels.node_at(old).kill()
+            else:
+                await asyncio.to_thread(sentinels.failover)
             await asyncio.to_thread(sentinels.wait_for_master_other_than, old)
             self.failover.promoted = self.now()
             self.failover.new_master = "{}:{}".format(
                 *await asyncio.to_thread(sentinels.master_address)
             )
-            await asyncio.to_thread(wait_for_demotion, sentinels, old)
+            if fault != "kill":  # a killed master is not demoted: it is gone
+                await asyncio.to_thread(wait_for_demotion, sentinels, old)
         except Exception as exc:  # reported, and fails the soak
             self.failover.error = f"{type(exc).__name__}: {exc}"
         self.failover.settled = self.now()
@@ -708,7 +714,7 @@ def report(
         demoted = seconds(None if fo.settled is None else fo.settled - fo.requested)
         print(
             f"| failover | asked at t={fo.requested:.1f} s; every sentinel named the new master "
-            f"{promoted} later, the old one was demoted {demoted} later "
+            f"{promoted} later, the old one was demoted (or, killed, gone) {demoted} later "
             f"({fo.old_master} -> {fo.new_master or '?'}); 503s allowed until "
             f"{FAILOVER_GRACE_SECONDS:.0f} s after the demotion |"
         )
@@ -795,7 +801,7 @@ async def run(args: argparse.Namespace) -> int:
     drains: list[StderrDrain] = []
     try:
         upstream = ThreadedServer(make_upstream_app).start()
-        sentinels = SentinelSet().start()
+        sentinels = SentinelSet(replicas=args.replicas, node_args=OPERATOR_NODE_ARGS).start()
         settings = settings_for(
             idp,
             upstream.url,
@@ -837,7 +843,9 @@ async def run(args: argparse.Namespace) -> int:
             before_traffic = soak.total()
             began = soak.now()
             until = began + duration
-            failover = asyncio.create_task(soak.fail_over(began + duration / 2, sentinels))
+            failover = asyncio.create_task(
+                soak.fail_over(began + duration / 2, sentinels, args.fault)
+            )
             await asyncio.gather(*(soak.traffic(user, until) for user in users))
             await failover
             ended = soak.now()
@@ -889,6 +897,13 @@ def main() -> None:
     parser.add_argument(
         "--refresh-seconds", type=int, default=30, help="refresh_in of every issued token"
     )
+    parser.add_argument(
+        "--fault",
+        choices=("failover", "kill"),
+        default="failover",
+        help="at the midpoint: SENTINEL FAILOVER, or kill -9 of the master",
+    )
+    parser.add_argument("--replicas", type=int, default=2, help="Redis replicas of the master")
     parser.add_argument(
         "--strict-rotation",
         action="store_true",

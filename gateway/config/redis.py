@@ -4,10 +4,12 @@ TLS, credentials, pool and timeouts. The other groups are in config/advanced.py.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 from urllib.parse import SplitResult, parse_qs, urlsplit
 
 from pydantic import (
     Field,
+    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     SecretStr,
@@ -80,12 +82,22 @@ class RedisSettings(SettingsGroup):
     sentinel_password: SecretStr | None = Field(
         None, min_length=1, description="Password of the sentinels themselves (requirepass)."
     )
-    replica_acks: int | None = Field(
+    replica_acks: NonNegativeInt | Literal["all"] | None = Field(
         None,
-        ge=0,
         description="Replicas that must confirm each write (Redis WAIT) before it counts as "
-        "done, so a failover cannot lose it; default: 1 with sentinels (fewer while the "
-        "sentinels see fewer healthy replicas), else 0.",
+        "done. all (the default with sentinels): every replica in sync with the master, at least "
+        "one while one is up, so a confirmed write survives the loss of any one node; a write "
+        "waits for the slowest replica. A number N: N, fewer while fewer are up; faster, but a "
+        "failover that promotes a replica that did not confirm a write loses it. Without "
+        "sentinels: default 0, and all is not available.",
+    )
+    replica_max_lag_seconds: PositiveInt = Field(
+        5,
+        description="With replica_acks all, a replica whose last acknowledgement to the master "
+        "is older than this (its INFO replication lag) stops counting until it catches up. "
+        "Lower: writes are refused for a shorter time when a replica hangs; higher: a replica "
+        "that is merely slow keeps every write for longer. The default matches the sentinels, "
+        "which do not promote a replica silent for 5 s.",
     )
     cluster: bool = Field(
         False,
@@ -97,6 +109,20 @@ class RedisSettings(SettingsGroup):
         description="Allow a Redis (or sentinel) off loopback without TLS or without a "
         "password. Only for a network nobody else can reach.",
     )
+
+    @field_validator("replica_acks", mode="before")
+    @classmethod
+    def _acks(cls, value: object) -> object:
+        """One message for a bad value, not one per member of the union."""
+        if isinstance(value, bool):
+            raise ValueError(f"{value!r} is neither all nor a number of replicas (0 or more)")
+        if value is None or value == "all" or (isinstance(value, int) and value >= 0):
+            return value
+        if isinstance(value, str) and value.strip().lower() == "all":
+            return "all"
+        if isinstance(value, str) and value.strip().isdigit():
+            return int(value)
+        raise ValueError(f"{value!r} is neither all nor a number of replicas (0 or more)")
 
     @field_validator("sentinels")
     @classmethod
@@ -177,6 +203,11 @@ class RedisSettings(SettingsGroup):
             found.append("GATEWAY_REDIS__KEY_FILE needs GATEWAY_REDIS__CERT_FILE")
         if self.tls and unix:
             found.append("GATEWAY_REDIS__TLS does not apply to a unix:// socket")
+        if self.replica_acks == "all" and not self.sentinels and not self.cluster:
+            found.append(
+                "GATEWAY_REDIS__REPLICA_ACKS=all needs GATEWAY_REDIS__SENTINELS (with "
+                "GATEWAY_REDIS_URL, give a number of replicas)"
+            )
         if self.sentinel_password and not self.sentinels:
             found.append("GATEWAY_REDIS__SENTINEL_PASSWORD applies only with sentinels")
         if in_use and not self.allow_insecure:

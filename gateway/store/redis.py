@@ -6,22 +6,24 @@ and with an ACL user or password. Every redis failure is translated here into St
 callers answer 503 and never treat an outage as "signed out". An AUTH or ACL refusal also logs one
 line naming the settings to check, never the credentials.
 
-Sentinel failover (THREATS.md F-05, F-25). Every connection goes to the master the sentinels name,
-so writes, the compare-and-set script, GETDEL and the lock never reach a replica; a READONLY reply
-makes redis-py 8 drop that connection and ask the sentinels on the next connect. That alone loses
-writes: after SENTINEL FAILOVER the old master keeps accepting them on the connections already
-open for about ten seconds, until the sentinels demote it and it resyncs from the new master
-(measured with a bare master_for client: thousands of acknowledged writes gone, no error). Hence:
-- a watcher asks all the sentinels every second, and at once after an error, which master is
-  current (the highest configuration epoch wins, as among the sentinels); the pool reconnects
-  any connection to a previous master before handing it out, and the notice feed leaves one;
-- each write waits (WAIT, on the same connection) until a replica holds it before it counts, so a
-  write the promoted replica never saw fails instead of vanishing. Once the sentinels agree that
-  fewer healthy replicas are left than required (the old master was killed), fewer confirmations
-  are asked for: waiting for a replica that is not there would refuse every write. During a
-  failover, or while a replica calls itself master and the sentinels disagree, nothing is relaxed.
-  (Redis cannot promise more: a gateway cut off with the old master and a minority of sentinels
-  can still be told too little; the servers' min-replicas-to-write guards that case.)
+Sentinel failover (THREATS.md F-05, F-25). Every connection goes to the master the sentinels
+name, so writes, the compare-and-set script, GETDEL and the lock never reach a replica; a READONLY
+reply makes redis-py 8 drop that connection. That alone loses writes: after SENTINEL FAILOVER the
+old master keeps accepting them on the connections already open for about ten seconds, until the
+sentinels demote it and it resyncs from the new master (measured with a bare master_for client:
+thousands of acknowledged writes gone, no error). Hence:
+- a watcher (store/master_watch.py) asks all the sentinels every second, and at once after an
+  error, which master is current, and follows a promoted replica as soon as it is master; the
+  pool reconnects any connection to a previous master before handing it out, and the notice feed
+  leaves one;
+- each write waits (WAIT, on the same connection) until every replica in sync holds it
+  (GATEWAY_REDIS__REPLICA_ACKS, `all` by default) before it counts, so whichever replica the
+  sentinels promote has it; a write fewer replicas confirm is reported failed (it may still be
+  on the master: a sign-in that gets a 503 simply did not happen). The watch says how many to
+  ask for, and why that number may only fall when no failover is under way.
+(Redis cannot promise more on its own: a gateway cut off with the old master and a minority of
+sentinels still writes there; the watch then keeps asking for the replicas it had, and the
+servers' min-replicas-to-write makes the old master refuse writes as well.)
 Locks and GETEX's sliding expiry are not confirmed: a lost lock only costs a repeated refresh,
 whose save is compare-and-set anyway, and a lost slide only an earlier idle expiry.
 
@@ -58,14 +60,15 @@ from redis.exceptions import (
     NoPermissionError,
     ReadOnlyError,
     RedisError,
+    ResponseError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.config.redis import RedisSettings
 from gateway.errors import Busy, StoreUnavailable
+from gateway.store.master_watch import MasterWatch
 from gateway.store.redis_clients import (
     CallLimit,
-    MasterWatch,
     cluster_client,
     sentinel_client,
     standalone_client,
@@ -133,8 +136,10 @@ class RedisStorage:
         if s.sentinels:
             self._sentinel, pool = sentinel_client(s)
             self._redis = Redis.from_pool(pool)
-            wanted = 1 if s.replica_acks is None else s.replica_acks
-            self._watch = MasterWatch(self._sentinel, pool, s.sentinel_master, wanted)
+            policy = "all" if s.replica_acks is None else s.replica_acks
+            self._watch = MasterWatch(
+                self._sentinel, pool, s.sentinel_master, policy, s.replica_max_lag_seconds
+            )
         elif s.cluster:
             assert url is not None
             assert not s.replica_acks, "WAIT cannot follow a write to its slot's node"
@@ -143,9 +148,11 @@ class RedisStorage:
         else:
             assert url is not None
             self._redis = standalone_client(url, s)
-        self._acks = s.replica_acks or 0
+        assert s.replica_acks != "all" or self._watch is not None, "checked by the settings"
+        self._acks = s.replica_acks if isinstance(s.replica_acks, int) else 0
         # WAIT must answer before the socket times out.
         self._wait_ms = _ms(s.socket_timeout_seconds / 2)
+        self._first_check = s.socket_timeout_seconds + s.connect_timeout_seconds
         self._retry = Retry(
             ExponentialBackoff(cap=s.socket_timeout_seconds / 10, base=0.01),
             READ_RETRIES,
@@ -202,8 +209,7 @@ class RedisStorage:
     async def _write(self, *command: Any) -> Any:
         """One write, confirmed by as many replicas as required now (WAIT on the same connection,
         so it covers this write). Never retried: whether a failed one was applied is unknown."""
-        self._watching()
-        acks = self._acks if self._watch is None else self._watch.acks
+        acks = await self._required_acks()
         try:
             async with self._limit:
                 if not acks:
@@ -228,6 +234,19 @@ class RedisStorage:
             )
             raise StoreUnavailable("the session store could not confirm a write")
         return result
+
+    async def _required_acks(self) -> int:
+        if self._watch is None:
+            return self._acks
+        self._watch.start()
+        if self._watch.acks is None:  # the watch has not looked yet, or found no master
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._first_check):
+                    await self._watch.checked()
+        acks = self._watch.acks
+        if acks is None:
+            raise StoreUnavailable("the session store is unreachable")
+        return acks
 
     def _watching(self) -> None:
         if self._watch is not None:
@@ -258,7 +277,16 @@ class RedisStorage:
                 "acl",
                 logging.ERROR,
                 "the Redis ACL user may not run a command the gateway needs (NOPERM): allow "
-                "GET GETEX SET GETDEL DEL EVAL WAIT PING on keys gw:*",
+                "GET GETEX SET GETDEL DEL EVAL WAIT PING on keys gw:*, and INFO with sentinels",
+            )
+        elif isinstance(error, ResponseError) and str(error).startswith("NOREPLICAS"):
+            # The servers' own guard (min-replicas-to-write): a master left without a replica in
+            # sync, after a failover until the old master rejoins, or cut off from its replicas.
+            self._log(
+                "noreplicas",
+                logging.WARNING,
+                "the Redis master refuses writes: fewer replicas in sync than its "
+                "min-replicas-to-write",
             )
         if self._watch is not None and isinstance(error, RedisConnectionError | ReadOnlyError):
             self._watch.poke()

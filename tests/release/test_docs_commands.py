@@ -461,6 +461,7 @@ RUNS: Final[Mapping[str, Runner]] = {
     # Measurements, not tests: run with --help only (see run_help).
     ".venv/bin/python bench/memory.py": run_help,
     ".venv/bin/python bench/soak.py": run_help,
+    ".venv/bin/python bench/failover.py": run_help,
     ".venv/bin/python bench/refresh_contention.py": run_help,
     ".venv/bin/python bench/idle_connections.py": run_help,
     ".venv/bin/python scripts/settings_table.py --write": run_settings_table_write,

@@ -1,4 +1,5 @@
-"""A real Redis Sentinel deployment on loopback: one master, one replica and three sentinels.
+"""A real Redis Sentinel deployment on loopback: one master, one or more replicas (one by default,
+two for the failover scenarios of issue 14) and three sentinels.
 
 Quorum 2, down-after 1 s and failover-timeout 5 s, so that a killed master is replaced within a few
 seconds. Each sentinel is told its own id and its peers' ids and the replica up front (myid,
@@ -45,19 +46,32 @@ class _SentinelProcess:
 class SentinelSet:
     """Start with `start()`, always `cleanup()`. Data nodes and sentinels may require passwords."""
 
-    def __init__(self, *, password: str | None = None, sentinel_password: str | None = None):
+    def __init__(
+        self,
+        *,
+        password: str | None = None,
+        sentinel_password: str | None = None,
+        replicas: int = 1,
+        node_args: tuple[str, ...] = (),
+        priorities: tuple[int, ...] = (),
+    ):
+        """`node_args`: extra redis-server arguments for every data node (say, the settings
+        docs/operations.md asks operators for); `priorities`: replica-priority of each replica
+        in turn (lower is promoted first; Redis's default is 100)."""
         self.binary = require_binary("redis-server", "redis-server")
         self.password = password
         self.sentinel_password = sentinel_password
         # A master waits 5 s by default before a diskless full sync, hoping for more replicas,
         # and up to 10 s on SIGTERM for its replicas to catch up.
-        quick_sync = ("--repl-diskless-sync-delay", "0", "--shutdown-timeout", "0")
+        quick_sync = ("--repl-diskless-sync-delay", "0", "--shutdown-timeout", "0", *node_args)
         self.nodes = [
-            RedisServer(password=password, extra_args=quick_sync),
-            RedisServer(password=password, extra_args=quick_sync),
+            RedisServer(password=password, extra_args=quick_sync) for _ in range(1 + replicas)
         ]
         first = self.nodes[0]
-        self.nodes[1].extra_args += ("--replicaof", "127.0.0.1", str(first.port))
+        for replica in self.nodes[1:]:
+            replica.extra_args += ("--replicaof", "127.0.0.1", str(first.port))
+        for replica, priority in zip(self.nodes[1:], priorities, strict=False):
+            replica.extra_args += ("--replica-priority", str(priority))
         self.sentinels = [_SentinelProcess(Path(first.dir)) for _ in range(3)]
 
     @property
@@ -69,7 +83,7 @@ class SentinelSet:
         try:
             for node in self.nodes:
                 node.start()
-            self._wait(self._replica_in_sync, "the replica to sync with the master")
+            self._wait(self._replicas_in_sync, "the replicas to sync with the master")
             for sentinel in self.sentinels:
                 sentinel.config.write_text(self._config(sentinel))
                 sentinel.process = subprocess.Popen(
@@ -84,7 +98,7 @@ class SentinelSet:
         return self
 
     def _config(self, me: _SentinelProcess) -> str:
-        master, replica = self.nodes
+        master, *replicas = self.nodes
         lines = [
             f"port {me.port}",
             "bind 127.0.0.1",
@@ -95,7 +109,9 @@ class SentinelSet:
             f"sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MILLISECONDS}",
             f"sentinel failover-timeout {MASTER_NAME} {FAILOVER_TIMEOUT_MILLISECONDS}",
             f"sentinel parallel-syncs {MASTER_NAME} 1",
-            f"sentinel known-replica {MASTER_NAME} 127.0.0.1 {replica.port}",
+        ]
+        lines += [
+            f"sentinel known-replica {MASTER_NAME} 127.0.0.1 {replica.port}" for replica in replicas
         ]
         lines += [
             f"sentinel known-sentinel {MASTER_NAME} 127.0.0.1 {peer.port} {peer.id}"
@@ -166,14 +182,20 @@ class SentinelSet:
 
     # ---- readiness ----
 
-    def _replica_in_sync(self) -> bool:
-        """The replica confirms a write. After a full sync the master streams to a replica only
-        once it has acknowledged (within a second), and WAIT counts only acknowledgements."""
+    def _replicas_in_sync(self) -> bool:
+        """Every replica confirms a write. After a full sync the master streams to a replica
+        only once it has acknowledged (within a second), and WAIT counts only acknowledgements."""
+        wanted = len(self.nodes) - 1
         with self.node_client(self.nodes[0].address) as client:
-            client.set("gw:probe", "1")
-            confirmed: int = client.execute_command("WAIT", 1, 100)
+            try:
+                client.set("gw:probe", "1")
+            except redis.ResponseError as exc:  # min-replicas-to-write: no replica yet
+                if "NOREPLICAS" in str(exc):
+                    return False
+                raise
+            confirmed: int = client.execute_command("WAIT", wanted, 100)
             client.delete("gw:probe")
-        return confirmed == 1
+        return confirmed == wanted
 
     def _sentinels_agree(self) -> bool:
         for index in range(len(self.sentinels)):
@@ -182,7 +204,7 @@ class SentinelSet:
                 replicas = client.execute_command("SENTINEL", "REPLICAS", MASTER_NAME)
             if master.get("flags") != "master" or int(master["num-other-sentinels"]) != 2:
                 return False
-            if [r.get("master-link-status") for r in replicas] != ["ok"]:
+            if [r.get("master-link-status") for r in replicas] != ["ok"] * (len(self.nodes) - 1):
                 return False
         return True
 

@@ -217,6 +217,15 @@ class RedisServer:
             self._process.wait(10)
             self._process = None
 
+    def pause(self) -> None:
+        """SIGSTOP: the process hangs with its connections open (a stalled host, a long GC)."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)
+
     @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None

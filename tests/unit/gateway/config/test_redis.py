@@ -145,6 +145,23 @@ def test_memory_store_ignores_the_guard_but_refuses_the_unused_url() -> None:
             "GATEWAY_REDIS__REPLICA_ACKS is not supported with GATEWAY_REDIS__CLUSTER",
         ),
         (
+            {"redis_url": "redis://127.0.0.1/0", "redis": {"cluster": True, "replica_acks": "all"}},
+            "GATEWAY_REDIS__REPLICA_ACKS is not supported with GATEWAY_REDIS__CLUSTER",
+        ),
+        (
+            {"redis_url": "redis://127.0.0.1/0", "redis": {"replica_acks": "all"}},
+            "GATEWAY_REDIS__REPLICA_ACKS=all needs GATEWAY_REDIS__SENTINELS (with "
+            "GATEWAY_REDIS_URL, give a number of replicas)",
+        ),
+        (
+            {"redis": {"sentinels": "127.0.0.1:26379", "replica_acks": "most"}},
+            "GATEWAY_REDIS__REPLICA_ACKS: 'most' is neither all nor a number of replicas",
+        ),
+        (
+            {"redis": {"sentinels": "127.0.0.1:26379", "replica_max_lag_seconds": 0}},
+            "GATEWAY_REDIS__REPLICA_MAX_LAG_SECONDS",
+        ),
+        (
             {"redis_url": "redis://127.0.0.1/1", "redis": {"db": 3}},
             "GATEWAY_REDIS__DB=3 contradicts database 1 in GATEWAY_REDIS_URL",
         ),
@@ -194,9 +211,11 @@ def test_sentinel_addresses_from_the_environment(monkeypatch: pytest.MonkeyPatch
         "GATEWAY_REDIS__SENTINELS": "127.0.0.1:26379 127.0.0.1:26380 [::1]:26381",
         "GATEWAY_REDIS__SENTINEL_MASTER": "sessions",
         "GATEWAY_REDIS__DB": "3",
+        "GATEWAY_REDIS__REPLICA_ACKS": "all",
     }.items():
         monkeypatch.setenv(name, value)
     settings = Settings()
+    assert settings.redis.replica_acks == "all"
     assert settings.redis.sentinel_addresses == (
         ("127.0.0.1", 26379),
         ("127.0.0.1", 26380),

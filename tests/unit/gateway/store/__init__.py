@@ -1,0 +1,1 @@
+"""Unit tests of gateway.store: the rules of the Sentinel master watch."""
