@@ -124,15 +124,16 @@ async def test_sign_out_reaches_the_other_replica_right_after_a_sentinel_failove
 async def test_a_write_confirmed_after_a_failover_is_on_the_new_master(
     sentinels: SentinelSet,
 ) -> None:
-    """A connection busy on the old master while redis-py's own discovery moves the pool (any new
-    connection asks the sentinels) goes back to the pool still connected to the old master: that
-    discovery retires only idle connections and marks none for reconnection, and MasterWatch then
-    finds the pool already on the new master and has nothing to retire. The old master, alive
-    and not yet demoted, accepts what that connection sends; with every sentinel naming the new
-    master and no replica in sync yet, the watch asks for no replica confirmation, so the write is
-    reported done, and it is gone when the sentinels demote the old master and it resyncs (seen:
-    9 of 9 such writes readable at once, 0 of 9 after the demotion). For sessions: a sign-in that
-    succeeded, then "signed out"; for token caches, a rotated refresh token lost.
+    """A connection busy on the old master while the pool moves to the new one goes back to the
+    pool still connected to the old master. (When this test was written, redis-py's own discovery
+    moved the pool, as any new connection asked the sentinels; since issue 14 only the watch moves
+    it, so the new connection here may still go to the old master, and the busy one must be
+    retired either way.) The old master, alive and not yet demoted, accepts what that connection
+    sends; with every sentinel naming the new master and no replica in sync yet, the watch of the
+    time asked for no replica confirmation, so the write was reported done, and it was gone when
+    the sentinels demoted the old master and it resynced (seen: 9 of 9 such writes readable at
+    once, 0 of 9 after the demotion). For sessions: a sign-in that succeeded, then "signed out";
+    for token caches, a rotated refresh token lost.
 
     Seen unscripted with two in-process replicas signing in on one and reading on the other right
     after a failover (fresh sessions on the old master only, read as signed out by the replica
