@@ -10,8 +10,8 @@ has rejoined as a replica, kill -9 of the new master. For every fault it prints 
 promoted a replica, until when after that writes and sign-ins were still refused, and how many
 confirmed writes and completed sign-ins were lost (every completed sign-in of the run is checked
 on both gateways at its end). Exits 0 only when nothing confirmed was lost and writes and sign-ins
-were back within --target seconds of every promotion. tests/test_failover_durability.py runs the
-quick form of the same scenarios in the test suite; tests/support/failover.py drives both.
+were back within --target seconds of every promotion. tests/resilience/test_failover_durability.py
+runs the quick form of the same scenarios in the test suite; tests/support/failover.py drives both.
 """
 
 from __future__ import annotations
