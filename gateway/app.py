@@ -33,7 +33,7 @@ from gateway.errors import GatewayError, NotFound
 from gateway.keys import (
     ACCESS,
     API_CALLERS,
-    APPLICATION_READY,
+    APPLICATION_READINESS,
     ASSERTION,
     CLIENT_PACE,
     CONFIGURED_HEADER_NAMES,
@@ -81,6 +81,7 @@ from gateway.telemetry.metrics import Metrics
 from gateway.tokens.assertion import AssertionSigner
 from gateway.upstream.client import UpstreamPool
 from gateway.upstream.pacing import Pace
+from gateway.upstream.readiness import ApplicationReadiness
 from gateway.upstream.shares import SlotShares
 from gateway.web.middleware import error_middleware
 
@@ -375,7 +376,8 @@ def build_app(settings: Settings, *, serve_metrics: bool = True) -> web.Applicat
     )
     app[TRUSTED_PROXIES] = networks(settings.proxy.trusted_proxies)
     app[DRAINING] = asyncio.Event()
-    app[APPLICATION_READY] = []
+    if settings.proxy.upstream_ready_path is not None:
+        app[APPLICATION_READINESS] = ApplicationReadiness(settings.proxy.upstream_ready_path)
     app[SIGNIN_LIMITS] = SignInLimits(
         per_client_per_minute=settings.signin.max_starts_per_minute,
         max_pending=settings.signin.max_pending,

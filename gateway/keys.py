@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 from aiohttp import ClientSession, web
 from yarl import URL
@@ -25,6 +25,7 @@ from gateway.telemetry.metrics import TIMING_KEY, Metrics
 from gateway.tokens.assertion import AssertionSigner
 from gateway.upstream.client import UpstreamPool
 from gateway.upstream.pacing import Pace
+from gateway.upstream.readiness import ApplicationReadiness
 from gateway.upstream.shares import SlotShares
 
 if TYPE_CHECKING:  # The sign-in path's types stay out of the hot path's imports.
@@ -56,11 +57,9 @@ MSAL: Final = web.AppKey["MsalClient"]("msal")
 SIGN_IN: Final = web.AppKey["SignInCompleter"]("sign_in")
 POLICY: Final = web.AppKey("policy", Policy)
 SIGNIN_LIMITS: Final = web.AppKey("signin_limits", SignInLimits)
-DRAINING: Final = web.AppKey("draining", asyncio.Event)
-# [checked at (monotonic), verdict] of the application's readiness path; empty until asked.
-APPLICATION_READY: Final = web.AppKey(
-    "application_ready", list[Any]
-)  # set on SIGTERM: readiness goes false
+DRAINING: Final = web.AppKey("draining", asyncio.Event)  # set on SIGTERM: readiness goes false
+# Absent unless GATEWAY_PROXY__UPSTREAM_READY_PATH: the application's readiness, cached.
+APPLICATION_READINESS: Final = web.AppKey("application_readiness", ApplicationReadiness)
 OPEN_WEBSOCKETS: Final = web.AppKey("open_websockets", set[web.WebSocketResponse])
 # Every relayed WebSocket's lease, by session and user: ending a session closes its sockets.
 SOCKETS: Final = web.AppKey("sockets", SocketRegistry)
@@ -74,6 +73,8 @@ API_CALLERS: Final = web.AppKey[ApiCallers]("api_callers")  # absent unless GATE
 ACCESS: Final = web.AppKey("access", AccessControl)
 
 REQUEST_ID: Final = web.RequestKey("request_id", str)
+# The client's address as resolved through trusted proxies, worked out once per request.
+CLIENT_ADDRESS: Final = web.RequestKey("client_address", str)
 # Set while a handler waits on the application: called (by server/refusals.py) when the client's
 # connection is lost, so the application's request is abandoned rather than run to its end.
 CLIENT_GONE: Final = web.RequestKey[Callable[[], object]]("client_gone")

@@ -153,11 +153,17 @@ def _listed(connection_values: Iterable[str]) -> frozenset[str]:
 
 
 def inbound_headers(
-    headers: CIMultiDictProxy[str], *, cookie_names: frozenset[str]
+    headers: CIMultiDictProxy[str],
+    *,
+    cookie_names: frozenset[str],
+    also_drop: frozenset[str] = frozenset(),
 ) -> CIMultiDict[str]:
     """The client's headers minus hop-by-hop ones, identity and forwarding headers in every
-    spelling, the Host header (set by the forwarder) and the gateway's own cookies."""
+    spelling, the Host header (set by the forwarder), the gateway's own cookies, and the
+    `also_drop` names (folded, see fold()) the operator configured for the gateway to send."""
     dropped = connection_tokens(headers) if "Connection" in headers else frozenset()
+    if also_drop:
+        dropped = dropped | also_drop
     kept: CIMultiDict[str] = CIMultiDict()
     for name, value in headers.items():
         verdict = _inbound_verdict(name)

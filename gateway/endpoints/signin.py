@@ -21,7 +21,6 @@ from aiohttp import web
 from gateway.auth.challenges import MAX_CLAIMS_LENGTH
 from gateway.auth.cookies import clear_cookie, mint_id, read_id, set_cookie
 from gateway.auth.identity import audit, authenticate_session
-from gateway.auth.peers import client_address
 from gateway.auth.scopes import scope_sets
 from gateway.config.settings import Settings
 from gateway.endpoints.bodies import form_fields, json_object, query_fields
@@ -36,6 +35,7 @@ from gateway.errors import (
     StoreUnavailable,
 )
 from gateway.keys import (
+    CLIENT_ADDRESS,
     FLOWS,
     METRICS,
     MSAL,
@@ -48,8 +48,8 @@ from gateway.keys import (
     SIGN_IN,
     SIGNIN_LIMITS,
     TOKEN_CACHES,
-    TRUSTED_PROXIES,
 )
+from gateway.sessions.ending import end_session
 from gateway.sessions.flows import PendingSignIn
 from gateway.telemetry.logs import user_var
 from gateway.tokens import subject
@@ -75,7 +75,7 @@ async def start(request: web.Request) -> web.StreamResponse:
     """Start the auth-code flow and send the browser to the identity provider."""
     settings = request.app[SETTINGS]
     # Each start stores a pending sign-in for minutes: an anonymous flood must not fill it.
-    request.app[SIGNIN_LIMITS].admit(client_address(request, request.app[TRUSTED_PROXIES]))
+    request.app[SIGNIN_LIMITS].admit(request[CLIENT_ADDRESS])
     return_to = safe_return_path(
         request.query.get("post_login_redirect_uri"), settings.public_origin
     )
@@ -192,8 +192,7 @@ async def _finish(request: web.Request) -> web.StreamResponse:
 
 
 async def _delete_session(request: web.Request, session_id: str) -> None:
-    await request.app[SESSIONS].delete(session_id)
-    await request.app[TOKEN_CACHES].delete(session_id)
+    await end_session(request.app[SESSIONS], request.app[TOKEN_CACHES], session_id)
 
 
 async def signed_out(request: web.Request) -> web.StreamResponse:

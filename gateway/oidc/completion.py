@@ -22,6 +22,7 @@ from gateway.config.settings import Settings
 from gateway.errors import BadRequest, GatewayError, IdentityProviderError, SignInNotCompleted
 from gateway.oidc.graph import has_group_overage
 from gateway.oidc.msal_client import MsalClient
+from gateway.sessions.ending import end_session
 from gateway.sessions.flows import PendingSignIn
 from gateway.sessions.index import MAX_SESSIONS_PER_ENTRY, SessionIndex
 from gateway.sessions.store import SessionRecord, SessionStore, UpstreamToken, session_claims
@@ -126,8 +127,7 @@ class SignInCompleter:
             await self.token_caches.delete(session_id)
             raise
         for old in evicted:
-            await self.sessions.delete(old)
-            await self.token_caches.delete(old)
+            await end_session(self.sessions, self.token_caches, old)
         if evicted:
             audit.warning(
                 "ended %d oldest session(s) of %s: at most %d per user",

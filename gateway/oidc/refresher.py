@@ -18,6 +18,7 @@ from typing import Final
 from gateway.auth.identity import SessionIdentity, refresh_due
 from gateway.errors import CorruptRecordError, GatewayError, SignInRequired, StepUpRequired
 from gateway.oidc.msal_client import MsalClient, Tokens
+from gateway.sessions.ending import end_session
 from gateway.sessions.store import SessionRecord, SessionStore, UpstreamToken, session_claims
 from gateway.sessions.token_cache import StoredCache, TokenCacheStore
 from gateway.store.storage import Clock, Storage
@@ -159,5 +160,4 @@ class SessionRefresher:
         return tokens, stored
 
     async def _end(self, session_id: str) -> None:
-        await self._sessions.delete(session_id)
-        await self._token_caches.delete(session_id)
+        await end_session(self._sessions, self._token_caches, session_id)

@@ -16,13 +16,13 @@ from gateway.auth import headers as hdrs
 from gateway.auth.challenges import ClaimsChallenge, challenge_inspector
 from gateway.auth.cookies import read_id
 from gateway.auth.identity import ApiCallerIdentity, Identity, SessionIdentity
-from gateway.auth.peers import client_address
 from gateway.config.settings import Settings
 from gateway.errors import GatewayError
 from gateway.keys import (
     ACCESS,
     API_CALLERS,
     ASSERTION,
+    CLIENT_ADDRESS,
     CLIENT_PACE,
     CONFIGURED_HEADER_NAMES,
     METRICS,
@@ -35,7 +35,6 @@ from gateway.keys import (
     SOCKETS,
     STATIC_HEADERS,
     TIMING,
-    TRUSTED_PROXIES,
     UPSTREAM,
     UPSTREAM_BASE,
     UPSTREAM_POOL,
@@ -66,11 +65,6 @@ async def handle(request: web.Request) -> web.StreamResponse:
                 await app[REFRESHER].refresh(signed_in, scopes, claims=claims)
 
         inspect = challenge_inspector(request.method, request.body_exists, on_challenge)
-    client = (
-        identity.user_key if identity is not None else client_address(request, app[TRUSTED_PROXIES])
-    )
-    shares = app[SLOT_SHARES]
-    shares.take(client)
     try:
         return await send_upstream(
             request, upstream_headers(request, identity, scopes, settings), identity, inspect
@@ -82,8 +76,6 @@ async def handle(request: web.Request) -> web.StreamResponse:
         return await send_upstream(
             request, upstream_headers(request, identity, scopes, settings), identity
         )
-    finally:
-        shares.give_back(client)
 
 
 async def send_for_api_caller(
@@ -93,12 +85,7 @@ async def send_for_api_caller(
     behalf) goes upstream only when configured."""
     token = await request.app[API_CALLERS].upstream_token(identity, scopes)
     headers = upstream_headers(request, identity, scopes, request.app[SETTINGS], api_token=token)
-    shares = request.app[SLOT_SHARES]
-    shares.take(identity.user_key)
-    try:
-        return await send_upstream(request, headers, identity)
-    finally:
-        shares.give_back(identity.user_key)
+    return await send_upstream(request, headers, identity)
 
 
 async def send_upstream(
@@ -109,7 +96,8 @@ async def send_upstream(
 ) -> web.StreamResponse:
     """Forward the request. A WebSocket holds a lease while it runs (auth/sockets.py: closed when
     its session ends, counted against its user's cap) and is registered for a clean close at
-    shutdown."""
+    shutdown; an HTTP request holds one of its client's shares of the upstream connections
+    (the signed-in user or API caller, else the address)."""
     app = request.app
     async with tracing.span(request, "upstream"):
         traced = tracing.outbound_traceparent(request)
@@ -135,14 +123,21 @@ async def send_upstream(
                 prefix=app[UPSTREAM_PREFIX],
                 pace=app[CLIENT_PACE],
             )
-        with lease or contextlib.nullcontext():
-            return await send(
-                request,
-                headers,
-                own_cookies=app[SETTINGS].own_cookie_names,
-                inspect_head=inspect_head,
-                timing=request.get(TIMING),
-            )
+        client = identity.user_key if identity is not None else request[CLIENT_ADDRESS]
+        if lease is None:
+            app[SLOT_SHARES].take(client)
+        try:
+            with lease or contextlib.nullcontext():
+                return await send(
+                    request,
+                    headers,
+                    own_cookies=app[SETTINGS].own_cookie_names,
+                    inspect_head=inspect_head,
+                    timing=request.get(TIMING),
+                )
+        finally:
+            if lease is None:
+                app[SLOT_SHARES].give_back(client)
 
 
 def upstream_headers(
@@ -154,17 +149,14 @@ def upstream_headers(
     api_token: str | None = None,
 ) -> CIMultiDict[str]:
     """The client's headers, cleaned, plus forwarding facts and the identity we vouch for."""
+    # Names the operator configured (fixed and claim headers) are dropped with the client's other
+    # copies of what the gateway states: in any spelling, they never reach the application.
     outbound = hdrs.inbound_headers(
         request.headers,
         cookie_names=settings.own_cookie_names,
+        also_drop=request.app[CONFIGURED_HEADER_NAMES],
     )
-    static, reserved = request.app[STATIC_HEADERS], request.app[CONFIGURED_HEADER_NAMES]
-    if reserved:
-        # Names the operator configured (fixed headers, claim headers): the client's copies, in
-        # any spelling, never reach the application.
-        for name in [n for n in outbound if hdrs.fold(n) in reserved]:
-            del outbound[name]
-        outbound.extend(static)
+    outbound.extend(request.app[STATIC_HEADERS])
     # The public host, never the client's Host header: an upstream that builds links from Host
     # or X-Forwarded-Host (password resets, caches) cannot be pointed at another site.
     public_host = settings.public_url_host
@@ -174,7 +166,7 @@ def upstream_headers(
     outbound.extend(
         (
             ("X-Forwarded-Host", public_host),
-            ("X-Forwarded-For", client_address(request, request.app[TRUSTED_PROXIES])),
+            ("X-Forwarded-For", request[CLIENT_ADDRESS]),
             ("X-Forwarded-Proto", settings.public_url.scheme),
         )
     )

@@ -13,7 +13,9 @@ streams pass, since an application that sends slowly is not the client's fault.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -38,31 +40,48 @@ class Pace:
         return max(min(self.grace, self.grace + moved / self.min_rate - waited), 0.0)
 
 
+class _ClientClock:
+    """Time spent waiting on one client and bytes moved, for one direction of one request."""
+
+    def __init__(self, pace: Pace, total: float) -> None:
+        self._pace = pace
+        self._total = total
+        self._loop = asyncio.get_running_loop()
+        self._start = self._loop.time()
+        self._moved = 0
+        self._waited = 0.0
+
+    @contextlib.asynccontextmanager
+    async def wait(self) -> AsyncIterator[None]:
+        """One wait on the client, bounded by the pace (and the total); TimeoutError beyond."""
+        loop = self._loop
+        limit = self._pace.allowance(self._moved, self._waited)
+        if self._total > 0:
+            limit = min(limit, self._start + self._total - loop.time())
+        began = loop.time()
+        async with asyncio.timeout(None if limit == math.inf else max(limit, 0.0)):
+            yield
+        self._waited += loop.time() - began
+
+    def moved(self, size: int) -> None:
+        self._moved += size
+
+
 class PacedBody:
     """The client's request body (aiohttp's StreamReader), refusing a client slower than the
     pace with ClientTooSlow (408)."""
 
     def __init__(self, source: BodySource, pace: Pace) -> None:
         self._source = source
-        self._pace = pace
-        self._loop = asyncio.get_running_loop()
-        self._start = self._loop.time()
-        self._moved = 0
-        self._waited = 0.0
+        self._clock = _ClientClock(pace, pace.upload_total)
 
     async def readany(self) -> bytes:
-        pace, loop = self._pace, self._loop
-        limit = pace.allowance(self._moved, self._waited)
-        if pace.upload_total > 0:
-            limit = min(limit, self._start + pace.upload_total - loop.time())
-        began = loop.time()
         try:
-            async with asyncio.timeout(None if limit == math.inf else max(limit, 0.0)):
+            async with self._clock.wait():
                 chunk = await self._source.readany()
         except TimeoutError as exc:
             raise ClientTooSlow("the request body arrived too slowly") from exc
-        self._waited += loop.time() - began
-        self._moved += len(chunk)
+        self._clock.moved(len(chunk))
         return chunk
 
 
@@ -71,20 +90,10 @@ class PacedWriter:
 
     def __init__(self, response: web.StreamResponse, pace: Pace) -> None:
         self._response = response
-        self._pace = pace
-        self._loop = asyncio.get_running_loop()
-        self._start = self._loop.time()
-        self._moved = 0
-        self._waited = 0.0
+        self._clock = _ClientClock(pace, pace.download_total)
 
     async def write(self, chunk: bytes) -> None:
         """TimeoutError when the client took too long to take `chunk`."""
-        pace, loop = self._pace, self._loop
-        limit = pace.allowance(self._moved, self._waited)
-        if pace.download_total > 0:
-            limit = min(limit, self._start + pace.download_total - loop.time())
-        began = loop.time()
-        async with asyncio.timeout(None if limit == math.inf else max(limit, 0.0)):
+        async with self._clock.wait():
             await self._response.write(chunk)
-        self._waited += loop.time() - began
-        self._moved += len(chunk)
+        self._clock.moved(len(chunk))

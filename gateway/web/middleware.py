@@ -28,7 +28,7 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from gateway.keys import METRICS, REQUEST_ID, SETTINGS, TIMING, TRUSTED_PROXIES
+from gateway.keys import CLIENT_ADDRESS, METRICS, REQUEST_ID, SETTINGS, TIMING, TRUSTED_PROXIES
 from gateway.telemetry.logs import client_var, request_id_var, user_var
 from gateway.telemetry.metrics import Timing
 from gateway.web.pages import PAGE_CSP, content_security_policy, error_actions, error_title, page
@@ -156,7 +156,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     rid = request_id(request)
     request[REQUEST_ID] = rid
     request_id_var.set(rid)  # every log line of this request names it
-    client_var.set(client_address(request, request.app[TRUSTED_PROXIES]))
+    client = request[CLIENT_ADDRESS] = client_address(request, request.app[TRUSTED_PROXIES])
+    client_var.set(client)
     user_var.set(None)
     metrics = request.app[METRICS]
     try:
