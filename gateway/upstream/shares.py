@@ -24,6 +24,3 @@ class SlotShares:
             self._held[client] = held
         else:
             self._held.pop(client, None)
-
-    def held(self, client: str) -> int:
-        return self._held.get(client, 0)
