@@ -96,37 +96,36 @@ async def send_upstream(
 ) -> web.StreamResponse:
     """Forward the request. A WebSocket holds a lease while it runs (auth/sockets.py: closed when
     its session ends, counted against its user's cap) and is registered for a clean close at
-    shutdown; an HTTP request holds one of its client's shares of the upstream connections
-    (the signed-in user or API caller, else the address)."""
+    shutdown. Either holds one of its client's shares of the upstream connections (the signed-in
+    user or API caller, else the address) while it runs."""
     app = request.app
-    async with tracing.span(request, "upstream"):
-        traced = tracing.outbound_traceparent(request)
-        if traced is not None:  # the upstream's parent is this span
-            headers["traceparent"] = traced
-        send: Callable[..., Awaitable[web.StreamResponse]]
-        lease = None
-        if is_websocket(request):
-            lease = app[SOCKETS].open(identity)  # 429 or 503 here, before the upgrade
-            send = functools.partial(
-                forward_websocket,
-                client=app[UPSTREAM],
-                base=app[UPSTREAM_BASE],
-                limits=app[SETTINGS].proxy,
-                lease=lease,
-                open_websockets=app[OPEN_WEBSOCKETS],  # closed properly at shutdown
-                open_gauge=app[METRICS].open_websockets,
-            )
-        else:
-            send = functools.partial(
-                forward,
-                pool=app[UPSTREAM_POOL],
-                prefix=app[UPSTREAM_PREFIX],
-                pace=app[CLIENT_PACE],
-            )
-        client = identity.user_key if identity is not None else request[CLIENT_ADDRESS]
-        if lease is None:
-            app[SLOT_SHARES].take(client)
-        try:
+    client = identity.user_key if identity is not None else request[CLIENT_ADDRESS]
+    app[SLOT_SHARES].take(client)  # before anything else is opened for the request
+    try:
+        async with tracing.span(request, "upstream"):
+            traced = tracing.outbound_traceparent(request)
+            if traced is not None:  # the upstream's parent is this span
+                headers["traceparent"] = traced
+            send: Callable[..., Awaitable[web.StreamResponse]]
+            lease = None
+            if is_websocket(request):
+                lease = app[SOCKETS].open(identity)  # 429 or 503 here, before the upgrade
+                send = functools.partial(
+                    forward_websocket,
+                    client=app[UPSTREAM],
+                    base=app[UPSTREAM_BASE],
+                    limits=app[SETTINGS].proxy,
+                    lease=lease,
+                    open_websockets=app[OPEN_WEBSOCKETS],  # closed properly at shutdown
+                    open_gauge=app[METRICS].open_websockets,
+                )
+            else:
+                send = functools.partial(
+                    forward,
+                    pool=app[UPSTREAM_POOL],
+                    prefix=app[UPSTREAM_PREFIX],
+                    pace=app[CLIENT_PACE],
+                )
             with lease or contextlib.nullcontext():
                 return await send(
                     request,
@@ -135,9 +134,8 @@ async def send_upstream(
                     inspect_head=inspect_head,
                     timing=request.get(TIMING),
                 )
-        finally:
-            if lease is None:
-                app[SLOT_SHARES].give_back(client)
+    finally:
+        app[SLOT_SHARES].give_back(client)
 
 
 def upstream_headers(
