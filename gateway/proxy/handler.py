@@ -51,7 +51,8 @@ log = logging.getLogger(__name__)
 async def handle(request: web.Request) -> web.StreamResponse:
     app, settings = request.app, request.app[SETTINGS]
     prefix = settings.path_prefix
-    if prefix and not (request.raw_path == prefix or request.raw_path.startswith(prefix + "/")):
+    raw = request.rel_url.raw_path
+    if prefix and not (raw == prefix or raw.startswith(prefix + "/")):
         # Routed here on the decoded path ("/pay%72oll/x"), but not what a browser sends for
         # the prefix: refused, so that the prefix the application sees is never in doubt.
         raise NotFound(

@@ -93,17 +93,16 @@ def main_config(
     return "\n".join(line for line in lines if line) + "\n"
 
 
-class Nginx:
-    """nginx with the forward-auth snippet: `gateway` and `app` are host:port addresses."""
+class NginxServer:
+    """nginx serving the given server block(s), which listen on 127.0.0.1:`port`, from a private
+    prefix directory."""
 
-    def __init__(self, *, gateway: str, app: str, verify_url: str | None = None) -> None:
+    def __init__(self, server_text: str, *, port: int) -> None:
         self.binary = require_nginx()
-        self.port = free_port()
+        self.port = port
         self.prefix = Path(tempfile.mkdtemp(prefix="gw-nginx-"))
-        server_file = self.prefix / "forward-auth.conf"
-        server_file.write_text(
-            forward_auth_server(gateway=gateway, app=app, port=self.port, verify_url=verify_url)
-        )
+        server_file = self.prefix / "server.conf"
+        server_file.write_text(server_text)
         # As root the workers would switch to the compiled-in user (nobody), which cannot enter
         # the 0700 prefix directory; staying root is fine for a loopback test server.
         user = "root" if os.geteuid() == 0 else None
@@ -169,3 +168,14 @@ class Nginx:
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.prefix, ignore_errors=True)
+
+
+class Nginx(NginxServer):
+    """nginx with the forward-auth snippet: `gateway` and `app` are host:port addresses."""
+
+    def __init__(self, *, gateway: str, app: str, verify_url: str | None = None) -> None:
+        port = free_port()
+        super().__init__(
+            forward_auth_server(gateway=gateway, app=app, port=port, verify_url=verify_url),
+            port=port,
+        )
