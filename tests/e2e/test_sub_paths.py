@@ -102,9 +102,7 @@ async def test_return_targets_stay_inside_the_prefix(launch: Launch, target: str
         ("/.auth/login/aad", "post_login_redirect_uri"),
         ("/.auth/logout", "post_logout_redirect_uri"),
     ):
-        answer = await running.browser.get(
-            PREFIX + endpoint, headers=API, params={name: target}
-        )
+        answer = await running.browser.get(PREFIX + endpoint, headers=API, params={name: target})
         assert answer.status == 400, (endpoint, target, answer.status)
 
 
