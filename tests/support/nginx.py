@@ -17,7 +17,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Final
+from typing import Final, Self
 
 from support.binaries import require_binary
 from support.paths import DEPLOY
@@ -114,7 +114,7 @@ class NginxServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> Nginx:
+    def start(self) -> Self:
         # stderr goes to a file: nginx reports errors there before it has read error_log.
         with open(self.prefix / "stderr.log", "wb") as stderr:
             self._process = subprocess.Popen(
