@@ -1,6 +1,8 @@
 """Forward-auth (THREATS.md A8: FA-01, FA-03, FA-05) end to end: a real nginx running the
-documented snippet (deploy/nginx/forward-auth.conf) asks the gateway's /.auth/verify about every
-request and proxies to an echo application that records every path it serves.
+documented configuration (deploy/nginx/forward-auth.conf) asks the gateway's /.auth/verify about
+every request and proxies to two echo applications that record every path they serve, one at /
+and one at /app2/. The gateway runs with GATEWAY_MODE=forward-auth and no upstream: only nginx
+talks to the applications.
 
 Most tests run twice: with the gateway trusting nginx's address (GATEWAY_PROXY__TRUSTED_PROXIES,
 so it believes X-Original-URI/-Method and X-Forwarded-For from nginx) and without, because the
@@ -82,6 +84,18 @@ def app_server() -> Iterator[RecordingUpstream]:
     server.stop()
 
 
+@pytest.fixture
+def app2_server() -> Iterator[RecordingUpstream]:
+    """A second application, behind the same nginx at /app2/."""
+    server = RecordingUpstream().start()
+    yield server
+    server.stop()
+
+
+# The gateway answers only /.auth/ and relays nothing (GATEWAY_MODE).
+FORWARD_AUTH_MODE: dict[str, Any] = {"mode": "forward-auth", "upstream": None}
+
+
 StartNginx = Callable[..., Nginx]
 
 
@@ -124,7 +138,8 @@ class ForwardAuth:
     gateway: Running
     nginx: Nginx
     browser: Browser  # a browser whose https://app.test is nginx
-    app: RecordingUpstream
+    app: RecordingUpstream  # at /
+    app2: RecordingUpstream  # at /app2/
 
 
 MakeForwardAuth = Callable[..., Awaitable[ForwardAuth]]
@@ -132,20 +147,24 @@ MakeForwardAuth = Callable[..., Awaitable[ForwardAuth]]
 
 @pytest.fixture
 async def make_forward_auth(
-    launch: Launch, idp: Any, app_server: RecordingUpstream, start_nginx: StartNginx
+    launch: Launch,
+    idp: Any,
+    app_server: RecordingUpstream,
+    app2_server: RecordingUpstream,
+    start_nginx: StartNginx,
 ) -> AsyncIterator[MakeForwardAuth]:
-    """Start a gateway (keyword overrides as for `launch`) with nginx in front of it and a
-    browser pointed at nginx."""
+    """Start a gateway in forward-auth mode (keyword overrides as for `launch`) with nginx in
+    front of it and of both applications, and a browser pointed at nginx."""
     browsers: list[Browser] = []
 
     async def make(**overrides: Any) -> ForwardAuth:
-        # The gateway's own upstream is the shared echo app, never the recording one: in
-        # forward-auth mode only nginx talks to the application.
-        gateway = await launch(**overrides)
-        nginx = start_nginx(gateway=address(gateway.url), app=app_server.address)
+        gateway = await launch(**FORWARD_AUTH_MODE, **overrides)
+        nginx = start_nginx(
+            gateway=address(gateway.url), app=app_server.address, app2=app2_server.address
+        )
         browser = Browser(nginx.url, PUBLIC_URL, idp_ssl(idp.ca_path))
         browsers.append(browser)
-        return ForwardAuth(gateway, nginx, browser, app_server)
+        return ForwardAuth(gateway, nginx, browser, app_server, app2_server)
 
     yield make
     for browser in browsers:
@@ -448,8 +467,11 @@ async def test_verify_unreachable_is_a_500_and_nothing_reaches_the_app(
 ) -> None:
     """FA-01: nginx's auth subrequest pointed at a port nobody listens on. Even a client with a
     valid session gets nginx's 500, never the application."""
-    gateway = await launch(**trust)
-    await gateway.browser.sign_in("/", "alice")
+    gateway = await launch(**FORWARD_AUTH_MODE, **trust)
+    # Signed in at the gateway itself: in this mode nothing of its own redirects to sign-in.
+    start = await gateway.browser.get("/.auth/login/aad")
+    auth = await gateway.browser.authorize(start.headers["Location"])
+    assert (await gateway.browser.deliver(auth)).status == 302
     assert (await gateway.browser.get("/.auth/verify", headers=API)).status == 200
     session = gateway.browser.cookie(gateway.settings.session_cookie_name)
     assert session is not None
