@@ -99,8 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(loaded, list):
         return _report(loaded)
     if args.command == "check-config":
+        relays = "forward-auth only" if loaded.forward_auth_only else f"upstream {loaded.upstream}"
         print(
-            f"configuration OK: upstream {loaded.upstream}, authority {loaded.authority_url}, "
+            f"configuration OK: {relays}, authority {loaded.authority_url}, "
             f"store {loaded.session_store}"
         )
         print(build_info.describe())

@@ -191,7 +191,7 @@ def _followers(
 
 async def _upstream_client(app: web.Application) -> AsyncIterator[None]:
     p = app[SETTINGS].proxy
-    base = URL(str(app[SETTINGS].upstream))
+    base = _upstream_url(app[SETTINGS])
     app[UPSTREAM_POOL] = UpstreamPool(
         base,
         connect_timeout=p.connect_timeout_seconds,
@@ -328,8 +328,21 @@ def _static_headers(settings: Settings) -> tuple[tuple[str, str], ...]:
     return tuple(fixed)
 
 
+def _upstream_url(settings: Settings) -> URL:
+    # Settings requires GATEWAY_UPSTREAM in proxy mode, the only mode that asks for it here.
+    assert settings.upstream is not None
+    return URL(str(settings.upstream))
+
+
+def _assertion_audience(settings: Settings) -> str:
+    """GATEWAY_ASSERTION__AUDIENCE, else the upstream's origin (Settings requires the audience
+    in forward-auth mode, where there is no upstream)."""
+    if settings.assertion.audience:
+        return settings.assertion.audience
+    return str(_upstream_url(settings).origin())
+
+
 def _assertion_signer(settings: Settings) -> AssertionSigner:
-    upstream = URL(str(settings.upstream))
     # Without a configured secret (memory store, one replica) a random one serves this process.
     secret = (
         settings.cookie_secret.get_secret_value().encode()
@@ -339,7 +352,7 @@ def _assertion_signer(settings: Settings) -> AssertionSigner:
     return AssertionSigner(
         secret,
         issuer=settings.public_origin,
-        audience=settings.assertion.audience or str(upstream.origin()),
+        audience=_assertion_audience(settings),
         lifetime_seconds=settings.assertion.lifetime_seconds,
         rotation_seconds=settings.assertion.rotation_days * 86400,
     )
@@ -351,6 +364,15 @@ async def _reserved(request: web.Request) -> web.StreamResponse:
 
 async def _outside_prefix(request: web.Request) -> web.StreamResponse:
     raise NotFound("there is nothing at this address: this application lives under another path")
+
+
+async def _not_relayed(request: web.Request) -> web.StreamResponse:
+    # GATEWAY_MODE=forward-auth: a request here went around the proxy in front, or the proxy
+    # sends the gateway more than /.auth/. Say so plainly; nothing is relayed anywhere.
+    raise NotFound(
+        "this sign-in gateway only answers forward-auth checks (/.auth/verify) and its own "
+        "/.auth/ pages; it relays no requests to an application"
+    )
 
 
 def build_app(settings: Settings, *, serve_metrics: bool = True) -> web.Application:
@@ -418,7 +440,8 @@ def build_app(settings: Settings, *, serve_metrics: bool = True) -> web.Applicat
         app[ASSERTION] = _assertion_signer(settings)
     if tracer is not None:
         app.cleanup_ctx.append(functools.partial(_exporting, tracer))
-    app.cleanup_ctx.extend([_stores, _upstream_client, _msal])
+    relays = not settings.forward_auth_only
+    app.cleanup_ctx.extend([_stores, _upstream_client, _msal] if relays else [_stores, _msal])
     if serve_metrics:
         app.cleanup_ctx.append(_metrics_listener)
     router = app.router
@@ -446,15 +469,19 @@ def build_app(settings: Settings, *, serve_metrics: bool = True) -> web.Applicat
             router.add_route(method, at(path), guarded(handler))
     router.add_route("*", at("/.auth/{tail:.*}"), guarded(_reserved))  # never proxied
     router.add_route("*", at("/.auth"), guarded(_reserved))
-    proxied = guarded(proxy.handle)
+    if relays:
+        application = guarded(proxy.handle)
+        expect = proxy.expect_continue
+    else:
+        application, expect = guarded(_not_relayed), None
     if settings.path_prefix:
         # Probes reach a pod without the ingress's path: liveness and readiness answer at the
         # root too. Nothing else outside the prefix is this gateway's or its application's.
         router.add_get("/.auth/healthz", guarded(health.live), allow_head=True)
         router.add_get("/.auth/readyz", guarded(health.ready), allow_head=True)
-        router.add_route("*", settings.path_prefix, proxied, expect_handler=proxy.expect_continue)
-        router.add_route("*", at("/{tail:.*}"), proxied, expect_handler=proxy.expect_continue)
+        router.add_route("*", settings.path_prefix, application, expect_handler=expect)
+        router.add_route("*", at("/{tail:.*}"), application, expect_handler=expect)
         router.add_route("*", "/{tail:.*}", guarded(_outside_prefix))
     else:
-        router.add_route("*", "/{tail:.*}", proxied, expect_handler=proxy.expect_continue)
+        router.add_route("*", "/{tail:.*}", application, expect_handler=expect)
     return app

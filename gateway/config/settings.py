@@ -49,6 +49,7 @@ from gateway.config.advanced import (
     SpaceSeparated,
     is_loopback_host,
 )
+from gateway.config.modes import FORWARD_AUTH, Mode, mode_problems
 from gateway.config.redis import RedisSettings
 
 ENV_PREFIX: Final = "GATEWAY_"
@@ -100,8 +101,16 @@ class Settings(BaseSettings):
         case_sensitive=False,
     )
 
-    upstream: AnyHttpUrl = Field(
-        description="URL of the protected application, e.g. http://127.0.0.1:8080."
+    mode: Mode = Field(
+        "proxy",
+        description="proxy: relay every request outside /.auth to GATEWAY_UPSTREAM; forward-auth: "
+        "only answer a proxy in front (nginx auth_request, Traefik ForwardAuth, Envoy ext_authz) "
+        "on /.auth/verify, with no upstream (docs/forward-auth.md).",
+    )
+    upstream: AnyHttpUrl | None = Field(
+        None,
+        description="URL of the protected application, e.g. http://127.0.0.1:8080; required "
+        "with GATEWAY_MODE=proxy, refused with forward-auth.",
     )
     listen: str = Field("0.0.0.0:8000", description="host:port the gateway listens on.")
     public_url: AnyHttpUrl = Field(
@@ -254,9 +263,16 @@ class Settings(BaseSettings):
             raise ValueError("must not have a query or fragment")
         return value
 
+    @field_validator("upstream", mode="before")
+    @classmethod
+    def _empty_upstream_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("upstream")
     @classmethod
-    def _plain_upstream(cls, value: AnyHttpUrl) -> AnyHttpUrl:
+    def _plain_upstream(cls, value: AnyHttpUrl | None) -> AnyHttpUrl | None:
+        if value is None:
+            return None
         # Credentials in the URL would have to become an Authorization header, which is the
         # bearer token's; a query or fragment has no place in front of every request's path.
         if value.username or value.password:
@@ -326,7 +342,7 @@ class Settings(BaseSettings):
 
     def cross_field_problems(self) -> list[str]:
         """The rules across settings, one line each naming every setting involved."""
-        problems: list[str] = []
+        problems: list[str] = mode_problems(self)  # GATEWAY_UPSTREAM and GATEWAY_MODE
         if self.oidc_authority and (self.authority or self.tenant_id):
             problems.append(
                 "GATEWAY_OIDC_AUTHORITY cannot be combined with GATEWAY_AUTHORITY or "
@@ -468,6 +484,11 @@ class Settings(BaseSettings):
     @property
     def is_multi_tenant(self) -> bool:
         return (self.tenant or "").lower() in MULTI_TENANT_ALIASES
+
+    @property
+    def forward_auth_only(self) -> bool:
+        """GATEWAY_MODE=forward-auth: no upstream; only the gateway's own endpoints answer."""
+        return self.mode == FORWARD_AUTH
 
     @property
     def cookie_secure(self) -> bool:

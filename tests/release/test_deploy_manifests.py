@@ -716,7 +716,7 @@ def test_the_gateway_starts_with_this_configuration(
     rendered: Rendered, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings, env = start_settings(rendered.docs, tmp_path, monkeypatch)
-    assert is_loopback_host(settings.upstream.host)
+    assert settings.upstream is not None and is_loopback_host(settings.upstream.host)
     if rendered.target.workload_identity:
         assert settings.federated_token_file is not None
         assert settings.client_secret is None and settings.client_certificate_file is None
