@@ -256,7 +256,13 @@ async def _keep_loading_metadata(client: MsalClient) -> None:
 
 async def _msal(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    client = MsalClient(settings)
+    gauge = app[METRICS].credential_expiry
+
+    def observe_expiry(expiry: dict[str, float]) -> None:
+        for kind, ends in expiry.items():
+            gauge.labels(kind).set(ends)
+
+    client = MsalClient(settings, observe_expiry=observe_expiry)
     app[MSAL] = client
     msal_timeouts = settings.msal.connect_timeout_seconds + settings.msal.read_timeout_seconds
     app[REFRESHER] = SessionRefresher(

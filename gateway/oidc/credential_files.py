@@ -11,6 +11,7 @@ The federated token file needs none of this: it is read at every use (oidc/crede
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import threading
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import requests
+from cryptography import x509
 
 from gateway.config.settings import Settings
 from gateway.oidc import credentials
@@ -27,7 +29,61 @@ from gateway.oidc import credentials
 log = logging.getLogger(__name__)
 
 MIN_CHECK_SECONDS: Final = 1.0
+WARN_DAYS: Final = 30  # check-config warns, and the shipped alert fires, this long ahead
 Signature = tuple[int, int, int, int]
+# When each kind of client credential stops working (Unix time), for the expiry gauge.
+Expiry = dict[str, float]
+
+
+def certificate_not_after(pem: str) -> float | None:
+    """The first certificate's notAfter in a PEM text (Unix time), or None without one."""
+    try:
+        return x509.load_pem_x509_certificates(pem.encode())[0].not_valid_after_utc.timestamp()
+    except (ValueError, IndexError):
+        return None
+
+
+def credential_expiry(settings: Settings, credential: str | dict[str, Any]) -> Expiry:
+    """What is known of the credential's end: a certificate's notAfter, and the client
+    secret's expiry as GATEWAY_CLIENT_SECRET_EXPIRES states it (Entra does not tell clients)."""
+    expiry: Expiry = {}
+    if isinstance(credential, dict) and isinstance(credential.get("public_certificate"), str):
+        not_after = certificate_not_after(credential["public_certificate"])
+        if not_after is not None:
+            expiry["certificate"] = not_after
+    stated = settings.client_secret_expires
+    if settings.client_secret is not None and stated is not None:
+        if stated.tzinfo is None:
+            stated = stated.replace(tzinfo=datetime.UTC)
+        expiry["secret"] = stated.timestamp()
+    return expiry
+
+
+def expiry_warnings(settings: Settings, now: datetime.datetime) -> list[str]:
+    """check-config's warnings: a credential that ends within WARN_DAYS (or has ended)."""
+    credential: str | dict[str, Any] = ""
+    if settings.client_certificate_file is not None:
+        try:
+            pem = settings.client_certificate_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            pem = ""  # the start-up checks report an unreadable file
+        credential = {"public_certificate": pem}
+    names = {
+        "certificate": f"the client certificate in {settings.client_certificate_file}",
+        "secret": "the client secret (GATEWAY_CLIENT_SECRET_EXPIRES)",
+    }
+    warnings = []
+    for kind, ends in credential_expiry(settings, credential).items():
+        left = ends - now.timestamp()
+        day = datetime.datetime.fromtimestamp(ends, datetime.UTC).date().isoformat()
+        if left <= 0:
+            warnings.append(f"{names[kind]} expired on {day}: sign-in and refresh fail")
+        elif left < WARN_DAYS * 86400:
+            warnings.append(
+                f"{names[kind]} expires on {day}, in {left / 86400:.0f} day(s): rotate it "
+                "(docs/operations.md)"
+            )
+    return warnings
 
 
 class WatchedFile:
@@ -67,11 +123,19 @@ class LiveCredential:
     pooled connections are dropped when the CA bundle changes (new connections read the bundle
     again). Thread-safe: MSAL calls run on worker threads."""
 
-    def __init__(self, settings: Settings, http: requests.Session) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        http: requests.Session,
+        observe: Callable[[Expiry], None] | None = None,
+    ) -> None:
         self._settings = settings
         self._http = http
         self._lock = threading.Lock()
         self._credential = credentials.client_credential(settings)
+        self._observe = observe
+        if observe is not None:
+            observe(credential_expiry(settings, self._credential))
         self._secret = (
             WatchedFile(settings.client_secret_file)
             if settings.client_secret is not None and settings.client_secret_file
@@ -107,6 +171,8 @@ class LiveCredential:
                 return False
             self._credential = fresh
             log.info("the client credential changed on disk; using the new one")
+            if self._observe is not None:
+                self._observe(credential_expiry(self._settings, fresh))
             return True
 
     @staticmethod

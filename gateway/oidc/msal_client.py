@@ -29,7 +29,7 @@ import requests
 from gateway.config.settings import Settings
 from gateway.errors import BadRequest, IdentityProviderError, SignInRequired, StepUpRequired
 from gateway.oidc import credentials
-from gateway.oidc.credential_files import LiveCredential
+from gateway.oidc.credential_files import Expiry, LiveCredential
 from gateway.oidc.discovery import Provider
 from gateway.oidc.graph import GraphError, transitive_group_ids
 from gateway.tokens import id_tokens
@@ -86,14 +86,16 @@ def _refused(what: str, result: Mapping[str, Any]) -> IdentityProviderError:
 class MsalClient:
     """Sign-in and token operations against one authority, for one client registration."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, *, observe_expiry: Callable[[Expiry], None] | None = None
+    ) -> None:
         self._settings = settings
         self._executor = ThreadPoolExecutor(
             max_workers=settings.msal.worker_threads, thread_name_prefix="msal"
         )
         self._slots = asyncio.Semaphore(settings.msal.worker_threads)
         self._http = credentials.http_session(settings)
-        self._credential = LiveCredential(settings, self._http)
+        self._credential = LiveCredential(settings, self._http, observe_expiry)
         self._seed_cache: dict[str, Any] = {}
         self._seeded_at = time.monotonic()
         self._provider: Provider | None = None

@@ -14,11 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 from support.browser import API
 from support.certificates import certificate_pem, private_key_pem, rsa_key
 from support.fixtures import Launch, Running, signed_in
+from support.metrics import sample, scrape
+from support.ports import free_port
 
 from devidp.config import Client
+
+EXPIRY = "msal_gateway_client_credential_expiry_timestamp_seconds"
 
 
 def rewrite_in_place(path: Path, text: str) -> None:
@@ -107,19 +112,31 @@ async def test_a_replaced_certificate_file_is_used_without_a_restart(
     launch: Launch, idp: Any, tmp_path: Path
 ) -> None:
     old_key, new_key = rsa_key(), rsa_key()
-    old_cert, new_cert = certificate_pem(old_key), certificate_pem(new_key)
+    old_cert, new_cert = certificate_pem(old_key, days=1), certificate_pem(new_key, days=90)
     client_id = str(uuid.uuid4())
     idp.register_client(Client(client_id=client_id, certificates_pem=(old_cert,)))
     volume = KubeletVolume(tmp_path, "tls.pem", private_key_pem(old_key) + old_cert)
+    port = free_port()
     running = await launch(
         client_id=client_id,
         client_secret=None,
         client_certificate_file=volume.path,
         scopes="api://upstream/read",
+        metrics_listen=f"127.0.0.1:{port}",
     )
     await signed_in(running)
+    assert await expiry(port) == not_after(old_cert)
     idp.register_client(Client(client_id=client_id, certificates_pem=(new_cert,)))  # old revoked
     volume.update(private_key_pem(new_key) + new_cert)
     await refresh(running)
     running.browser.jar.clear()
     await signed_in(running, "/again")
+    assert await expiry(port) == not_after(new_cert)  # the gauge follows the rotation
+
+
+async def expiry(port: int) -> float:
+    return sample(await scrape(port), f'{EXPIRY}{{kind="certificate"}}')
+
+
+def not_after(pem: str) -> float:
+    return x509.load_pem_x509_certificate(pem.encode()).not_valid_after_utc.timestamp()
