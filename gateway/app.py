@@ -27,6 +27,7 @@ from gateway.auth.policy import Policy
 from gateway.auth.ratelimit import SignInLimits
 from gateway.auth.sockets import CHECK_SECONDS_WITHOUT_CACHE, SocketRegistry
 from gateway.config.problems import ConfigurationError, Problem, cannot_listen
+from gateway.config.rotation import secret_ring
 from gateway.config.settings import Settings
 from gateway.endpoints import health, oauth2_proxy, principal, signin
 from gateway.errors import GatewayError, NotFound
@@ -68,6 +69,7 @@ from gateway.oidc.msal_client import MsalClient
 from gateway.oidc.refresher import SessionRefresher
 from gateway.proxy import handler as proxy
 from gateway.sessions.cache import SessionCache
+from gateway.sessions.ending import end_session
 from gateway.sessions.flows import FlowStore
 from gateway.sessions.index import SessionIndex
 from gateway.sessions.sealing import Sealer
@@ -79,6 +81,7 @@ from gateway.store.redis import RedisStorage
 from gateway.store.storage import Storage
 from gateway.telemetry import tracing
 from gateway.telemetry.metrics import Metrics
+from gateway.tokens import subject
 from gateway.tokens.assertion import AssertionSigner
 from gateway.upstream.client import UpstreamPool
 from gateway.upstream.pacing import Pace
@@ -99,6 +102,25 @@ def _storage(settings: Settings) -> Storage:
     return MemoryStorage()
 
 
+async def _follow_move(
+    token_caches: TokenCacheStore,
+    index: SessionIndex,
+    sessions: SessionStore,
+    session_id: str,
+    record: SessionRecord,
+) -> None:
+    """A session record re-sealed with the current cookie secret takes its token cache and its
+    revocation entries along, so that dropping the previous secret loses neither (the `sid`
+    entry is not kept in the record: docs/security.md says what that means)."""
+    ttl = record.expires_at - time.time()
+    await token_caches.adopt(session_id, ttl)
+    evicted = await index.add(
+        session_id, users=subject.revocation_names(record.claims), sid=None, ttl=ttl
+    )
+    for old in evicted:
+        await end_session(sessions, token_caches, old)
+
+
 def _store_target(settings: Settings) -> str:
     """Where the store is, and the setting that says so; never a password."""
     if settings.session_store != "redis":
@@ -117,8 +139,8 @@ async def _stores(app: web.Application) -> AsyncIterator[None]:
     if isinstance(backend, MemoryStorage):
         backend.start_sweeping()
     storage = MeasuredStorage(backend, app[METRICS])
-    secret = settings.cookie_secret.get_secret_value().encode() if settings.cookie_secret else None
-    sealer = Sealer(secret)
+    current, following, previous = secret_ring(settings)
+    sealer = Sealer(current, next_secret=following, previous=previous)
     app[STORAGE] = storage
     app[SEALER] = sealer
     # Only Redis has replicas, whose cached copies and open WebSockets need the notice feed.
@@ -152,6 +174,10 @@ async def _stores(app: web.Application) -> AsyncIterator[None]:
     )
     app[TOKEN_CACHES] = TokenCacheStore(storage, sealer)
     app[SESSION_INDEX] = SessionIndex(storage, sealer)
+    if sealer.rotating:
+        sessions.on_move(
+            functools.partial(_follow_move, app[TOKEN_CACHES], app[SESSION_INDEX], sessions)
+        )
     try:
         await storage.ping()
     except GatewayError as exc:
@@ -231,7 +257,13 @@ async def _keep_loading_metadata(client: MsalClient) -> None:
 
 async def _msal(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    client = MsalClient(settings)
+    gauge = app[METRICS].credential_expiry
+
+    def observe_expiry(expiry: dict[str, float]) -> None:
+        for kind, ends in expiry.items():
+            gauge.labels(kind).set(ends)
+
+    client = MsalClient(settings, observe_expiry=observe_expiry)
     app[MSAL] = client
     msal_timeouts = settings.msal.connect_timeout_seconds + settings.msal.read_timeout_seconds
     app[REFRESHER] = SessionRefresher(
@@ -344,13 +376,11 @@ def _assertion_audience(settings: Settings) -> str:
 
 def _assertion_signer(settings: Settings) -> AssertionSigner:
     # Without a configured secret (memory store, one replica) a random one serves this process.
-    secret = (
-        settings.cookie_secret.get_secret_value().encode()
-        if settings.cookie_secret
-        else secrets.token_bytes(32)
-    )
+    current, following, previous = secret_ring(settings)
     return AssertionSigner(
-        secret,
+        current or secrets.token_bytes(32),
+        # Verifiers must keep accepting what replicas with another current secret sign.
+        also_published=tuple(s for s in (following, *previous) if s is not None),
         issuer=settings.public_origin,
         audience=_assertion_audience(settings),
         lifetime_seconds=settings.assertion.lifetime_seconds,

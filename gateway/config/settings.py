@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -51,6 +52,11 @@ from gateway.config.advanced import (
 )
 from gateway.config.modes import FORWARD_AUTH, Mode, mode_problems
 from gateway.config.redis import RedisSettings
+from gateway.config.rotation import (
+    CookieSecrets,
+    read_rotation_files,
+    rotation_problems,
+)
 
 ENV_PREFIX: Final = "GATEWAY_"
 DEFAULT_AUTHORITY_HOST: Final = "https://login.microsoftonline.com"
@@ -175,6 +181,29 @@ class Settings(BaseSettings):
         "from it. Required with redis so that replicas agree.",
     )
     cookie_secret_file: Path | None = Field(None, description="File holding the cookie secret.")
+    cookie_secret_next: SecretStr | None = Field(
+        None,
+        description="The cookie secret about to become current: opens records, never seals "
+        "(rotation step 1, see docs/security.md).",
+    )
+    cookie_secret_next_file: Path | None = Field(
+        None, description="File holding the next cookie secret."
+    )
+    cookie_secrets_previous: CookieSecrets = Field(
+        (),
+        description="Former cookie secrets, space-separated: they open records (which are then "
+        "re-sealed with the current one), never seal.",
+    )
+    cookie_secrets_previous_file: Path | None = Field(
+        None,
+        description="File with the former cookie secrets, one a line, or a directory with one "
+        "a file (file-name order).",
+    )
+    client_secret_expires: datetime | None = Field(
+        None,
+        description="When the client secret expires, as Entra showed it (e.g. 2027-03-31): "
+        "exported as a metric to alert on; Entra does not tell the client.",
+    )
     workers: Literal["auto"] | PositiveInt = Field(
         1,
         description="Worker processes sharing the listen port (SO_REUSEPORT); auto: one per CPU "
@@ -315,8 +344,8 @@ class Settings(BaseSettings):
     def _read_secret_files(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        data = dict(data)
-        for name in ("client_secret", "cookie_secret"):
+        data = read_rotation_files(dict(data))
+        for name in ("client_secret", "cookie_secret", "cookie_secret_next"):
             file_key = f"{name}_file"
             path = data.get(file_key)
             if not path:
@@ -398,6 +427,7 @@ class Settings(BaseSettings):
                     f"(got {size}); generate one with: python3 -c 'import secrets; "
                     "print(secrets.token_urlsafe(32))'"
                 )
+        problems.extend(rotation_problems(self, MIN_COOKIE_SECRET_BYTES))
         if self.session.absolute_ttl_seconds < self.session.idle_ttl_seconds:
             problems.append(
                 "GATEWAY_SESSION__ABSOLUTE_TTL_SECONDS must be at least "
