@@ -84,7 +84,9 @@ class SessionSettings(SettingsGroup):
     cookie_name: str = Field(
         "msal-gateway",
         pattern=r"^[A-Za-z0-9_-]{1,64}$",
-        description="Session cookie name; prefixed with __Host- when the public URL is https.",
+        description="Session cookie name; prefixed with __Host- when the public URL is https "
+        "(__Secure- under a path prefix or with GATEWAY_SESSION__COOKIE_DOMAIN) and suffixed with "
+        "the path prefix (msal-gateway-payroll).",
     )
     cache_seconds: NonNegativeFloat = Field(
         5.0,
@@ -112,8 +114,9 @@ class SessionSettings(SettingsGroup):
     )
     sign_out_app_cookies: SpaceSeparated = Field(
         (),
-        description="Names of the application's own cookies that sign-out expires (Path=/), for "
-        "browsers without Clear-Site-Data and for applications that keep a session of their own.",
+        description="Names of the application's own cookies that sign-out expires (Path=/, and "
+        "under a path prefix also Path=/prefix and /prefix/), for browsers without "
+        "Clear-Site-Data and for applications that keep a session of their own.",
     )
 
     @field_validator("cookie_domain")
