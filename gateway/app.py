@@ -55,6 +55,7 @@ from gateway.keys import (
     SOCKETS,
     STATIC_HEADERS,
     STORAGE,
+    STRIPPED_PREFIX,
     TOKEN_CACHES,
     TRUSTED_PROXIES,
     UPSTREAM,
@@ -391,6 +392,10 @@ async def _reserved(request: web.Request) -> web.StreamResponse:
     raise NotFound("there is nothing at this address")
 
 
+async def _outside_prefix(request: web.Request) -> web.StreamResponse:
+    raise NotFound("there is nothing at this address: this application lives under another path")
+
+
 async def _not_relayed(request: web.Request) -> web.StreamResponse:
     # GATEWAY_MODE=forward-auth: a request here went around the proxy in front, or the proxy
     # sends the gateway more than /.auth/. Say so plainly; nothing is relayed anywhere.
@@ -408,7 +413,13 @@ def build_app(settings: Settings, *, serve_metrics: bool = True) -> web.Applicat
         # Outermost, so that the span sees the answer error_middleware rendered.
         public = URL(str(settings.public_url))
         middlewares.insert(
-            0, tracing.middleware(tracer, server_address=public.host or "", server_port=public.port)
+            0,
+            tracing.middleware(
+                tracer,
+                server_address=public.host or "",
+                server_port=public.port,
+                auth_paths=settings.auth_paths,
+            ),
         )
 
     # Composed into each route's handler once, here, instead of given to aiohttp: its chaining
@@ -445,6 +456,7 @@ def build_app(settings: Settings, *, serve_metrics: bool = True) -> web.Applicat
         download_total=proxy_settings.download_timeout_seconds,
     )
     app[STATIC_HEADERS] = _static_headers(settings)
+    app[STRIPPED_PREFIX] = settings.path_prefix if settings.proxy.strip_prefix else ""
     app[CONFIGURED_HEADER_NAMES] = frozenset(
         fold(name)
         for name in (*(name for name, _ in app[STATIC_HEADERS]), *settings.proxy.claim_headers)
@@ -463,30 +475,43 @@ def build_app(settings: Settings, *, serve_metrics: bool = True) -> web.Applicat
     if serve_metrics:
         app.cleanup_ctx.append(_metrics_listener)
     router = app.router
-    router.add_get("/.auth/healthz", guarded(health.live), allow_head=True)
-    router.add_get("/.auth/readyz", guarded(health.ready), allow_head=True)
-    router.add_get("/.auth/login/aad", guarded(signin.start))
-    router.add_get("/.auth/login/aad/callback", guarded(signin.finish))  # response_mode=query
-    router.add_post("/.auth/login/aad/callback", guarded(signin.finish))  # response_mode=form_post
+    # Everything the gateway answers lives under the public URL's path prefix ("" at the root).
+    at = settings.auth_path
+    router.add_get(at("/.auth/healthz"), guarded(health.live), allow_head=True)
+    router.add_get(at("/.auth/readyz"), guarded(health.ready), allow_head=True)
+    router.add_get(at("/.auth/login/aad"), guarded(signin.start))
+    router.add_get(at("/.auth/login/aad/callback"), guarded(signin.finish))  # response_mode=query
+    router.add_post(at("/.auth/login/aad/callback"), guarded(signin.finish))  # form_post
     for method in ("GET", "POST"):
-        router.add_route(method, "/.auth/logout", guarded(signin.sign_out))
-        router.add_route(method, "/.auth/refresh", guarded(signin.refresh))
-        router.add_route(method, "/.auth/logout/frontchannel", guarded(signin.front_channel_logout))
-    router.add_get("/.auth/logout/complete", guarded(signin.signed_out))
-    router.add_post("/.auth/admin/revoke", guarded(signin.revoke))
-    router.add_get("/.auth/me", guarded(principal.me))
-    router.add_get("/.auth/verify", guarded(principal.verify))
-    router.add_route("*", "/.auth/verify/{tail:.*}", guarded(principal.verify))  # Envoy ext_authz
-    router.add_get("/.auth/keys", guarded(principal.keys))
+        router.add_route(method, at("/.auth/logout"), guarded(signin.sign_out))
+        router.add_route(method, at("/.auth/refresh"), guarded(signin.refresh))
+        router.add_route(
+            method, at("/.auth/logout/frontchannel"), guarded(signin.front_channel_logout)
+        )
+    router.add_get(at("/.auth/logout/complete"), guarded(signin.signed_out))
+    router.add_post(at("/.auth/admin/revoke"), guarded(signin.revoke))
+    router.add_get(at("/.auth/me"), guarded(principal.me))
+    router.add_get(at("/.auth/verify"), guarded(principal.verify))
+    router.add_route("*", at("/.auth/verify/{tail:.*}"), guarded(principal.verify))  # Envoy
+    router.add_get(at("/.auth/keys"), guarded(principal.keys))
     if settings.proxy.oauth2_proxy_paths:
         for method, path, handler in oauth2_proxy.ROUTES:
-            router.add_route(method, path, guarded(handler))
-    router.add_route("*", "/.auth/{tail:.*}", guarded(_reserved))  # the prefix is never proxied
-    router.add_route("*", "/.auth", guarded(_reserved))
+            router.add_route(method, at(path), guarded(handler))
+    router.add_route("*", at("/.auth/{tail:.*}"), guarded(_reserved))  # never proxied
+    router.add_route("*", at("/.auth"), guarded(_reserved))
     if relays:
-        router.add_route(
-            "*", "/{tail:.*}", guarded(proxy.handle), expect_handler=proxy.expect_continue
-        )
+        application = guarded(proxy.handle)
+        expect = proxy.expect_continue
     else:
-        router.add_route("*", "/{tail:.*}", guarded(_not_relayed))
+        application, expect = guarded(_not_relayed), None
+    if settings.path_prefix:
+        # Probes reach a pod without the ingress's path: liveness and readiness answer at the
+        # root too. Nothing else outside the prefix is this gateway's or its application's.
+        router.add_get("/.auth/healthz", guarded(health.live), allow_head=True)
+        router.add_get("/.auth/readyz", guarded(health.ready), allow_head=True)
+        router.add_route("*", settings.path_prefix, application, expect_handler=expect)
+        router.add_route("*", at("/{tail:.*}"), application, expect_handler=expect)
+        router.add_route("*", "/{tail:.*}", guarded(_outside_prefix))
+    else:
+        router.add_route("*", "/{tail:.*}", application, expect_handler=expect)
     return app

@@ -47,6 +47,8 @@ STATIC_HEADERS: Final = web.AppKey("static_headers", tuple[tuple[str, str], ...]
 CONFIGURED_HEADER_NAMES: Final = web.AppKey("configured_header_names", frozenset[str])
 # The path of GATEWAY_UPSTREAM without its final "/": put before every proxied path.
 UPSTREAM_PREFIX: Final = web.AppKey("upstream_prefix", str)
+# The public URL's path prefix when the application receives paths without it, else "".
+STRIPPED_PREFIX: Final = web.AppKey("stripped_prefix", str)
 STORAGE: Final = web.AppKey[Storage]("storage")
 SEALER: Final = web.AppKey("sealer", Sealer)
 SESSIONS: Final = web.AppKey("sessions", SessionStore)

@@ -21,6 +21,8 @@ from typing import Final, Literal
 
 from aiohttp import web
 
+from gateway.config.settings import CookieSpec
+
 SESSION_ID_BYTES: Final = 32
 _ID_SHAPE: Final = re.compile(r"^[A-Za-z0-9_-]{32,64}$")
 
@@ -76,23 +78,24 @@ def sets_named_cookie(set_cookie_value: str, names: frozenset[str]) -> bool:
 
 def set_cookie(
     response: web.StreamResponse,
-    name: str,
+    cookie: CookieSpec,
     value: str,
     *,
-    secure: bool,
     max_age: int,
     same_site: Literal["Lax", "None", "Strict"] = "Lax",
 ) -> None:
     response.set_cookie(
-        name,
+        cookie.name,
         value,
         max_age=max_age,
-        path="/",  # required by the __Host- prefix
-        secure=secure,
+        path=cookie.path,
+        domain=cookie.domain,
+        secure=cookie.secure,
         httponly=True,
         samesite=same_site,
     )
 
 
-def clear_cookie(response: web.StreamResponse, name: str, *, secure: bool) -> None:
-    response.set_cookie(name, "", max_age=0, path="/", secure=secure, httponly=True, samesite="Lax")
+def clear_cookie(response: web.StreamResponse, cookie: CookieSpec) -> None:
+    # Same Path and Domain as when set: a browser keeps a cookie per (name, domain, path).
+    set_cookie(response, cookie, "", max_age=0)

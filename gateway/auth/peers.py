@@ -58,15 +58,18 @@ class UntrustedForwardAuth(Exception):
     different ways: nothing it says about the original request can be believed."""
 
 
-def original_request(request: web.Request, trusted: tuple[Network, ...]) -> tuple[str, str] | None:
+def original_request(
+    request: web.Request, trusted: tuple[Network, ...], *, path_prefix: str = ""
+) -> tuple[str, str] | None:
     """(method, raw target) of the request a forward-auth proxy asks about; None when it names
-    none. Raises UntrustedForwardAuth when it does but cannot be believed."""
+    none. Raises UntrustedForwardAuth when it does but cannot be believed. `path_prefix` is the
+    public URL's, under which Envoy's verify path lives."""
     targets = {request.headers[h] for h in _ORIGINAL_TARGET if h in request.headers}
     tail = request.match_info.get("tail")
     if tail is not None:  # Envoy ext_authz: /.auth/verify + the original path, original method
         # The raw bytes after the prefix, never the route's percent-decoded tail: "%3F" must not
         # become a "?" that hides the rest of the path from the rule (the app gets it raw).
-        targets.add(request.raw_path.removeprefix(ENVOY_VERIFY_PREFIX))
+        targets.add(request.raw_path.removeprefix(path_prefix + ENVOY_VERIFY_PREFIX))
     if not targets:
         return None
     if not peer_is_trusted(request, trusted):

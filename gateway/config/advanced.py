@@ -84,7 +84,9 @@ class SessionSettings(SettingsGroup):
     cookie_name: str = Field(
         "msal-gateway",
         pattern=r"^[A-Za-z0-9_-]{1,64}$",
-        description="Session cookie name; prefixed with __Host- when the public URL is https.",
+        description="Session cookie name; prefixed with __Host- when the public URL is https "
+        "(__Secure- under a path prefix or with GATEWAY_SESSION__COOKIE_DOMAIN) and suffixed with "
+        "the path prefix (msal-gateway-payroll).",
     )
     cache_seconds: NonNegativeFloat = Field(
         5.0,
@@ -96,6 +98,13 @@ class SessionSettings(SettingsGroup):
         5_000,
         description="Most sessions one process keeps in its cache (about 13 KB each, decoded).",
     )
+    cookie_domain: str | None = Field(
+        None,
+        description="Share one sign-in across subdomains: the session cookie's Domain, e.g. "
+        "apps.contoso.com (the public URL's host must be inside it; https only). Every host under "
+        "it receives the cookie and can overwrite it: use only a domain whose hosts you all trust. "
+        "Unset: the cookie is for the public URL's host alone.",
+    )
     sign_out_clear_site_data: SpaceSeparated = Field(
         (),
         description="What sign-out asks the browser to clear for the whole site with "
@@ -105,9 +114,23 @@ class SessionSettings(SettingsGroup):
     )
     sign_out_app_cookies: SpaceSeparated = Field(
         (),
-        description="Names of the application's own cookies that sign-out expires (Path=/), for "
-        "browsers without Clear-Site-Data and for applications that keep a session of their own.",
+        description="Names of the application's own cookies that sign-out expires (Path=/, and "
+        "under a path prefix also Path=/prefix and /prefix/), for browsers without "
+        "Clear-Site-Data and for applications that keep a session of their own.",
     )
+
+    @field_validator("cookie_domain")
+    @classmethod
+    def _cookie_domain(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        domain = value.lower()
+        if not _DOMAIN_NAME.match(domain) or "." not in domain:
+            raise ValueError(
+                f"{value!r} must be a DNS name with at least two labels, without a leading dot "
+                "or port, e.g. apps.contoso.com"
+            )
+        return domain
 
     @field_validator("sign_out_clear_site_data")
     @classmethod
@@ -161,6 +184,32 @@ class SignInSettings(SettingsGroup):
     clock_skew_seconds: int = Field(
         120, ge=0, le=300, description="Leeway for id_token time claims (at most 5 minutes)."
     )
+    return_hosts: SpaceSeparated = Field(
+        (),
+        description="Other hosts that sign-in and sign-out may send the browser back to, with "
+        "GATEWAY_SESSION__COOKIE_DOMAIN: exact hosts (wiki.apps.contoso.com, with :port if not "
+        "the default) or *.apps.contoso.com for every host under a domain; each inside the cookie "
+        "domain, https only. Empty: only the public URL's own host.",
+    )
+
+    @field_validator("return_hosts")
+    @classmethod
+    def _return_hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        hosts = []
+        for entry in value:
+            host = entry.lower()
+            name, _, port = host.partition(":")
+            bare = name.removeprefix("*.")
+            if (
+                not _DOMAIN_NAME.match(bare)
+                or "*" in bare
+                or (port and not (port.isdigit() and 0 < int(port) < 65536))
+            ):
+                raise ValueError(
+                    f"{entry!r} must be a host name or *.domain, with an optional :port"
+                )
+            hosts.append(host)
+        return tuple(hosts)
 
 
 class ProxySettings(SettingsGroup):
@@ -300,6 +349,13 @@ class ProxySettings(SettingsGroup):
         "browsers send them without cookies): refuse: 401 like any request without a session; "
         "pass: forward them to the application without a session and without any identity, so "
         "it answers them. Paths a rule denies, and ambiguous paths, stay refused.",
+    )
+    strip_prefix: bool = Field(
+        False,
+        description="When GATEWAY_PUBLIC_URL has a path prefix: remove it from the path the "
+        "application receives and say what was removed in X-Forwarded-Prefix. Off: the "
+        "application receives the path as the browser sent it (set the application's own base "
+        "path to the prefix).",
     )
     preserve_host: bool = Field(
         True,
@@ -444,6 +500,10 @@ _RESERVED_STATIC: Final = frozenset(
         "traceparent",
         "x-gateway-assertion",
     }
+)
+# A DNS name: letter-digit-hyphen labels, no leading or trailing dot.
+_DOMAIN_NAME: Final = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$"
 )
 _COOKIE_NAME: Final = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$")  # an RFC 6265 token
 

@@ -8,6 +8,8 @@ network: Redis and the authority are checked at start-up in app.py.
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
@@ -63,6 +65,10 @@ CALLBACK_PATH: Final = "/.auth/login/aad/callback"
 MIN_COOKIE_SECRET_BYTES: Final = 32
 REDIS_SCHEMES: Final = ("redis", "rediss", "unix")
 _ANY_HOST: Final = frozenset({"", "0.0.0.0", "::", "*"})  # noqa: S104 - compared, never bound
+# A public URL's path prefix: /segment[/segment...], each unreserved characters only, never a dot
+# segment nor one that could be taken for the reserved /.auth; so the prefix needs no decoding
+# and compares byte for byte with the request line.
+_PREFIX_SHAPE: Final = re.compile(r"^(?:/[A-Za-z0-9_~-][A-Za-z0-9._~-]*)+$")
 
 
 def _same_listener(first: str, second: str) -> bool:
@@ -73,6 +79,21 @@ def _same_listener(first: str, second: str) -> bool:
         return False
     host_a, host_b = host_a.strip("[]"), host_b.strip("[]")
     return host_a == host_b or host_a in _ANY_HOST or host_b in _ANY_HOST
+
+
+@dataclass(frozen=True, slots=True)
+class CookieSpec:
+    """One of the gateway's cookies: its name and the attributes that scope it."""
+
+    name: str
+    secure: bool
+    path: str = "/"
+    domain: str | None = None
+
+
+def within_domain(host: str, domain: str) -> bool:
+    """Whether a host is the domain itself or one of its subdomains (DNS names, lower case)."""
+    return host == domain or host.endswith("." + domain)
 
 
 class Settings(BaseSettings):
@@ -99,8 +120,11 @@ class Settings(BaseSettings):
     )
     listen: str = Field("0.0.0.0:8000", description="host:port the gateway listens on.")
     public_url: AnyHttpUrl = Field(
-        description="External origin of the application, e.g. https://app.contoso.com; the "
-        "redirect URI is this plus /.auth/login/aad/callback. http only for loopback development."
+        description="External URL of the application: an origin, e.g. https://app.contoso.com, "
+        "or an origin and a path prefix when the application lives under a path, e.g. "
+        "https://intranet.contoso.com/payroll (the gateway's endpoints and cookies then live "
+        "under it). The redirect URI is this plus /.auth/login/aad/callback. http only for "
+        "loopback development."
     )
     tenant_id: str | None = Field(
         None,
@@ -290,14 +314,25 @@ class Settings(BaseSettings):
     @classmethod
     def _no_query_or_fragment(cls, value: object) -> object:
         if isinstance(value, str) and ("?" in value or "#" in value):
-            raise ValueError("must be an origin only (scheme://host[:port]), without ? or #")
+            raise ValueError(
+                "must be scheme://host[:port] with an optional path prefix, without ? or #"
+            )
+        if isinstance(value, str):
+            # Checked on the text as given: the URL parser would resolve dot segments and
+            # re-encode, and the prefix must be exactly what browsers send.
+            path = urlsplit(value).path
+            if path not in ("", "/") and not _PREFIX_SHAPE.match(path.rstrip("/")):
+                raise ValueError(
+                    "the path prefix must be plain segments of letters, digits and - . _ ~, none "
+                    "starting with a dot, no percent-encoding, e.g. https://host/payroll"
+                )
         return value
 
     @field_validator("public_url")
     @classmethod
-    def _origin_only(cls, value: AnyHttpUrl) -> AnyHttpUrl:
-        if value.path not in (None, "", "/") or value.query or value.fragment:
-            raise ValueError("must be an origin only (scheme://host[:port]), without a path")
+    def _plain_public_url(cls, value: AnyHttpUrl) -> AnyHttpUrl:
+        if value.query or value.fragment:
+            raise ValueError("must not have a query or fragment")
         if value.username or value.password:
             raise ValueError("must not contain a user name or password")
         if value.scheme == "http" and not is_loopback_host(value.host):
@@ -410,11 +445,52 @@ class Settings(BaseSettings):
             problems.append(
                 "GATEWAY_SESSION__CACHE_SECONDS must be less than GATEWAY_SESSION__IDLE_TTL_SECONDS"
             )
+        problems.extend(self._shape_problems())
         if self.signin.response_mode == "form_post" and not self.cookie_secure:
             problems.append(
                 "GATEWAY_SIGNIN__RESPONSE_MODE=form_post needs an https GATEWAY_PUBLIC_URL: the "
                 "cross-site POST carries the sign-in binding cookie only with SameSite=None; Secure"
             )
+        return problems
+
+    def _shape_problems(self) -> list[str]:
+        """Sub-path and subdomain deployments: the rules across the settings that shape them."""
+        problems: list[str] = []
+        if self.proxy.strip_prefix and not self.path_prefix:
+            problems.append(
+                "GATEWAY_PROXY__STRIP_PREFIX needs a path prefix in GATEWAY_PUBLIC_URL (e.g. "
+                "https://intranet.contoso.com/payroll)"
+            )
+        domain = self.session.cookie_domain
+        host = (self.public_url.host or "").lower()
+        if domain is not None:
+            if not self.cookie_secure:
+                problems.append(
+                    "GATEWAY_SESSION__COOKIE_DOMAIN needs an https GATEWAY_PUBLIC_URL: a cookie "
+                    "shared across hosts must never travel in clear"
+                )
+            if not within_domain(host, domain):
+                problems.append(
+                    f"GATEWAY_SESSION__COOKIE_DOMAIN ({domain}) must contain the host of "
+                    f"GATEWAY_PUBLIC_URL ({host}), where the cookie is set"
+                )
+        if self.signin.return_hosts and domain is None:
+            problems.append(
+                "GATEWAY_SIGNIN__RETURN_HOSTS needs GATEWAY_SESSION__COOKIE_DOMAIN: without a "
+                "shared cookie, a browser sent to another host would arrive signed out"
+            )
+        elif domain is not None:
+            outside = [
+                entry
+                for entry in self.signin.return_hosts
+                if not within_domain(entry.partition(":")[0].removeprefix("*."), domain)
+            ]
+            if outside:
+                problems.append(
+                    f"GATEWAY_SIGNIN__RETURN_HOSTS {' '.join(outside)} not inside "
+                    f"GATEWAY_SESSION__COOKIE_DOMAIN ({domain}), so the session cookie would not "
+                    "reach them"
+                )
         return problems
 
     # ---- derived values (pure) ----
@@ -448,13 +524,36 @@ class Settings(BaseSettings):
     def cookie_secure(self) -> bool:
         return self.public_url.scheme == "https"
 
-    @property
+    @cached_property
     def public_origin(self) -> str:
-        return str(self.public_url).rstrip("/")
+        """scheme://host[:port] of the public URL: what browsers send as Origin."""
+        parts = urlsplit(str(self.public_url))
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @cached_property
+    def path_prefix(self) -> str:
+        """The path the application lives under ("" at the root, else "/payroll"): the gateway's
+        endpoints, its cookies and every return target stay inside it."""
+        return (self.public_url.path or "").rstrip("/")
+
+    @cached_property
+    def public_base(self) -> str:
+        """The public URL without a trailing slash: origin plus path prefix."""
+        return self.public_origin + self.path_prefix
+
+    def auth_path(self, path: str) -> str:
+        """One of the gateway's own paths ("/.auth/...") as browsers reach it here."""
+        return self.path_prefix + path
+
+    @cached_property
+    def auth_paths(self) -> tuple[str, ...]:
+        """Where the gateway's own answers start: the reserved /.auth under the prefix, and at
+        the root (liveness and readiness are answered there too, for probes)."""
+        return tuple(dict.fromkeys((self.auth_path("/.auth"), "/.auth")))
 
     @property
     def redirect_uri(self) -> str:
-        return self.public_origin + CALLBACK_PATH
+        return self.public_base + CALLBACK_PATH
 
     @property
     def response_mode(self) -> Literal["form_post", "query"]:
@@ -463,14 +562,81 @@ class Settings(BaseSettings):
         return "form_post" if self.cookie_secure else "query"
 
     @cached_property
-    def session_cookie_name(self) -> str:
-        prefix = "__Host-" if self.cookie_secure else ""
-        return prefix + self.session.cookie_name
+    def cookie_path(self) -> str:
+        """The Path of the gateway's cookies: the prefix, so that apps under other paths of the
+        same host never receive or overwrite them."""
+        return self.path_prefix or "/"
 
     @cached_property
+    def cookie_domain(self) -> str | None:
+        """The session cookie's Domain, when one sign-in spans subdomains; else host-only."""
+        return self.session.cookie_domain
+
+    def _cookie_name(self, *, host_only: bool, suffix: str = "") -> str:
+        # __Host- is the strongest prefix (Secure, this host only, Path=/); a path prefix or a
+        # Domain rules it out, and __Secure- (Secure, set only over https) is the strongest left.
+        # The path goes into the name too, so that nested prefixes (/a and /a/b) never send a
+        # browser two cookies of one name.
+        name = self.session.cookie_name + self.path_prefix.replace("/", "-") + suffix
+        if not self.cookie_secure:
+            return name
+        if host_only and not self.path_prefix:
+            return "__Host-" + name
+        return "__Secure-" + name
+
+    @cached_property
+    def session_cookie(self) -> CookieSpec:
+        return CookieSpec(
+            self._cookie_name(host_only=self.cookie_domain is None),
+            secure=self.cookie_secure,
+            path=self.cookie_path,
+            domain=self.cookie_domain,
+        )
+
+    @cached_property
+    def signin_cookie(self) -> CookieSpec:
+        # Always host-only: it binds a sign-in to the browser on the host that finishes it.
+        return CookieSpec(
+            self._cookie_name(host_only=True, suffix="-signin"),
+            secure=self.cookie_secure,
+            path=self.cookie_path,
+        )
+
+    @property
+    def session_cookie_name(self) -> str:
+        return self.session_cookie.name
+
+    @property
     def signin_cookie_name(self) -> str:
-        prefix = "__Host-" if self.cookie_secure else ""
-        return f"{prefix}{self.session.cookie_name}-signin"
+        return self.signin_cookie.name
+
+    def is_return_host(self, netloc: str) -> bool:
+        """Whether host[:port] (lower case, as a Host header or https URL carries it) is one of
+        GATEWAY_SIGNIN__RETURN_HOSTS: a sibling under the shared cookie domain that sign-in may
+        send the browser back to, and whose name the application may be given as its host."""
+        host, _, port = netloc.partition(":")
+        port = "" if port == "443" else port
+        for entry in self.signin.return_hosts:
+            name, _, wanted_port = entry.partition(":")
+            if port != ("" if wanted_port == "443" else wanted_port):
+                continue
+            if name.startswith("*."):
+                if host.endswith(name[1:]) and len(host) > len(name) - 1:
+                    return True
+            elif host == name:
+                return True
+        return False
+
+    def sibling_host(self, host_header: str) -> str | None:
+        """The request's Host (lower case) when it is not the public URL's but one of the return
+        hosts under the shared cookie domain; else None. The Host header is the client's to
+        choose, so it is believed only as far as the allow-list goes."""
+        if not self.signin.return_hosts:
+            return None
+        host = host_header.lower()
+        if host == self.public_url_host.lower() or not self.is_return_host(host):
+            return None
+        return host
 
     @cached_property
     def public_url_host(self) -> str:

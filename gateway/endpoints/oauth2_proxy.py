@@ -26,6 +26,7 @@ def _to(path: str, name: str, request: web.Request) -> web.Response:
     """A redirect to the gateway's own endpoint, `rd` passed on under the gateway's name (which
     validates it: only same-origin targets)."""
     target = request.query.get("rd")
+    path = request.app[SETTINGS].auth_path(path)
     location = f"{path}?{urlencode({name: target})}" if target else path
     return web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
 

@@ -54,7 +54,9 @@ async def verify(request: web.Request) -> web.StreamResponse:
     method, target = "GET", "/"
     if access.depends_on_target:
         try:
-            method, target = original_request(request, app[TRUSTED_PROXIES]) or (method, target)
+            method, target = original_request(
+                request, app[TRUSTED_PROXIES], path_prefix=settings.path_prefix
+            ) or (method, target)
         except UntrustedForwardAuth as exc:
             # Fail closed: judging "/" instead would let rules for other paths be skipped.
             log.error("%s: list the proxy in GATEWAY_PROXY__TRUSTED_PROXIES", exc)

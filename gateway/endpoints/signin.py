@@ -24,7 +24,7 @@ from gateway.auth.identity import audit, authenticate_session
 from gateway.auth.scopes import scope_sets
 from gateway.config.settings import Settings
 from gateway.endpoints.bodies import form_fields, json_object, query_fields
-from gateway.endpoints.redirects import safe_return_path
+from gateway.endpoints.redirects import absolute_target, safe_return_path
 from gateway.errors import (
     BadRequest,
     CorruptRecordError,
@@ -76,9 +76,7 @@ async def start(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     # Each start stores a pending sign-in for minutes: an anonymous flood must not fill it.
     request.app[SIGNIN_LIMITS].admit(request[CLIENT_ADDRESS])
-    return_to = safe_return_path(
-        request.query.get("post_login_redirect_uri"), settings.public_origin
-    )
+    return_to = return_target(request.query.get("post_login_redirect_uri"), settings)
     scopes = _requested_scopes(request.query.get("scope"), settings)
     claims = _requested_claims(request.query.get("claims"))
     flow = await request.app[MSAL].begin(
@@ -99,14 +97,24 @@ async def start(request: web.Request) -> web.StreamResponse:
     response = redirect(flow["auth_uri"])
     set_cookie(
         response,
-        settings.signin_cookie_name,
+        settings.signin_cookie,
         binding,
-        secure=settings.cookie_secure,
         max_age=settings.signin.flow_ttl_seconds,
         # The form_post callback is a cross-site POST: only SameSite=None cookies ride along.
         same_site="None" if settings.response_mode == "form_post" else "Lax",
     )
     return response
+
+
+def return_target(requested: str | None, settings: Settings) -> str:
+    """A browser-supplied return target, checked: inside the application's path, or on one of
+    the return hosts under the shared cookie domain."""
+    return safe_return_path(
+        requested,
+        settings.public_origin,
+        prefix=settings.path_prefix,
+        other_host=settings.is_return_host if settings.signin.return_hosts else None,
+    )
 
 
 def _requested_scopes(requested: str | None, settings: Settings) -> tuple[str, ...]:
@@ -180,9 +188,8 @@ async def _finish(request: web.Request) -> web.StreamResponse:
     response = redirect(pending.return_to)
     set_cookie(
         response,
-        settings.session_cookie_name,
+        settings.session_cookie,
         session_id,
-        secure=settings.cookie_secure,
         max_age=settings.session.absolute_ttl_seconds,
     )
     # The sign-in cookie is left to expire: other tabs may be signing in with it right now.
@@ -199,8 +206,10 @@ async def signed_out(request: web.Request) -> web.StreamResponse:
     never claims a sign-out that did not happen; a browser still signed in goes to the start."""
     settings = request.app[SETTINGS]
     if read_id(request, settings.session_cookie_name) is not None:
-        return web.Response(status=302, headers={"Location": "/", "Cache-Control": "no-store"})
-    body = signed_out_page(branding=settings.pages, request_id=request[REQUEST_ID])
+        return redirect(settings.path_prefix + "/")
+    body = signed_out_page(
+        branding=settings.pages, request_id=request[REQUEST_ID], prefix=settings.path_prefix
+    )
     page = web.Response(
         text=body,
         content_type="text/html",
@@ -220,8 +229,14 @@ def _end_application_session(response: web.StreamResponse, settings: Settings) -
     kinds = settings.session.sign_out_clear_site_data
     if kinds:
         response.headers["Clear-Site-Data"] = ", ".join(f'"{kind}"' for kind in kinds)
+    # Under a path prefix the application may have scoped its cookies to the prefix, with or
+    # without a trailing slash (browsers keep one cookie per name and path): expire each.
+    prefix = settings.path_prefix
+    paths = ("/", prefix, prefix + "/") if prefix else ("/",)
+    secure = "; Secure" if settings.cookie_secure else ""
     for name in settings.session.sign_out_app_cookies:
-        response.set_cookie(name, "", max_age=0, path="/", secure=settings.cookie_secure)
+        for path in paths:
+            response.headers.add("Set-Cookie", f"{name}=; Max-Age=0; Path={path}{secure}")
 
 
 async def sign_out(request: web.Request) -> web.StreamResponse:
@@ -239,7 +254,9 @@ async def sign_out(request: web.Request) -> web.StreamResponse:
             raise BadRequest("a field is sent both in the query and in the form")
         query.update(form)
     requested = query.get("post_logout_redirect_uri")
-    target = safe_return_path(requested, settings.public_origin) if requested else SIGNED_OUT_PATH
+    target = (
+        return_target(requested, settings) if requested else settings.auth_path(SIGNED_OUT_PATH)
+    )
     session_id = read_id(request, settings.session_cookie_name)
     id_token = ""
     if session_id is not None:
@@ -256,7 +273,7 @@ async def sign_out(request: web.Request) -> web.StreamResponse:
         user = record.user_key if record else None
         audit.info("signed out %s", user, extra={"event": "sign_out", "user": user})
     response = redirect(_end_session_url(request, settings, target, id_token))
-    clear_cookie(response, settings.session_cookie_name, secure=settings.cookie_secure)
+    clear_cookie(response, settings.session_cookie)
     _end_application_session(response, settings)
     return response
 
@@ -270,7 +287,11 @@ def from_another_site(request: web.Request, settings: Settings) -> bool:
     if site is not None and site not in ("same-origin", "none"):
         return True  # cross-site, and same-site too: a sibling host is another site's page
     origin = request.headers.get("Origin")
-    return origin is not None and origin != settings.public_origin
+    if origin is None or origin == settings.public_origin:
+        return False
+    # A return host under the shared cookie domain is its own origin, and may sign out there.
+    host = settings.sibling_host(request.headers.get("Host", ""))
+    return not (host is not None and origin == f"https://{host}")
 
 
 def _end_session_url(request: web.Request, settings: Settings, target: str, id_token: str) -> str:
@@ -278,7 +299,7 @@ def _end_session_url(request: web.Request, settings: Settings, target: str, id_t
     if not endpoint:
         return target
     params = {
-        "post_logout_redirect_uri": settings.public_origin + target,
+        "post_logout_redirect_uri": absolute_target(target, settings.public_origin),
         "client_id": settings.client_id,
     }
     if settings.oidc_authority and id_token:

@@ -40,12 +40,24 @@ BUFFERED_BODY_BYTES: Final = 64 * 1024
 _REQUEST_ID: Final = "X-Request-Id"
 
 
+def upstream_target(request: web.Request, strip: str = "") -> str:
+    """The request's raw path and query as the upstream receives them: byte for byte, without
+    the public path prefix `strip` when the application is served without it (the handler has
+    checked that the raw path starts with it)."""
+    target = request.rel_url.raw_path_qs
+    if not strip:
+        return target
+    rest = target[len(strip) :]
+    return rest if rest.startswith("/") else "/" + rest
+
+
 async def forward(
     request: web.Request,
     headers: CIMultiDict[str],
     *,
     pool: UpstreamPool,
     prefix: str = "",
+    strip: str = "",
     own_cookies: frozenset[str] = frozenset(),
     inspect_head: HeadInspector | None = None,
     timing: Timing | None = None,
@@ -54,7 +66,8 @@ async def forward(
     """Send the request upstream and stream the answer back; redirects are passed through.
 
     The upstream's target is `prefix` (the path of GATEWAY_UPSTREAM) plus the request's raw path
-    and query, byte for byte (never the absolute URL a client may put on the request line).
+    and query, byte for byte (never the absolute URL a client may put on the request line),
+    less the public path prefix `strip` when the application is served without it.
 
     `inspect_head` sees the answer's status and headers before anything reaches the client; an
     exception it raises abandons the answer and propagates (the caller may send the request
@@ -71,7 +84,7 @@ async def forward(
         request[CLIENT_GONE] = waiting.cancel
     try:
         upstream = await pool.send(
-            request.method, prefix + request.rel_url.raw_path_qs, headers, body
+            request.method, prefix + upstream_target(request, strip), headers, body
         )
     except asyncio.CancelledError:
         if waiting is not None and (request.transport is None or request.transport.is_closing()):

@@ -17,7 +17,7 @@ from gateway.auth.challenges import ClaimsChallenge, challenge_inspector
 from gateway.auth.cookies import read_id
 from gateway.auth.identity import ApiCallerIdentity, Identity, SessionIdentity
 from gateway.config.settings import Settings
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, NotFound
 from gateway.keys import (
     ACCESS,
     API_CALLERS,
@@ -34,6 +34,7 @@ from gateway.keys import (
     SLOT_SHARES,
     SOCKETS,
     STATIC_HEADERS,
+    STRIPPED_PREFIX,
     TIMING,
     UPSTREAM,
     UPSTREAM_BASE,
@@ -49,6 +50,14 @@ log = logging.getLogger(__name__)
 
 async def handle(request: web.Request) -> web.StreamResponse:
     app, settings = request.app, request.app[SETTINGS]
+    prefix = settings.path_prefix
+    raw = request.rel_url.raw_path
+    if prefix and not (raw == prefix or raw.startswith(prefix + "/")):
+        # Routed here on the decoded path ("/pay%72oll/x"), but not what a browser sends for
+        # the prefix: refused, so that the prefix the application sees is never in doubt.
+        raise NotFound(
+            "there is nothing at this address: this application lives under another path"
+        )
     decision = await app[ACCESS].decide(
         request, request.method, request.raw_path, identify_public=True
     )
@@ -114,6 +123,7 @@ async def send_upstream(
                     forward_websocket,
                     client=app[UPSTREAM],
                     base=app[UPSTREAM_BASE],
+                    strip=app[STRIPPED_PREFIX],
                     limits=app[SETTINGS].proxy,
                     lease=lease,
                     open_websockets=app[OPEN_WEBSOCKETS],  # closed properly at shutdown
@@ -124,6 +134,7 @@ async def send_upstream(
                     forward,
                     pool=app[UPSTREAM_POOL],
                     prefix=app[UPSTREAM_PREFIX],
+                    strip=app[STRIPPED_PREFIX],
                     pace=app[CLIENT_PACE],
                 )
             with lease or contextlib.nullcontext():
@@ -157,7 +168,8 @@ def upstream_headers(
     outbound.extend(request.app[STATIC_HEADERS])
     # The public host, never the client's Host header: an upstream that builds links from Host
     # or X-Forwarded-Host (password resets, caches) cannot be pointed at another site.
-    public_host = settings.public_url_host
+    # A sibling host under the shared cookie domain (one of the return hosts) is named as itself.
+    public_host = settings.sibling_host(request.headers.get("Host", "")) or settings.public_url_host
     if settings.proxy.preserve_host:
         outbound.add("Host", public_host)  # inbound_headers dropped the client's
     # The client's forwarding headers are gone already (inbound_headers): add, never replace.
@@ -168,6 +180,8 @@ def upstream_headers(
             ("X-Forwarded-Proto", settings.public_url.scheme),
         )
     )
+    if settings.proxy.strip_prefix:
+        outbound.add("X-Forwarded-Prefix", settings.path_prefix)
     outbound["X-Request-Id"] = request[REQUEST_ID]
     outbound["traceparent"] = hdrs.traceparent(request.headers.get("traceparent"))
     if identity is not None:

@@ -34,7 +34,7 @@ from yarl import URL
 from gateway.auth.sockets import Ending, SocketLease
 from gateway.config.advanced import ProxySettings
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
-from gateway.proxy.forward import HeadInspector
+from gateway.proxy.forward import HeadInspector, upstream_target
 from gateway.telemetry.metrics import Timing
 
 log = logging.getLogger(__name__)
@@ -66,11 +66,12 @@ def _translated(unavailable: str) -> Iterator[None]:
         raise UpstreamUnavailable(unavailable) from exc
 
 
-def upstream_url(base: URL, request: web.Request) -> URL:
+def upstream_url(base: URL, request: web.Request, strip: str = "") -> URL:
     """The upstream URL for this request: the upstream's origin plus the request's raw path and
-    query, byte for byte (never the absolute URL a client may put on the request line)."""
+    query, byte for byte (never the absolute URL a client may put on the request line), without
+    the public path prefix when it is stripped."""
     # Concatenate rather than URL.join: a path like "//evil.com/x" must stay a path.
-    return URL(str(base).rstrip("/") + request.rel_url.raw_path_qs, encoded=True)
+    return URL(str(base).rstrip("/") + upstream_target(request, strip), encoded=True)
 
 
 def is_websocket(request: web.Request) -> bool:
@@ -88,6 +89,7 @@ async def forward_websocket(
     client: ClientSession,
     base: URL,
     limits: ProxySettings,
+    strip: str = "",
     lease: SocketLease | None = None,
     own_cookies: frozenset[str] = frozenset(),
     inspect_head: HeadInspector | None = None,
@@ -113,7 +115,7 @@ async def forward_websocket(
             # Waiting for a connection slot, connecting and the handshake: one deadline.
             async with asyncio.timeout(limits.websocket_open_timeout_seconds):
                 upstream = await client.ws_connect(
-                    upstream_url(base, request).with_scheme(
+                    upstream_url(base, request, strip).with_scheme(
                         "ws" if base.scheme == "http" else "wss"
                     ),
                     headers=headers,

@@ -234,7 +234,11 @@ def tracer_from_settings(enabled: bool, service_name: str = DEFAULT_SERVICE_NAME
 
 
 def middleware(
-    tracing: Tracing, *, server_address: str, server_port: int | None = None
+    tracing: Tracing,
+    *,
+    server_address: str,
+    server_port: int | None = None,
+    auth_paths: tuple[str, ...] = ("/.auth",),
 ) -> Middleware:
     """One SERVER span per request, named "{method} {route class}". Install it outermost.
 
@@ -256,7 +260,7 @@ def middleware(
     async def trace_request(request: web.Request, handler: Handler) -> web.StreamResponse:
         method = request.method
         # The same route classes as the request metrics (web/middleware.py).
-        route = "auth" if request.path.startswith("/.auth") else "proxy"
+        route = "auth" if request.path.startswith(auth_paths) else "proxy"
         attributes = fixed.copy()
         attributes["url.path"] = request.rel_url.raw_path  # the path only, never the query
         if method in _KNOWN_METHODS:

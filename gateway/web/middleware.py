@@ -64,10 +64,18 @@ def wants_html(request: web.Request) -> bool:
 
 
 def sign_in_location(request: web.Request, error: SignInRequired) -> str:
+    settings = request.app[SETTINGS]
     # Path and query only (never the absolute URL of the request line): THREATS.md RD-17.
     target = request.rel_url.raw_path_qs
+    sign_in = settings.auth_path(SIGN_IN_PATH)
     parameters: dict[str, str] = {}
-    if target != "/":
+    host = settings.sibling_host(request.headers.get("Host", ""))
+    if host is not None:
+        # A sibling host under the shared cookie domain: sign-in happens on the public host
+        # (where the redirect URI is), which then sends the browser back here.
+        sign_in = settings.public_base + SIGN_IN_PATH
+        parameters["post_login_redirect_uri"] = f"https://{host}{target}"
+    elif target != settings.path_prefix + "/":
         parameters["post_login_redirect_uri"] = target
     if isinstance(error, StepUpRequired):
         if error.scopes:
@@ -75,13 +83,13 @@ def sign_in_location(request: web.Request, error: SignInRequired) -> str:
         if error.claims:
             parameters["claims"] = error.claims
     if not parameters:
-        return SIGN_IN_PATH
-    return f"{SIGN_IN_PATH}?{urlencode(parameters, quote_via=quote, safe='')}"
+        return sign_in
+    return f"{sign_in}?{urlencode(parameters, quote_via=quote, safe='')}"
 
 
-def challenge(origin: str, error: SignInRequired) -> str:
+def challenge(base: str, error: SignInRequired) -> str:
     """WWW-Authenticate for a client that must send the user through sign-in."""
-    value = f'Bearer realm="{origin}", authorization_uri="{origin}{SIGN_IN_PATH}"'
+    value = f'Bearer realm="{base}", authorization_uri="{base}{SIGN_IN_PATH}"'
     if error.code == "invalid_token":  # an API caller's token was refused (RFC 6750 3.1)
         value += ', error="invalid_token"'
     if isinstance(error, StepUpRequired):
@@ -108,7 +116,7 @@ def _rendered(request: web.Request, error: GatewayError, rid: str) -> web.Respon
         if (
             wants_html(request)
             and error.code != "invalid_token"
-            and not request.path.startswith("/.auth/")
+            and not request.path.startswith(request.app[SETTINGS].auth_path("/.auth/"))
         ):
             return web.Response(
                 status=302,
@@ -117,14 +125,14 @@ def _rendered(request: web.Request, error: GatewayError, rid: str) -> web.Respon
                     "Cache-Control": "no-store",
                 },
             )
-        origin = request.app[SETTINGS].public_origin
         response = web.json_response(
             {"error": error.code, "message": message, "request_id": rid}, status=401
         )
-        response.headers["WWW-Authenticate"] = challenge(origin, error)
+        response.headers["WWW-Authenticate"] = challenge(request.app[SETTINGS].public_base, error)
         return response
     if wants_html(request):
-        branding = request.app[SETTINGS].pages
+        settings = request.app[SETTINGS]
+        branding = settings.pages
         body = page(
             error_title(error.code, error.title),
             message,
@@ -132,7 +140,10 @@ def _rendered(request: web.Request, error: GatewayError, rid: str) -> web.Respon
             request_id=rid,
             status=error.status,
             actions=error_actions(
-                error.status, error.code, during_sign_in=request.path.startswith(SIGN_IN_PATH)
+                error.status,
+                error.code,
+                during_sign_in=request.path.startswith(settings.auth_path(SIGN_IN_PATH)),
+                prefix=settings.path_prefix,
             ),
         )
         response = web.Response(status=error.status, text=body, content_type="text/html")
@@ -180,8 +191,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                 extra={"request_id": rid},
             )
         response = render(request, error, rid)
-        for name in error.clear_cookies:
-            clear_cookie(response, name, secure=request.app[SETTINGS].cookie_secure)
+        settings = request.app[SETTINGS]
+        for cookie in (settings.session_cookie, settings.signin_cookie):
+            if cookie.name in error.clear_cookies:
+                clear_cookie(response, cookie)
     except web.HTTPException as exc:
         exc.headers.setdefault("X-Request-Id", rid)
         raise
@@ -197,7 +210,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             "unexpected error on %s %s", request.method, request.path, extra={"request_id": rid}
         )
         response = render(request, GatewayError("unexpected error"), rid)
-    route = "auth" if request.path.startswith("/.auth") else "proxy"
+    route = "auth" if request.path.startswith(request.app[SETTINGS].auth_paths) else "proxy"
     status = response.status
     if not response.prepared and (request.transport is None or request.transport.is_closing()):
         status = CLIENT_CLOSED_REQUEST  # the answer will never be written

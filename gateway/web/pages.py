@@ -40,10 +40,16 @@ class Action:
     href: str
 
 
-SIGN_IN_AGAIN: Final = Action("Sign in again", SIGN_IN_PATH)
-START_PAGE: Final = Action("Go to the start page", "/")
 TRY_AGAIN: Final = Action("Try again", "")
-OTHER_ACCOUNT: Final = Action("Sign out to use another account", SIGN_OUT_PATH)
+
+
+def _sign_in_again(prefix: str) -> Action:
+    return Action("Sign in again", prefix + SIGN_IN_PATH)
+
+
+def _start_page(prefix: str) -> Action:
+    return Action("Go to the start page", prefix + "/")
+
 
 # Error codes whose class title (errors.py) is too general for what the person just went through.
 _TITLES: Final = {"sign_in_expired": "Your sign-in has expired"}
@@ -53,19 +59,22 @@ def error_title(code: str, title: str) -> str:
     return _TITLES.get(code, title)
 
 
-def error_actions(status: int, code: str, *, during_sign_in: bool = False) -> tuple[Action, ...]:
+def error_actions(
+    status: int, code: str, *, during_sign_in: bool = False, prefix: str = ""
+) -> tuple[Action, ...]:
     """What a person can do next about an error: sign in again when the sign-in itself failed,
     retry when the cause is passing (application or store down, too many requests), switch
-    account when refused."""
+    account when refused. Links stay under the application's path prefix."""
+    start = _start_page(prefix)
     if code == "identity_provider_error":
-        return (Action("Try signing in again", SIGN_IN_PATH), START_PAGE)
+        return (Action("Try signing in again", prefix + SIGN_IN_PATH), start)
     if during_sign_in or code == "sign_in_expired":
-        return (SIGN_IN_AGAIN, START_PAGE)
+        return (_sign_in_again(prefix), start)
     if status == 403:
-        return (START_PAGE, OTHER_ACCOUNT)
+        return (start, Action("Sign out to use another account", prefix + SIGN_OUT_PATH))
     if status in (429, 500, 502, 503, 504):
-        return (TRY_AGAIN, START_PAGE)
-    return (START_PAGE,)
+        return (TRY_AGAIN, start)
+    return (start,)
 
 
 def content_security_policy(branding: PagesSettings = DEFAULT_BRANDING) -> str:
@@ -213,7 +222,7 @@ def sentence(message: str) -> str:
 
 
 def signed_out_page(
-    *, branding: PagesSettings = DEFAULT_BRANDING, request_id: str | None = None
+    *, branding: PagesSettings = DEFAULT_BRANDING, request_id: str | None = None, prefix: str = ""
 ) -> str:
     return page(
         "You have signed out",
@@ -222,5 +231,5 @@ def signed_out_page(
         else "You have signed out of this application.",
         branding=branding,
         request_id=request_id,
-        actions=(SIGN_IN_AGAIN,),
+        actions=(_sign_in_again(prefix),),
     )

@@ -28,7 +28,8 @@ from typing import Any, Final
 
 import pytest
 from aiohttp import web
-from support.binaries import require_binary, under_ci
+from support.binaries import under_ci
+from support.chromium import chromium_driver
 from support.demo import running_demo
 from support.gateway import GatewayProcess, settings_for
 from support.ports import free_port
@@ -37,10 +38,7 @@ from support.threaded import ThreadedServer
 from gateway.demo import _legacy_page
 
 try:
-    from selenium import webdriver
     from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
@@ -122,29 +120,7 @@ def assert_not_blank(path: Path) -> int:
 
 
 def _chromium(tmp_path: Path, *extra: str) -> Iterator[Any]:
-    browser = require_binary("chromium", "chromium")
-    driver_path = require_binary("chromedriver", "chromium-driver")
-    options = Options()
-    options.binary_location = browser
-    for argument in (
-        *extra,
-        "--headless=new",
-        "--no-sandbox",  # the suite runs as root in CI, where Chromium's sandbox refuses to start
-        "--disable-dev-shm-usage",
-        "--window-size=1024,768",
-        "--lang=en-US",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
+    yield from chromium_driver(tmp_path / "profile", *extra)
 
 
 @pytest.fixture

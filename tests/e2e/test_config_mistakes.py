@@ -348,9 +348,14 @@ MISTAKES: Final = [
     row("config-file-a-list", "must hold a mapping", yaml="- a\n- b\n"),
     # ---- bad URLs and durations ----
     row(
-        "public-url-with-path",
+        "public-url-with-an-encoded-path",
         "GATEWAY_PUBLIC_URL",
-        GATEWAY_PUBLIC_URL="https://app.example.com/app",
+        GATEWAY_PUBLIC_URL="https://app.example.com/%61pp",
+    ),
+    row(
+        "cookie-domain-outside-the-public-host",
+        "GATEWAY_SESSION__COOKIE_DOMAIN",
+        GATEWAY_SESSION__COOKIE_DOMAIN="apps.contoso.com",
     ),
     row(
         "authority-http",

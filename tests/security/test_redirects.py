@@ -343,3 +343,116 @@ async def test_logout_refuses_a_foreign_return_target(gateway: Running) -> None:
     response = await gateway.browser.get("/.auth/logout?post_logout_redirect_uri=//evil.com")
     assert response.status == 400
     assert "Location" not in response.headers
+
+
+# ---- under a path prefix, and with return hosts under a shared cookie domain (issue 16) ----
+
+PREFIX: Final = "/payroll"
+RETURN_HOST: Final = "wiki.example.com"
+
+
+def _allowed(netloc: str) -> bool:
+    return netloc in (RETURN_HOST, f"{RETURN_HOST}:443")
+
+
+def check_scoped_invariant(target: str | None) -> str | None:
+    """safe_return_path with a prefix and one return host: the result is a path inside the
+    prefix on the public origin, or an https URL on exactly that host; or a refusal."""
+    try:
+        result = safe_return_path(target, ORIGIN, prefix=PREFIX, other_host=_allowed)
+    except UnsafeRedirect:
+        return None
+    assert isinstance(result, str)
+    assert not _CONTROL.search(result) and "\\" not in result and result.isascii(), ascii(result)
+    resolved = urlsplit(urljoin(ORIGIN + PREFIX + "/x", result))
+    if result.startswith("/"):
+        assert (resolved.scheme, resolved.netloc) == ("https", "app.example.com"), ascii(result)
+        for path in (resolved.path, unquote(resolved.path)):
+            assert path == PREFIX or path.startswith(PREFIX + "/"), ascii(result)
+            assert path != PREFIX + "/.auth", ascii(result)
+            assert not path.startswith(PREFIX + "/.auth/"), ascii(result)
+    else:
+        assert resolved.scheme == "https" and _allowed(resolved.netloc), ascii(result)
+        assert resolved.username is None and resolved.password is None
+        path = unquote(resolved.path)
+        assert not path.startswith(("//", "/.auth/")) and path != "/.auth", ascii(result)
+    return result
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(c, id=c.id, marks=[pytest.mark.threat(*c.threats)] if c.threats else [])
+        for c in CORPUS
+    ],
+)
+def test_corpus_under_a_prefix_with_a_return_host_never_leaves_the_allowed_places(
+    case: Case,
+) -> None:
+    result = check_scoped_invariant(case.payload)
+    if case.verdict == "reject":
+        assert result is None, f"accepted as {result!r}"
+
+
+@pytest.mark.threat("RD-19")
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        (None, "/payroll/"),
+        ("", "/payroll/"),
+        ("/payroll", "/payroll"),
+        ("/payroll/", "/payroll/"),
+        ("/payroll/reports?q=1#f", "/payroll/reports?q=1#f"),
+        ("https://app.example.com/payroll/a", "/payroll/a"),
+        ("https://wiki.example.com/page?x=1", "https://wiki.example.com/page?x=1"),
+        ("https://WIKI.example.com", "https://wiki.example.com/"),
+        ("https://wiki.example.com:443/", "https://wiki.example.com:443/"),
+        ("https://wiki.example.com/.authx", "https://wiki.example.com/.authx"),
+    ],
+)
+def test_targets_inside_the_prefix_or_on_a_return_host_are_kept(
+    target: str | None, expected: str
+) -> None:
+    assert check_scoped_invariant(target) == expected
+
+
+@pytest.mark.threat("RD-19")
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/",
+        "/payrollx",
+        "/payroll-other/",
+        "/other/payroll/",
+        "/payroll/../x",
+        "/payroll/%2e%2e/x",
+        "/payroll%2f..%2fx",
+        "/payroll%2Fx",
+        "/%70ayroll/",
+        "/payroll/.auth/logout",
+        "/payroll/%2eauth/me",
+        "/payroll/.auth",
+        "https://app.example.com/",
+        "https://app.example.com/other",
+        "http://wiki.example.com/",
+        "https://wiki.example.com:8443/",
+        "https://wiki.example.com.evil.com/",
+        "https://evil.com@wiki.example.com/",
+        "https://wiki.example.com@evil.com/",
+        "https://sub.wiki.example.com/",
+        "https://example.com/",
+        "//wiki.example.com/",
+        "https://wiki.example.com//evil.com",
+        "https://wiki.example.com/%2f%2fevil.com",
+        "https://wiki.example.com/.auth/me",
+        "https://wiki.example.com/a/../b",
+    ],
+)
+def test_targets_outside_the_prefix_or_the_return_hosts_are_refused(target: str) -> None:
+    assert check_scoped_invariant(target) is None
+
+
+@settings(max_examples=400, deadline=None, database=None, derandomize=True)
+@given(_targets())
+def test_any_text_is_refused_or_stays_inside_the_prefix_or_the_return_host(target: str) -> None:
+    check_scoped_invariant(target)

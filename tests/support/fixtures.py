@@ -66,7 +66,7 @@ async def launch(idp: Any, upstream: ThreadedServer) -> AsyncIterator[Launch]:
         async def start(*, wait_ready: bool = True, **overrides: Any) -> Running:
             settings = settings_for(idp, upstream.url, **overrides)
             url, app = await stack.enter_async_context(in_process(settings, wait=wait_ready))
-            browser = Browser(url, str(settings.public_url), idp_ssl(idp.ca_path))
+            browser = Browser(url, settings.public_origin, idp_ssl(idp.ca_path))
             stack.push_async_callback(browser.close)
             return Running(url, app, settings, browser)
 

@@ -19,7 +19,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Final
+from typing import Final, Self
 
 from support.binaries import require_binary
 from support.paths import DEPLOY
@@ -102,29 +102,16 @@ def main_config(
     return "\n".join(line for line in lines if line) + "\n"
 
 
-class Nginx:
-    """nginx with the documented forward-auth configuration: `gateway`, `app` and `app2` are
-    host:port addresses (`app2` defaults to `app`)."""
+class NginxServer:
+    """nginx serving the given server block(s), which listen on 127.0.0.1:`port`, from a private
+    prefix directory."""
 
-    def __init__(
-        self, *, gateway: str, app: str, app2: str | None = None, verify_url: str | None = None
-    ) -> None:
+    def __init__(self, server_text: str, *, port: int) -> None:
         self.binary = require_nginx()
-        self.port = free_port()
+        self.port = port
         self.prefix = Path(tempfile.mkdtemp(prefix="gw-nginx-"))
-        server_file = self.prefix / "forward-auth.conf"
-        server_file.write_text(
-            forward_auth_server(
-                gateway=gateway,
-                app=app,
-                app2=app2 or app,
-                port=self.port,
-                verify_url=verify_url,
-            )
-        )
-        # Where the documented `include snippets/...;` finds it: next to nginx.conf.
-        (self.prefix / "snippets").mkdir()
-        shutil.copy(LOCATION_SNIPPET, self.prefix / "snippets" / LOCATION_SNIPPET.name)
+        server_file = self.prefix / "server.conf"
+        server_file.write_text(server_text)
         # As root the workers would switch to the compiled-in user (nobody), which cannot enter
         # the 0700 prefix directory; staying root is fine for a loopback test server.
         user = "root" if os.geteuid() == 0 else None
@@ -136,7 +123,7 @@ class Nginx:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> Nginx:
+    def start(self) -> Self:
         # stderr goes to a file: nginx reports errors there before it has read error_log.
         with open(self.prefix / "stderr.log", "wb") as stderr:
             self._process = subprocess.Popen(
@@ -190,3 +177,22 @@ class Nginx:
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.prefix, ignore_errors=True)
+
+
+class Nginx(NginxServer):
+    """nginx with the documented forward-auth configuration: `gateway`, `app` and `app2` are
+    host:port addresses (`app2` defaults to `app`)."""
+
+    def __init__(
+        self, *, gateway: str, app: str, app2: str | None = None, verify_url: str | None = None
+    ) -> None:
+        port = free_port()
+        super().__init__(
+            forward_auth_server(
+                gateway=gateway, app=app, app2=app2 or app, port=port, verify_url=verify_url
+            ),
+            port=port,
+        )
+        # Where the documented `include snippets/...;` finds it: next to nginx.conf.
+        (self.prefix / "snippets").mkdir()
+        shutil.copy(LOCATION_SNIPPET, self.prefix / "snippets" / LOCATION_SNIPPET.name)

@@ -16,6 +16,9 @@ from aiohttp.test_utils import make_mocked_request
 from support.gateway import SESSION_COOKIE
 
 from gateway.auth.cookies import clear_cookie, mint_id, read_id, set_cookie
+from gateway.config.settings import CookieSpec
+
+HOST_ONLY: Final = CookieSpec(SESSION_COOKIE, secure=True)
 
 URL_SAFE: Final = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -110,7 +113,7 @@ def test_set_cookie_is_host_only_httponly_secure_with_a_max_age(
 ) -> None:
     response = web.Response()
     value = mint_id()
-    set_cookie(response, SESSION_COOKIE, value, secure=True, max_age=3600, same_site=same_site)
+    set_cookie(response, HOST_ONLY, value, max_age=3600, same_site=same_site)
     morsel = response.cookies[SESSION_COOKIE]
     assert morsel.value == value
     assert morsel["httponly"] is True
@@ -128,13 +131,13 @@ def test_set_cookie_is_host_only_httponly_secure_with_a_max_age(
 
 def test_set_cookie_defaults_to_samesite_lax() -> None:
     response = web.Response()
-    set_cookie(response, SESSION_COOKIE, mint_id(), secure=True, max_age=60)
+    set_cookie(response, HOST_ONLY, mint_id(), max_age=60)
     assert response.cookies[SESSION_COOKIE]["samesite"] == "Lax"
 
 
 def test_set_cookie_on_plain_http_is_not_secure_but_still_httponly() -> None:
     response = web.Response()
-    set_cookie(response, "msal-gateway", mint_id(), secure=False, max_age=60)
+    set_cookie(response, CookieSpec("msal-gateway", secure=False), mint_id(), max_age=60)
     morsel = response.cookies["msal-gateway"]
     assert not morsel["secure"]
     assert morsel["httponly"] is True
@@ -143,16 +146,32 @@ def test_set_cookie_on_plain_http_is_not_secure_but_still_httponly() -> None:
 
 def test_cookie_header_stays_far_below_the_browser_limit() -> None:
     response = web.Response()
-    set_cookie(response, SESSION_COOKIE, mint_id(), secure=True, max_age=86_400, same_site="None")
+    set_cookie(response, HOST_ONLY, mint_id(), max_age=86_400, same_site="None")
     assert len(response.cookies[SESSION_COOKIE].OutputString()) < 4096 // 8
 
 
 def test_clear_cookie_expires_it_with_the_same_scope() -> None:
     response = web.Response()
-    clear_cookie(response, SESSION_COOKIE, secure=True)
+    clear_cookie(response, HOST_ONLY)
     morsel = response.cookies[SESSION_COOKIE]
     assert morsel.value == ""
     assert str(morsel["max-age"]) == "0"
     assert morsel["path"] == "/"
     assert morsel["secure"] is True
     assert morsel["httponly"] is True
+
+
+def test_a_cookie_under_a_path_prefix_and_a_shared_domain_is_set_and_cleared_with_both() -> None:
+    scoped = CookieSpec(
+        "__Secure-msal-gateway-payroll", secure=True, path="/payroll", domain="apps.example.com"
+    )
+    response = web.Response()
+    set_cookie(response, scoped, mint_id(), max_age=60)
+    header = response.cookies[scoped.name].OutputString()
+    assert "Path=/payroll" in header
+    assert "Domain=apps.example.com" in header
+    cleared = web.Response()
+    clear_cookie(cleared, scoped)
+    morsel = cleared.cookies[scoped.name]
+    assert str(morsel["max-age"]) == "0"
+    assert (morsel["path"], morsel["domain"]) == ("/payroll", "apps.example.com")

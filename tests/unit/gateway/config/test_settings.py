@@ -116,7 +116,81 @@ def bad(case_id: str, named: str, *, drop: tuple[str, ...] = (), **env: str) -> 
 NO_TENANT: Final = ("GATEWAY_TENANT_ID",)
 NO_SECRET: Final = ("GATEWAY_CLIENT_SECRET",)
 INVALID: Final = [
-    bad("public-url-path", "GATEWAY_PUBLIC_URL", GATEWAY_PUBLIC_URL="https://app.example.com/a"),
+    bad(
+        "public-url-path-dot-segment",
+        "GATEWAY_PUBLIC_URL",
+        GATEWAY_PUBLIC_URL="https://app.example.com/a/../b",
+    ),
+    bad(
+        "public-url-path-encoded",
+        "GATEWAY_PUBLIC_URL",
+        GATEWAY_PUBLIC_URL="https://app.example.com/pay%72oll",
+    ),
+    bad(
+        "public-url-path-auth",
+        "GATEWAY_PUBLIC_URL",
+        GATEWAY_PUBLIC_URL="https://app.example.com/.auth",
+    ),
+    bad(
+        "public-url-path-empty-segment",
+        "GATEWAY_PUBLIC_URL",
+        GATEWAY_PUBLIC_URL="https://h.example/a//b",
+    ),
+    bad(
+        "strip-prefix-without-prefix",
+        "GATEWAY_PROXY__STRIP_PREFIX GATEWAY_PUBLIC_URL",
+        GATEWAY_PROXY__STRIP_PREFIX="true",
+    ),
+    bad(
+        "cookie-domain-not-containing-the-host",
+        "GATEWAY_SESSION__COOKIE_DOMAIN GATEWAY_PUBLIC_URL",
+        GATEWAY_SESSION__COOKIE_DOMAIN="apps.contoso.com",
+    ),
+    bad(
+        "cookie-domain-suffix-is-not-a-parent",
+        "GATEWAY_SESSION__COOKIE_DOMAIN GATEWAY_PUBLIC_URL",
+        GATEWAY_PUBLIC_URL="https://evilexample.com",
+        GATEWAY_SESSION__COOKIE_DOMAIN="example.com",
+    ),
+    bad(
+        "cookie-domain-one-label",
+        "GATEWAY_SESSION__COOKIE_DOMAIN",
+        GATEWAY_SESSION__COOKIE_DOMAIN="com",
+    ),
+    bad(
+        "cookie-domain-leading-dot",
+        "GATEWAY_SESSION__COOKIE_DOMAIN",
+        GATEWAY_SESSION__COOKIE_DOMAIN=".example.com",
+    ),
+    bad(
+        "cookie-domain-over-http",
+        "GATEWAY_SESSION__COOKIE_DOMAIN GATEWAY_PUBLIC_URL",
+        GATEWAY_PUBLIC_URL="http://localhost:8000",
+        GATEWAY_SESSION__COOKIE_DOMAIN="localhost.example",
+    ),
+    bad(
+        "return-hosts-without-cookie-domain",
+        "GATEWAY_SIGNIN__RETURN_HOSTS GATEWAY_SESSION__COOKIE_DOMAIN",
+        GATEWAY_SIGNIN__RETURN_HOSTS="wiki.example.com",
+    ),
+    bad(
+        "return-hosts-outside-cookie-domain",
+        "GATEWAY_SIGNIN__RETURN_HOSTS GATEWAY_SESSION__COOKIE_DOMAIN",
+        GATEWAY_SESSION__COOKIE_DOMAIN="example.com",
+        GATEWAY_SIGNIN__RETURN_HOSTS="wiki.example.com *.evil.org",
+    ),
+    bad(
+        "return-hosts-not-a-host",
+        "GATEWAY_SIGNIN__RETURN_HOSTS",
+        GATEWAY_SESSION__COOKIE_DOMAIN="example.com",
+        GATEWAY_SIGNIN__RETURN_HOSTS="https://wiki.example.com/",
+    ),
+    bad(
+        "return-hosts-inner-wildcard",
+        "GATEWAY_SIGNIN__RETURN_HOSTS",
+        GATEWAY_SESSION__COOKIE_DOMAIN="example.com",
+        GATEWAY_SIGNIN__RETURN_HOSTS="a.*.example.com",
+    ),
     bad("public-url-query", "GATEWAY_PUBLIC_URL", GATEWAY_PUBLIC_URL="https://app.example.com/?a"),
     bad(
         "public-url-http-remote", "GATEWAY_PUBLIC_URL", GATEWAY_PUBLIC_URL="http://app.example.com"
@@ -379,6 +453,87 @@ def test_redirect_uri_is_the_origin_plus_the_callback_path(
     assert (parts.query, parts.fragment, parts.username) == ("", "", None)
     assert settings.redirect_uri == settings.public_origin + parts.path
     assert not settings.public_origin.endswith("/")
+
+
+@pytest.mark.parametrize(
+    ("public_url", "prefix", "session_cookie", "signin_cookie"),
+    [
+        ("https://app.example.com", "", "__Host-msal-gateway", "__Host-msal-gateway-signin"),
+        (
+            "https://intranet.example.com/payroll",
+            "/payroll",
+            "__Secure-msal-gateway-payroll",
+            "__Secure-msal-gateway-payroll-signin",
+        ),
+        (
+            "https://intranet.example.com/team/pay.roll/",
+            "/team/pay.roll",
+            "__Secure-msal-gateway-team-pay.roll",
+            "__Secure-msal-gateway-team-pay.roll-signin",
+        ),
+        ("http://127.0.0.1:8000/a", "/a", "msal-gateway-a", "msal-gateway-a-signin"),
+    ],
+)
+def test_a_path_prefix_scopes_endpoints_and_cookies(
+    monkeypatch: pytest.MonkeyPatch,
+    public_url: str,
+    prefix: str,
+    session_cookie: str,
+    signin_cookie: str,
+) -> None:
+    configure(monkeypatch, GATEWAY_PUBLIC_URL=public_url)
+    settings = load_settings()
+    assert settings.path_prefix == prefix
+    assert settings.public_base == settings.public_origin + prefix
+    assert "/" not in settings.public_origin.partition("://")[2]
+    assert settings.redirect_uri == settings.public_origin + prefix + "/.auth/login/aad/callback"
+    assert settings.auth_path("/.auth/me") == prefix + "/.auth/me"
+    assert settings.session_cookie.name == session_cookie
+    assert settings.signin_cookie.name == signin_cookie
+    # Path= the prefix (which rules out __Host-); the sign-in binding is never domain-wide.
+    assert settings.session_cookie.path == settings.signin_cookie.path == (prefix or "/")
+    assert settings.session_cookie.domain is settings.signin_cookie.domain is None
+
+
+def test_a_cookie_domain_widens_the_session_cookie_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    configure(
+        monkeypatch,
+        GATEWAY_PUBLIC_URL="https://auth.apps.example.com",
+        GATEWAY_SESSION__COOKIE_DOMAIN="Apps.Example.com",
+        GATEWAY_SIGNIN__RETURN_HOSTS="*.apps.example.com wiki.apps.example.com:8443",
+    )
+    settings = load_settings()
+    assert settings.session_cookie.name == "__Secure-msal-gateway"
+    assert settings.session_cookie.domain == "apps.example.com"
+    assert settings.signin_cookie.name == "__Host-msal-gateway-signin"
+    assert settings.signin_cookie.domain is None
+
+
+@pytest.mark.parametrize(
+    ("netloc", "allowed"),
+    [
+        ("wiki.apps.example.com", True),
+        ("wiki.apps.example.com:443", True),
+        ("a.b.apps.example.com", True),
+        ("wiki.apps.example.com:8443", True),
+        ("other.apps.example.com:8443", False),
+        ("apps.example.com", False),  # the wildcard names hosts under it, not itself
+        ("evilapps.example.com", False),
+        ("wiki.apps.example.com.evil.org", False),
+        ("example.com", False),
+        ("", False),
+    ],
+)
+def test_return_hosts_match_exact_names_wildcards_and_ports(
+    monkeypatch: pytest.MonkeyPatch, netloc: str, allowed: bool
+) -> None:
+    configure(
+        monkeypatch,
+        GATEWAY_PUBLIC_URL="https://auth.apps.example.com",
+        GATEWAY_SESSION__COOKIE_DOMAIN="apps.example.com",
+        GATEWAY_SIGNIN__RETURN_HOSTS="*.apps.example.com wiki.apps.example.com:8443",
+    )
+    assert load_settings().is_return_host(netloc) is allowed
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,52 @@
+"""Debian's headless Chromium driven by Selenium, for the tests that need a real browser.
+
+Chromium and its driver are Debian's (`chromium`, `chromium-driver`; scripts/bootstrap.sh installs
+them), driven by Selenium from PyPI with the driver's path given, so nothing is downloaded. Under
+CI=true a missing browser fails the test; elsewhere it skips with the install hint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support.binaries import require_binary, under_ci
+
+try:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+except ImportError:  # pragma: no cover - the test extra installs it
+    if under_ci():
+        raise
+    pytest.skip("selenium is not installed: pip install -e '.[test]'", allow_module_level=True)
+
+
+def chromium_driver(profile: Path, *extra: str) -> Iterator[Any]:
+    """A headless Chromium with its own profile directory, quit when the generator closes."""
+    browser = require_binary("chromium", "chromium")
+    driver_path = require_binary("chromedriver", "chromium-driver")
+    options = Options()
+    options.binary_location = browser
+    for argument in (
+        *extra,
+        "--headless=new",
+        "--no-sandbox",  # the suite runs as root in CI, where Chromium's sandbox refuses to start
+        "--disable-dev-shm-usage",
+        "--window-size=1024,768",
+        "--lang=en-US",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+    ):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
