@@ -578,7 +578,13 @@ REQUIRED: Final = "required"
 Shape = Any  # a mapping of keys to shapes, a one-item list of a shape, or a type
 DURATION: Final = re.compile(r"([0-9]+(ms|s|m|h))+")
 LABELS: Final[Shape] = {"*": str}
-METADATA: Final[Shape] = {"name": str, "labels": LABELS, "annotations": LABELS, REQUIRED: ("name",)}
+METADATA: Final[Shape] = {
+    "name": str,
+    "namespace": str,
+    "labels": LABELS,
+    "annotations": LABELS,
+    REQUIRED: ("name",),
+}
 SCRAPE_ENDPOINT: Final[Shape] = {
     "port": str,
     "path": str,
@@ -1213,6 +1219,8 @@ def test_the_forward_auth_examples_ask_the_gateway(renders: dict[str, Rendered])
             annotations = doc["metadata"]["annotations"]
             prefix = "nginx.ingress.kubernetes.io/"
             assert annotations[prefix + "auth-url"] == verify
+            # Only with a method does ingress-nginx send X-Original-URI, which the gateway reads.
+            assert annotations[prefix + "auth-method"] == "GET"
             assert annotations[prefix + "auth-signin"] == (
                 "https://$host/.auth/login/aad?post_login_redirect_uri=$escaped_request_uri"
             )
