@@ -79,8 +79,8 @@ EXAMPLES: Final = CHART / "examples"
 # renders them. 1.28, not 1.29: the 1.29 schemas already list the (then alpha, off by default)
 # preStop sleep action, so only 1.28's tell a manifest that needs 1.30 apart.
 KUBERNETES_VERSIONS: Final = ("1.28", "1.35")
-# Where the kustomize base's preStop sleep action exists.
-SLEEP_ACTION_VERSIONS: Final = ("1.30", "1.35")
+# Where the kustomize base's preStop sleep action exists (1.30 on).
+FROM_1_30: Final = ("1.30", "1.35")
 GATEWAY_CONTAINER: Final = "msal-gateway"
 NPM_TIMEOUT: Final = 600.0
 TOOL_TIMEOUT: Final = 120.0
@@ -130,25 +130,23 @@ class Target:
 
 
 TARGETS: Final = (
-    Target("kustomize-base", kustomize="base", kubernetes=SLEEP_ACTION_VERSIONS),
+    Target("kustomize-base", kustomize="base", kubernetes=FROM_1_30),
     Target(
         "kustomize-base-prestop-exec", kustomize="base", components=("components/prestop-exec",)
     ),
-    Target(
-        "kustomize-dev", kustomize="overlays/dev", min_replicas=2, kubernetes=SLEEP_ACTION_VERSIONS
-    ),
+    Target("kustomize-dev", kustomize="overlays/dev", min_replicas=2, kubernetes=FROM_1_30),
     Target(
         "kustomize-production",
         kustomize="overlays/production",
         min_replicas=3,
         sentinel=True,
-        kubernetes=SLEEP_ACTION_VERSIONS,
+        kubernetes=FROM_1_30,
     ),
     Target(
         "kustomize-workload-identity",
         kustomize="overlays/workload-identity",
         workload_identity=True,
-        kubernetes=SLEEP_ACTION_VERSIONS,
+        kubernetes=FROM_1_30,
     ),
     # The combination deploy/README.md tells people to make, on a cluster older than 1.30.
     Target(
