@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hmac
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -83,8 +82,7 @@ def authenticate_client(
         verify_client_assertion(client, assertion, audiences)
         return AuthenticatedClient(client, "2")
     if secret is not None:
-        expected = client.client_secret
-        if expected is None or not hmac.compare_digest(secret.encode(), expected.encode()):
+        if not client.accepts_secret(secret):
             raise _bad_secret(client_id)
         return AuthenticatedClient(client, "1")
     if client.is_confidential:

@@ -5,6 +5,7 @@ Values only. Nothing here does I/O; `server.start` turns a `DevIdpConfig` into a
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import re
 from collections.abc import Mapping
@@ -76,10 +77,22 @@ class Client:
     certificates_pem: tuple[str, ...] = ()
     federated_credentials: tuple[FederatedCredential, ...] = ()
     display_name: str = "msal-gateway (development)"
+    # Further valid secrets: an Entra app registration may hold several while one is rotated.
+    more_secrets: tuple[str, ...] = ()
 
     @property
     def is_confidential(self) -> bool:
-        return bool(self.client_secret or self.certificates_pem or self.federated_credentials)
+        return bool(
+            self.client_secret
+            or self.more_secrets
+            or self.certificates_pem
+            or self.federated_credentials
+        )
+
+    def accepts_secret(self, secret: str) -> bool:
+        """Whether `secret` is one of the registration's secrets (compared in constant time)."""
+        valid = [s for s in (self.client_secret, *self.more_secrets) if s]
+        return any(hmac.compare_digest(secret.encode(), s.encode()) for s in valid)
 
     def accepts_redirect_uri(self, uri: str) -> bool:
         """Exact match against the registered list, or the development rule when there is none."""

@@ -7,7 +7,8 @@ under `/_devidp/`. The package docstring lists them all.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Mapping, Sequence
 
 from .config import Client, User
 from .faults import (
@@ -188,6 +189,20 @@ class DevIdpControl(PolicyControl):
     def register_client(self, client: Client) -> None:
         """Register an app (or replace the one with the same client_id)."""
         self._state.register_client(client)
+
+    def set_client_secrets(self, client_id: str, secrets: Sequence[str]) -> None:
+        """Replace the secrets an app accepts, as rotating them in Entra does: a secret left
+        out is revoked at once (client_secret becomes the first). KeyError for an unknown app."""
+        client = self._state.client(client_id)
+        if client is None:
+            raise KeyError(f"no client {client_id!r}")
+        self._state.register_client(
+            dataclasses.replace(
+                client,
+                client_secret=secrets[0] if secrets else None,
+                more_secrets=tuple(secrets[1:]),
+            )
+        )
 
     def issue_access_token(
         self,

@@ -55,6 +55,7 @@ OPERATIONS: Final[dict[str, Operation]] = {
     "keys/rotate": lambda c, b: {"kid": c.rotate_signing_key(**b)},
     "users": lambda c, b: c.add_user(_user(b)),
     "clients": lambda c, b: c.register_client(_client(b)),
+    "clients/secrets": lambda c, b: c.set_client_secrets(**b),
     "tokens/access": lambda c, b: {"access_token": c.issue_access_token(**b)},
     "tokens/id": lambda c, b: {"id_token": c.issue_id_token(**b)},
     "requests/clear": lambda c, b: c.clear_log(**b),

@@ -9,6 +9,7 @@ problems: settings first, then the machine (server/preflight.py).
 from __future__ import annotations
 
 import argparse
+import datetime
 import importlib.util
 import logging
 import os
@@ -99,11 +100,16 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(loaded, list):
         return _report(loaded)
     if args.command == "check-config":
+        relays = "forward-auth only" if loaded.forward_auth_only else f"upstream {loaded.upstream}"
         print(
-            f"configuration OK: upstream {loaded.upstream}, authority {loaded.authority_url}, "
+            f"configuration OK: {relays}, authority {loaded.authority_url}, "
             f"store {loaded.session_store}"
         )
         print(build_info.describe())
+        from gateway.oidc.credential_files import expiry_warnings
+
+        for warning in expiry_warnings(loaded, datetime.datetime.now(datetime.UTC)):
+            print(f"warning: {warning}")
         return 0
     from gateway.server.workers import supervise, worker_count
 

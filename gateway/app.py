@@ -27,6 +27,7 @@ from gateway.auth.policy import Policy
 from gateway.auth.ratelimit import SignInLimits
 from gateway.auth.sockets import CHECK_SECONDS_WITHOUT_CACHE, SocketRegistry
 from gateway.config.problems import ConfigurationError, Problem, cannot_listen
+from gateway.config.rotation import secret_ring
 from gateway.config.settings import Settings
 from gateway.endpoints import health, oauth2_proxy, principal, signin
 from gateway.errors import GatewayError, NotFound
@@ -67,6 +68,7 @@ from gateway.oidc.msal_client import MsalClient
 from gateway.oidc.refresher import SessionRefresher
 from gateway.proxy import handler as proxy
 from gateway.sessions.cache import SessionCache
+from gateway.sessions.ending import end_session
 from gateway.sessions.flows import FlowStore
 from gateway.sessions.index import SessionIndex
 from gateway.sessions.sealing import Sealer
@@ -78,6 +80,7 @@ from gateway.store.redis import RedisStorage
 from gateway.store.storage import Storage
 from gateway.telemetry import tracing
 from gateway.telemetry.metrics import Metrics
+from gateway.tokens import subject
 from gateway.tokens.assertion import AssertionSigner
 from gateway.upstream.client import UpstreamPool
 from gateway.upstream.pacing import Pace
@@ -98,6 +101,25 @@ def _storage(settings: Settings) -> Storage:
     return MemoryStorage()
 
 
+async def _follow_move(
+    token_caches: TokenCacheStore,
+    index: SessionIndex,
+    sessions: SessionStore,
+    session_id: str,
+    record: SessionRecord,
+) -> None:
+    """A session record re-sealed with the current cookie secret takes its token cache and its
+    revocation entries along, so that dropping the previous secret loses neither (the `sid`
+    entry is not kept in the record: docs/security.md says what that means)."""
+    ttl = record.expires_at - time.time()
+    await token_caches.adopt(session_id, ttl)
+    evicted = await index.add(
+        session_id, users=subject.revocation_names(record.claims), sid=None, ttl=ttl
+    )
+    for old in evicted:
+        await end_session(sessions, token_caches, old)
+
+
 def _store_target(settings: Settings) -> str:
     """Where the store is, and the setting that says so; never a password."""
     if settings.session_store != "redis":
@@ -116,8 +138,8 @@ async def _stores(app: web.Application) -> AsyncIterator[None]:
     if isinstance(backend, MemoryStorage):
         backend.start_sweeping()
     storage = MeasuredStorage(backend, app[METRICS])
-    secret = settings.cookie_secret.get_secret_value().encode() if settings.cookie_secret else None
-    sealer = Sealer(secret)
+    current, following, previous = secret_ring(settings)
+    sealer = Sealer(current, next_secret=following, previous=previous)
     app[STORAGE] = storage
     app[SEALER] = sealer
     # Only Redis has replicas, whose cached copies and open WebSockets need the notice feed.
@@ -151,6 +173,10 @@ async def _stores(app: web.Application) -> AsyncIterator[None]:
     )
     app[TOKEN_CACHES] = TokenCacheStore(storage, sealer)
     app[SESSION_INDEX] = SessionIndex(storage, sealer)
+    if sealer.rotating:
+        sessions.on_move(
+            functools.partial(_follow_move, app[TOKEN_CACHES], app[SESSION_INDEX], sessions)
+        )
     try:
         await storage.ping()
     except GatewayError as exc:
@@ -190,7 +216,7 @@ def _followers(
 
 async def _upstream_client(app: web.Application) -> AsyncIterator[None]:
     p = app[SETTINGS].proxy
-    base = URL(str(app[SETTINGS].upstream))
+    base = _upstream_url(app[SETTINGS])
     app[UPSTREAM_POOL] = UpstreamPool(
         base,
         connect_timeout=p.connect_timeout_seconds,
@@ -230,7 +256,13 @@ async def _keep_loading_metadata(client: MsalClient) -> None:
 
 async def _msal(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    client = MsalClient(settings)
+    gauge = app[METRICS].credential_expiry
+
+    def observe_expiry(expiry: dict[str, float]) -> None:
+        for kind, ends in expiry.items():
+            gauge.labels(kind).set(ends)
+
+    client = MsalClient(settings, observe_expiry=observe_expiry)
     app[MSAL] = client
     msal_timeouts = settings.msal.connect_timeout_seconds + settings.msal.read_timeout_seconds
     app[REFRESHER] = SessionRefresher(
@@ -327,18 +359,29 @@ def _static_headers(settings: Settings) -> tuple[tuple[str, str], ...]:
     return tuple(fixed)
 
 
+def _upstream_url(settings: Settings) -> URL:
+    # Settings requires GATEWAY_UPSTREAM in proxy mode, the only mode that asks for it here.
+    assert settings.upstream is not None
+    return URL(str(settings.upstream))
+
+
+def _assertion_audience(settings: Settings) -> str:
+    """GATEWAY_ASSERTION__AUDIENCE, else the upstream's origin (Settings requires the audience
+    in forward-auth mode, where there is no upstream)."""
+    if settings.assertion.audience:
+        return settings.assertion.audience
+    return str(_upstream_url(settings).origin())
+
+
 def _assertion_signer(settings: Settings) -> AssertionSigner:
-    upstream = URL(str(settings.upstream))
     # Without a configured secret (memory store, one replica) a random one serves this process.
-    secret = (
-        settings.cookie_secret.get_secret_value().encode()
-        if settings.cookie_secret
-        else secrets.token_bytes(32)
-    )
+    current, following, previous = secret_ring(settings)
     return AssertionSigner(
-        secret,
+        current or secrets.token_bytes(32),
+        # Verifiers must keep accepting what replicas with another current secret sign.
+        also_published=tuple(s for s in (following, *previous) if s is not None),
         issuer=settings.public_origin,
-        audience=settings.assertion.audience or str(upstream.origin()),
+        audience=_assertion_audience(settings),
         lifetime_seconds=settings.assertion.lifetime_seconds,
         rotation_seconds=settings.assertion.rotation_days * 86400,
     )
@@ -346,6 +389,15 @@ def _assertion_signer(settings: Settings) -> AssertionSigner:
 
 async def _reserved(request: web.Request) -> web.StreamResponse:
     raise NotFound("there is nothing at this address")
+
+
+async def _not_relayed(request: web.Request) -> web.StreamResponse:
+    # GATEWAY_MODE=forward-auth: a request here went around the proxy in front, or the proxy
+    # sends the gateway more than /.auth/. Say so plainly; nothing is relayed anywhere.
+    raise NotFound(
+        "this sign-in gateway only answers forward-auth checks (/.auth/verify) and its own "
+        "/.auth/ pages; it relays no requests to an application"
+    )
 
 
 def build_app(settings: Settings, *, serve_metrics: bool = True) -> web.Application:
@@ -406,7 +458,8 @@ def build_app(settings: Settings, *, serve_metrics: bool = True) -> web.Applicat
         app[ASSERTION] = _assertion_signer(settings)
     if tracer is not None:
         app.cleanup_ctx.append(functools.partial(_exporting, tracer))
-    app.cleanup_ctx.extend([_stores, _upstream_client, _msal])
+    relays = not settings.forward_auth_only
+    app.cleanup_ctx.extend([_stores, _upstream_client, _msal] if relays else [_stores, _msal])
     if serve_metrics:
         app.cleanup_ctx.append(_metrics_listener)
     router = app.router
@@ -430,5 +483,10 @@ def build_app(settings: Settings, *, serve_metrics: bool = True) -> web.Applicat
             router.add_route(method, path, guarded(handler))
     router.add_route("*", "/.auth/{tail:.*}", guarded(_reserved))  # the prefix is never proxied
     router.add_route("*", "/.auth", guarded(_reserved))
-    router.add_route("*", "/{tail:.*}", guarded(proxy.handle), expect_handler=proxy.expect_continue)
+    if relays:
+        router.add_route(
+            "*", "/{tail:.*}", guarded(proxy.handle), expect_handler=proxy.expect_continue
+        )
+    else:
+        router.add_route("*", "/{tail:.*}", guarded(_not_relayed))
     return app

@@ -13,7 +13,8 @@ The callers differ on purpose, and only through the arguments:
   forwards no identity headers for public paths, and a store outage does not close them).
 - The headers each builds from the decision (auth/headers.py `vouched_headers`): forward-auth
   includes the access token only with GATEWAY_TOKENS__EXPOSE_IN_VERIFY, and leaves out the Easy
-  Auth token headers and X-Gateway-Assertion, which only the proxy adds.
+  Auth token headers, which only the proxy adds, and X-Gateway-Assertion, which it adds only in
+  forward-auth mode (GATEWAY_MODE), where the assertion is for the applications behind the proxy.
 """
 
 from __future__ import annotations

@@ -33,7 +33,6 @@ from gateway.config.sources import ConfigFileError, Sources, read_config_file, r
 # Stand-ins for required settings that are missing or broken, only so that the other rules can
 # be checked; a configuration with a stand-in in it is never returned.
 PLACEHOLDERS: Final[Mapping[str, str]] = {
-    "upstream": "http://127.0.0.1:1",
     "public_url": "https://placeholder.invalid",
     "client_id": "placeholder",
 }

@@ -8,6 +8,7 @@ network: Redis and the authority are checked at start-up in app.py.
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -47,7 +48,13 @@ from gateway.config.advanced import (
     SpaceSeparated,
     is_loopback_host,
 )
+from gateway.config.modes import FORWARD_AUTH, Mode, mode_problems
 from gateway.config.redis import RedisSettings
+from gateway.config.rotation import (
+    CookieSecrets,
+    read_rotation_files,
+    rotation_problems,
+)
 
 ENV_PREFIX: Final = "GATEWAY_"
 DEFAULT_AUTHORITY_HOST: Final = "https://login.microsoftonline.com"
@@ -79,8 +86,16 @@ class Settings(BaseSettings):
         case_sensitive=False,
     )
 
-    upstream: AnyHttpUrl = Field(
-        description="URL of the protected application, e.g. http://127.0.0.1:8080."
+    mode: Mode = Field(
+        "proxy",
+        description="proxy: relay every request outside /.auth to GATEWAY_UPSTREAM; forward-auth: "
+        "only answer a proxy in front (nginx auth_request, Traefik ForwardAuth, Envoy ext_authz) "
+        "on /.auth/verify, with no upstream (docs/forward-auth.md).",
+    )
+    upstream: AnyHttpUrl | None = Field(
+        None,
+        description="URL of the protected application, e.g. http://127.0.0.1:8080; required "
+        "with GATEWAY_MODE=proxy, refused with forward-auth.",
     )
     listen: str = Field("0.0.0.0:8000", description="host:port the gateway listens on.")
     public_url: AnyHttpUrl = Field(
@@ -142,6 +157,29 @@ class Settings(BaseSettings):
         "from it. Required with redis so that replicas agree.",
     )
     cookie_secret_file: Path | None = Field(None, description="File holding the cookie secret.")
+    cookie_secret_next: SecretStr | None = Field(
+        None,
+        description="The cookie secret about to become current: opens records, never seals "
+        "(rotation step 1, see docs/security.md).",
+    )
+    cookie_secret_next_file: Path | None = Field(
+        None, description="File holding the next cookie secret."
+    )
+    cookie_secrets_previous: CookieSecrets = Field(
+        (),
+        description="Former cookie secrets, space-separated: they open records (which are then "
+        "re-sealed with the current one), never seal.",
+    )
+    cookie_secrets_previous_file: Path | None = Field(
+        None,
+        description="File with the former cookie secrets, one a line, or a directory with one "
+        "a file (file-name order).",
+    )
+    client_secret_expires: datetime | None = Field(
+        None,
+        description="When the client secret expires, as Entra showed it (e.g. 2027-03-31): "
+        "exported as a metric to alert on; Entra does not tell the client.",
+    )
     workers: Literal["auto"] | PositiveInt = Field(
         1,
         description="Worker processes sharing the listen port (SO_REUSEPORT); auto: one per CPU "
@@ -230,9 +268,16 @@ class Settings(BaseSettings):
             raise ValueError("must not have a query or fragment")
         return value
 
+    @field_validator("upstream", mode="before")
+    @classmethod
+    def _empty_upstream_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("upstream")
     @classmethod
-    def _plain_upstream(cls, value: AnyHttpUrl) -> AnyHttpUrl:
+    def _plain_upstream(cls, value: AnyHttpUrl | None) -> AnyHttpUrl | None:
+        if value is None:
+            return None
         # Credentials in the URL would have to become an Authorization header, which is the
         # bearer token's; a query or fragment has no place in front of every request's path.
         if value.username or value.password:
@@ -264,8 +309,8 @@ class Settings(BaseSettings):
     def _read_secret_files(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        data = dict(data)
-        for name in ("client_secret", "cookie_secret"):
+        data = read_rotation_files(dict(data))
+        for name in ("client_secret", "cookie_secret", "cookie_secret_next"):
             file_key = f"{name}_file"
             path = data.get(file_key)
             if not path:
@@ -291,7 +336,7 @@ class Settings(BaseSettings):
 
     def cross_field_problems(self) -> list[str]:
         """The rules across settings, one line each naming every setting involved."""
-        problems: list[str] = []
+        problems: list[str] = mode_problems(self)  # GATEWAY_UPSTREAM and GATEWAY_MODE
         if self.oidc_authority and (self.authority or self.tenant_id):
             problems.append(
                 "GATEWAY_OIDC_AUTHORITY cannot be combined with GATEWAY_AUTHORITY or "
@@ -347,6 +392,7 @@ class Settings(BaseSettings):
                     f"(got {size}); generate one with: python3 -c 'import secrets; "
                     "print(secrets.token_urlsafe(32))'"
                 )
+        problems.extend(rotation_problems(self, MIN_COOKIE_SECRET_BYTES))
         if self.session.absolute_ttl_seconds < self.session.idle_ttl_seconds:
             problems.append(
                 "GATEWAY_SESSION__ABSOLUTE_TTL_SECONDS must be at least "
@@ -392,6 +438,11 @@ class Settings(BaseSettings):
     @property
     def is_multi_tenant(self) -> bool:
         return (self.tenant or "").lower() in MULTI_TENANT_ALIASES
+
+    @property
+    def forward_auth_only(self) -> bool:
+        """GATEWAY_MODE=forward-auth: no upstream; only the gateway's own endpoints answer."""
+        return self.mode == FORWARD_AUTH
 
     @property
     def cookie_secure(self) -> bool:

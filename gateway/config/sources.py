@@ -31,7 +31,7 @@ AZURE_VARIABLES: Final = {
     "AZURE_AUTHORITY_HOST": "authority_host",
 }
 CREDENTIALS: Final = ("client_secret", "client_secret_file", "client_certificate_file")
-SECRET_FILES: Final = ("client_secret", "cookie_secret")
+SECRET_FILES: Final = ("client_secret", "cookie_secret", "cookie_secret_next")
 # A corrected JSON value is offered as the fix only while it stays readable on one line.
 MAX_SUGGESTED_JSON: Final = 160
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from gateway.auth.headers import easy_auth_principal, vouched_headers
+from gateway.auth.headers import assertion_claims, easy_auth_principal, vouched_headers
 from gateway.auth.identity import authenticate_session
 from gateway.auth.peers import UntrustedForwardAuth, original_request
 from gateway.errors import Forbidden, NotFound
@@ -47,7 +47,8 @@ async def verify(request: web.Request) -> web.StreamResponse:
     error is never a 2xx. The decision is the proxy's own (auth/access.py). The original request
     (X-Original-URI / X-Forwarded-Uri and -Method, or Envoy's path) is believed only from a
     trusted proxy; without route rules or per-route tokens it cannot change the answer, and
-    "GET /" is judged."""
+    "GET /" is judged. In forward-auth mode the answer also carries X-Gateway-Assertion when
+    assertions are on."""
     app, settings = request.app, request.app[SETTINGS]
     access = app[ACCESS]
     method, target = "GET", "/"
@@ -69,6 +70,14 @@ async def verify(request: web.Request) -> web.StreamResponse:
             with_token_store=False,
         ):
             response.headers[name] = value
+        if settings.forward_auth_only and ASSERTION in app:
+            # Only in forward-auth mode: its audience is the applications behind the proxy
+            # (GATEWAY_ASSERTION__AUDIENCE, required there). A proxy-mode assertion is for the
+            # gateway's own upstream and is never handed to anyone else.
+            response.headers["X-Gateway-Assertion"] = app[ASSERTION].sign(
+                assertion_claims(decision.identity, multi_tenant=settings.is_multi_tenant),
+                subject=decision.identity.user_key,
+            )
     return response
 
 

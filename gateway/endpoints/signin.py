@@ -165,9 +165,7 @@ async def _finish(request: web.Request) -> web.StreamResponse:
     if pending is None:
         raise SignInExpired("this sign-in has expired or was already used; please sign in again")
     binding = read_id(request, settings.signin_cookie_name)
-    if binding is None or not hmac.compare_digest(
-        app[SEALER].binding(binding), pending.browser_binding
-    ):
+    if binding is None or not app[SEALER].binds(binding, pending.browser_binding):
         log.warning("sign-in callback from a browser that did not start it")
         raise BadRequest("this sign-in was started in another browser; please sign in again")
     session_id = mint_id()

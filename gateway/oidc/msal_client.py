@@ -29,6 +29,7 @@ import requests
 from gateway.config.settings import Settings
 from gateway.errors import BadRequest, IdentityProviderError, SignInRequired, StepUpRequired
 from gateway.oidc import credentials
+from gateway.oidc.credential_files import Expiry, LiveCredential
 from gateway.oidc.discovery import Provider
 from gateway.oidc.graph import GraphError, transitive_group_ids
 from gateway.tokens import id_tokens
@@ -85,14 +86,16 @@ def _refused(what: str, result: Mapping[str, Any]) -> IdentityProviderError:
 class MsalClient:
     """Sign-in and token operations against one authority, for one client registration."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, *, observe_expiry: Callable[[Expiry], None] | None = None
+    ) -> None:
         self._settings = settings
         self._executor = ThreadPoolExecutor(
             max_workers=settings.msal.worker_threads, thread_name_prefix="msal"
         )
         self._slots = asyncio.Semaphore(settings.msal.worker_threads)
         self._http = credentials.http_session(settings)
-        self._credential = credentials.client_credential(settings)
+        self._credential = LiveCredential(settings, self._http, observe_expiry)
         self._seed_cache: dict[str, Any] = {}
         self._seeded_at = time.monotonic()
         self._provider: Provider | None = None
@@ -110,7 +113,7 @@ class MsalClient:
         )
         return msal.ConfidentialClientApplication(
             settings.client_id,
-            client_credential=self._credential,
+            client_credential=self._credential.current(),
             token_cache=cache,
             http_client=self._http,
             # A private copy: throttling of one call must not refuse another user's (c.22).
@@ -138,6 +141,16 @@ class MsalClient:
     async def _run(self, func: Callable[[], T]) -> T:
         async with self._slots:
             return await asyncio.get_running_loop().run_in_executor(self._executor, func)
+
+    def _credential_renewed(self, result: Mapping[str, Any] | None) -> bool:
+        """After an `invalid_client`: whether the credential files hold a new credential now, so
+        the call is worth one retry (the secret may have been rotated at the provider first)."""
+        if result is None or result.get("error") != "invalid_client":
+            return False
+        if not self._credential.reread():
+            return False
+        log.info("the provider refused the client credential; retrying with the one just read")
+        return True
 
     def _check_credential(self, result: Mapping[str, Any]) -> None:
         """Tell the operator which setting to fix when the provider rejects our credential."""
@@ -287,20 +300,13 @@ class MsalClient:
         return await self._run(functools.partial(self._redeem, flow, auth_response))
 
     def _redeem(self, flow: dict[str, Any], auth_response: dict[str, str]) -> Tokens:
-        cache = msal.SerializableTokenCache()
-        try:
-            app = self._application(cache)
-            result = app.acquire_token_by_auth_code_flow(flow, auth_response)
-        except json.JSONDecodeError as exc:  # a ValueError too: the provider sent no JSON
-            raise IdentityProviderError("the identity provider sent a malformed answer") from exc
-        except ValueError as exc:  # state mismatch, malformed response
-            raise BadRequest("the sign-in response does not match the sign-in request") from exc
-        except RuntimeError as exc:
-            # Nonce or max_age failure, raised after MSAL already filled the cache (ENTRA.md c.9):
-            # the cache is dropped with this frame and never persisted.
-            raise BadRequest("the sign-in response failed verification (nonce)") from exc
-        except (requests.RequestException, msal.exceptions.MsalError) as exc:
-            raise IdentityProviderError("the identity provider could not be reached") from exc
+        for attempt in (1, 2):
+            try:
+                cache, result = self._redeem_once(flow, auth_response)
+            except (requests.RequestException, msal.exceptions.MsalError) as exc:
+                raise IdentityProviderError("the identity provider could not be reached") from exc
+            if attempt == 2 or not self._credential_renewed(result):
+                break
         if "error" in result:
             self._check_credential(result)
             raise _refused("the identity provider refused the sign-in", result)
@@ -316,6 +322,24 @@ class MsalClient:
             raise BadRequest("the identity provider returned no id_token")
         claims = self._verified_claims(id_token)
         return self._tokens(result, claims, cache, home_account_id=self._home_account_id(cache))
+
+    def _redeem_once(
+        self, flow: dict[str, Any], auth_response: dict[str, str]
+    ) -> tuple[msal.SerializableTokenCache, dict[str, Any]]:
+        """One redemption with a fresh cache; the flow is copied, since MSAL changes it."""
+        cache = msal.SerializableTokenCache()
+        try:
+            app = self._application(cache)
+            result = app.acquire_token_by_auth_code_flow(dict(flow), auth_response)
+        except json.JSONDecodeError as exc:  # a ValueError too: the provider sent no JSON
+            raise IdentityProviderError("the identity provider sent a malformed answer") from exc
+        except ValueError as exc:  # state mismatch, malformed response
+            raise BadRequest("the sign-in response does not match the sign-in request") from exc
+        except RuntimeError as exc:
+            # Nonce or max_age failure, raised after MSAL already filled the cache (ENTRA.md c.9):
+            # the cache is dropped with this frame and never persisted.
+            raise BadRequest("the sign-in response failed verification (nonce)") from exc
+        return cache, result
 
     @staticmethod
     def _home_account_id(cache: msal.SerializableTokenCache) -> str | None:
@@ -385,6 +409,32 @@ class MsalClient:
         force: bool,
         claims: str | None,
     ) -> Tokens:
+        for attempt in (1, 2):
+            cache, result = self._refresh_once(
+                serialized_cache, home_account_id, scopes, force, claims
+            )
+            if attempt == 2 or not self._credential_renewed(result):
+                break
+        if result is None:
+            raise SignInRequired("the session's tokens cannot be renewed")
+        if "error" in result:
+            self._check_credential(result)
+            self._raise_for(result, scopes, claims)
+        id_claims = None
+        id_token = result.get("id_token")
+        if isinstance(id_token, str) and result.get("token_source") != "cache":
+            id_claims = self._verified_claims(id_token)
+        return self._tokens(result, id_claims, cache, home_account_id=home_account_id)
+
+    def _refresh_once(
+        self,
+        serialized_cache: str,
+        home_account_id: str,
+        scopes: tuple[str, ...],
+        force: bool,
+        claims: str | None,
+    ) -> tuple[msal.SerializableTokenCache, dict[str, Any] | None]:
+        """One silent acquisition on a fresh copy of the stored cache."""
         cache = msal.SerializableTokenCache()
         cache.deserialize(serialized_cache)
         skew = self._settings.tokens.refresh_skew_seconds
@@ -413,16 +463,7 @@ class MsalClient:
             raise IdentityProviderError("the identity provider could not be reached") from exc
         except (ValueError, KeyError) as exc:  # a non-JSON or malformed answer
             raise IdentityProviderError("the identity provider sent a malformed answer") from exc
-        if result is None:
-            raise SignInRequired("the session's tokens cannot be renewed")
-        if "error" in result:
-            self._check_credential(result)
-            self._raise_for(result, scopes, claims)
-        id_claims = None
-        id_token = result.get("id_token")
-        if isinstance(id_token, str) and result.get("token_source") != "cache":
-            id_claims = self._verified_claims(id_token)
-        return self._tokens(result, id_claims, cache, home_account_id=home_account_id)
+        return cache, result
 
     @staticmethod
     def _raise_for(result: Mapping[str, Any], scopes: tuple[str, ...], claims: str | None) -> None:

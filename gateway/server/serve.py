@@ -101,11 +101,11 @@ async def _serve(settings: Settings, worker: bool) -> None:
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
     log.info(
-        "%s listening on %s:%d, upstream %s",
+        "%s listening on %s:%d, %s",
         build_info.describe(),
         host,
         port,
-        settings.upstream,
+        "forward-auth only" if settings.forward_auth_only else f"upstream {settings.upstream}",
     )
     await stop.wait()
     app[DRAINING].set()

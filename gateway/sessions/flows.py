@@ -83,6 +83,13 @@ class FlowStore:
         there is none (unknown, expired or already used). CorruptRecordError if it will not open."""
         key = self._key(state)
         sealed = await self._storage.take(key)
+        if sealed is None and self._sealer.rotating:
+            # Started on a replica with another current cookie secret (a rotation under way).
+            for name, _ in self._sealer.older_digests(state):
+                key = FLOW_PREFIX + name
+                sealed = await self._storage.take(key)
+                if sealed is not None:
+                    break
         if sealed is None:
             return None
         return PendingSignIn.decode(self._sealer.open(key, sealed))

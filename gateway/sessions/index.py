@@ -50,7 +50,17 @@ class SessionIndex:
 
     async def take_user(self, user: str) -> list[str]:
         """Every session id indexed for the user, and the entry removed."""
-        return await self._lists.take(self._key(USER_PREFIX, user))
+        return await self._take(USER_PREFIX, user)
 
     async def take_sid(self, sid: str) -> list[str]:
-        return await self._lists.take(self._key(SID_PREFIX, sid))
+        return await self._take(SID_PREFIX, sid)
+
+    async def _take(self, prefix: str, value: str) -> list[str]:
+        """The entry under every name a configured cookie secret gives it: revocation must find
+        sessions indexed by replicas with another current secret (a rotation under way)."""
+        taken = await self._lists.take(self._key(prefix, value))
+        for name, _ in self._sealer.older_digests(value):
+            taken.extend(
+                item for item in await self._lists.take(prefix + name) if item not in taken
+            )
+        return taken

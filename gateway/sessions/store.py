@@ -12,7 +12,7 @@ import asyncio
 import functools
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Final
 
@@ -144,6 +144,10 @@ def _check_types(value: object, **expected: type) -> None:
 class StoredSession:
     record: SessionRecord
     stored: bytes
+    # The store key it was read under: during a cookie-secret rotation, perhaps the name another
+    # secret gives the session (a replica that disagrees on the current secret wrote it there).
+    key: str = ""
+    stale: bool = False  # sealed with, or named by, a previous secret: to be re-sealed
 
 
 class SessionStore:
@@ -173,6 +177,7 @@ class SessionStore:
         self._notices = notices
         self._reading: dict[str, asyncio.Future[SessionRecord | None]] = {}
         self._listeners: list[Callable[[str, bool], None]] = []
+        self._movers: list[Callable[[str, SessionRecord], Awaitable[None]]] = []
         # With a cache, the keyed digest of a busy session's id is remembered too (an HMAC per
         # request otherwise); the bound keeps attacker-chosen ids from growing it.
         self._key = (
@@ -188,6 +193,12 @@ class SessionStore:
         """Call `listener(key, gone)` after every save, replace and delete made in this process."""
         self._listeners.append(listener)
 
+    def on_move(self, mover: Callable[[str, SessionRecord], Awaitable[None]]) -> None:
+        """Await `mover(session_id, record)` after a record sealed or named with a previous
+        cookie secret was re-sealed under the current one: what is kept beside the record (its
+        token cache, its index entries) follows it there. A mover's failure is logged only."""
+        self._movers.append(mover)
+
     def _digest_key(self, session_id: str) -> str:
         return SESSION_PREFIX + self._sealer.digest(session_id)
 
@@ -197,7 +208,7 @@ class SessionStore:
         key = self.key(session_id)
         cache = self.cache
         if cache is None:
-            loaded = await self._read(key)
+            loaded = await self._find(session_id)
             return loaded.record if loaded else None
         cached = cache.get(key)
         if cached is not None:
@@ -218,7 +229,7 @@ class SessionStore:
         pending = self._reading[key] = asyncio.get_running_loop().create_future()
         try:
             generation = cache.generation()
-            loaded = await self._read(key)
+            loaded = await self._find(session_id)
             record = loaded.record if loaded is not None else None
             if record is not None:
                 cache.put(key, record, generation)
@@ -237,21 +248,65 @@ class SessionStore:
     async def load_stored(self, session_id: str) -> StoredSession | None:
         """The record with the stored bytes that a later `replace` must still find: always read
         from the store (a cached copy may be older than what a compare-and-set must match)."""
-        return await self._read(self.key(session_id))
+        return await self._find(session_id)
 
     async def current(self, session_id: str, *, slide: bool) -> SessionRecord | None:
         """The record as the store holds it now, never a cached copy. The idle TTL slides only
         with `slide`: an open WebSocket's check (auth/sockets.py) keeps its session alive while
         messages pass, not merely because the socket is open."""
-        loaded = await self._read(self.key(session_id), slide=slide)
+        loaded = await self._find(session_id, slide=slide)
         return loaded.record if loaded is not None else None
 
-    async def _read(self, key: str, *, slide: bool = True) -> StoredSession | None:
+    async def _find(self, session_id: str, *, slide: bool = True) -> StoredSession | None:
+        """The record under its current name; during a rotation (and only when that misses, so
+        the hot path costs one read as before) under the names the other secrets give it. A
+        record a previous secret sealed or named is re-sealed under the current name here."""
+        found = await self._read(self.key(session_id), slide=slide)
+        if found is None and self._sealer.rotating:
+            for name, stale in self._sealer.older_digests(session_id):
+                found = await self._read(SESSION_PREFIX + name, slide=slide, stale=stale)
+                if found is not None:
+                    break
+        if found is not None and found.stale:
+            return await self._reseal(session_id, found)
+        return found
+
+    async def _reseal(self, session_id: str, found: StoredSession) -> StoredSession:
+        key, ttl = self.key(session_id), self._ttl(found.record)
+        sealed = self._sealer.seal(key, found.record.encode())
+        if ttl <= 0:
+            return found
+        if found.key == key:
+            written = await self._storage.replace(key, found.stored, sealed, ttl)
+        else:
+            # Moved: written only where nothing newer is (another replica may have moved it
+            # first), then gone from the old name so it is never found there again.
+            written = await self._storage.replace(key, None, sealed, ttl)
+            if written:
+                await self._storage.delete(found.key)
+                await self._changed(found.key, gone=True)
+        if not written:
+            # Someone changed it meanwhile: what is stored now is the truth.
+            again = await self._read(key, slide=False)
+            return again if again is not None and not again.stale else found
+        await self._changed(key)
+        log.info("session record re-sealed with the current cookie secret")
+        for mover in self._movers:
+            try:
+                await mover(session_id, found.record)
+            except Exception:  # the record itself is safe; a companion is left to expire
+                log.warning("moving a re-sealed session's companion failed", exc_info=True)
+        return StoredSession(found.record, sealed, key)
+
+    async def _read(
+        self, key: str, *, slide: bool = True, stale: bool = False
+    ) -> StoredSession | None:
         sealed = await self._storage.get(key, slide_ttl=self._idle_ttl if slide else None)
         if sealed is None:
             return None
         try:
-            record = SessionRecord.decode(self._sealer.open(key, sealed))
+            opened = self._sealer.open_aged(key, sealed)
+            record = SessionRecord.decode(opened.plaintext)
         except CorruptRecordError:
             log.warning("session record failed to open; treating as signed out", exc_info=True)
             await self._storage.delete(key)
@@ -259,7 +314,7 @@ class SessionStore:
         if record.expires_at <= self._clock():
             await self._storage.delete(key)
             return None
-        return StoredSession(record, sealed)
+        return StoredSession(record, sealed, key, stale or opened.stale)
 
     def _ttl(self, record: SessionRecord) -> float:
         return min(self._idle_ttl, record.expires_at - self._clock())
@@ -275,7 +330,7 @@ class SessionStore:
     ) -> bool:
         """Write `record` only if the store still holds `previous`: a session deleted meanwhile
         (sign-out) stays deleted, and a newer write is not overwritten. Whether it was written."""
-        key, ttl = self.key(session_id), self._ttl(record)
+        key, ttl = previous.key or self.key(session_id), self._ttl(record)
         if ttl <= 0:
             return False
         sealed = self._sealer.seal(key, record.encode())
@@ -284,9 +339,15 @@ class SessionStore:
         return written
 
     async def delete(self, session_id: str) -> None:
+        """Gone under every name a configured secret gives it (a rotation may have left it under
+        another replica's)."""
         key = self.key(session_id)
-        await self._storage.delete(key)
+        older = [SESSION_PREFIX + name for name, _ in self._sealer.older_digests(session_id)]
+        for name in (key, *older):  # one key per call: fine for Redis Cluster
+            await self._storage.delete(name)
         await self._changed(key, gone=True)
+        for name in older:
+            await self._changed(name, gone=True)
 
     async def _changed(self, key: str, *, gone: bool = False) -> None:
         for listener in self._listeners:

@@ -1,7 +1,9 @@
 """Each session's MSAL token cache (it holds refresh tokens), sealed beside the session record.
 
 Read only on the sign-in and refresh paths, never on a normal proxied request. Written only when
-MSAL reports a change. Deleted with the session.
+MSAL reports a change. Deleted with the session. During a cookie-secret rotation a cache is looked
+up under the other secrets' names too, and one a previous secret sealed or named is moved under the
+current name when it is next written, or at once when its session record moves (`adopt`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ class StoredCache:
 
     serialized: str
     stored: bytes
+    key: str = ""  # the store key it was read under (see sessions/store.py StoredSession.key)
+    stale: bool = False  # sealed with, or named by, a previous cookie secret
 
 
 class TokenCacheStore:
@@ -40,18 +44,27 @@ class TokenCacheStore:
 
     async def load(self, session_id: str) -> StoredCache | None:
         """The stored cache, or None. CorruptRecordError when it will not open."""
-        key = self._key(session_id)
+        found = await self._read(self._key(session_id))
+        if found is None and self._sealer.rotating:
+            for name, stale in self._sealer.older_digests(session_id):
+                found = await self._read(TOKENS_PREFIX + name, stale=stale)
+                if found is not None:
+                    break
+        return found
+
+    async def _read(self, key: str, *, stale: bool = False) -> StoredCache | None:
         sealed = await self._storage.get(key)
         if sealed is None:
             return None
-        serialized = self._sealer.open(key, sealed).decode()
+        opened = self._sealer.open_aged(key, sealed)
+        serialized = opened.plaintext.decode()
         try:
             shaped = isinstance(json.loads(serialized), dict)
         except ValueError:
             shaped = False
         if not shaped:  # MSAL would fail on it in a worker thread, as an unexpected error
             raise CorruptRecordError(f"token cache under {key} is not an MSAL cache")
-        return StoredCache(serialized, sealed)
+        return StoredCache(serialized, sealed, key, stale or opened.stale)
 
     async def save(self, session_id: str, serialized: str, ttl: float) -> None:
         key = self._key(session_id)
@@ -61,12 +74,35 @@ class TokenCacheStore:
     async def replace(
         self, session_id: str, previous: StoredCache, serialized: str, ttl: float
     ) -> bool:
-        """Write `serialized` only if the store still holds `previous`; whether it was written."""
+        """Write `serialized` only if the store still holds `previous`; whether it was written.
+        A cache a previous cookie secret sealed or named moves under the current name."""
         key = self._key(session_id)
         if ttl <= 0:
             return False
+        if not previous.key or previous.key == key or not previous.stale:
+            at = previous.key or key  # a next secret's name stays: see sessions/sealing.py
+            sealed = self._sealer.seal(at, serialized.encode())
+            return await self._storage.replace(at, previous.stored, sealed, ttl)
         sealed = self._sealer.seal(key, serialized.encode())
-        return await self._storage.replace(key, previous.stored, sealed, ttl)
+        if not await self._storage.replace(key, None, sealed, ttl):
+            return False  # something newer is under the current name already
+        await self._storage.delete(previous.key)
+        return True
+
+    async def adopt(self, session_id: str, ttl: float) -> None:
+        """Re-seal the cache under the current name now if a previous secret sealed or named it
+        (its session record just was), so that dropping that secret loses no refresh token."""
+        try:
+            loaded = await self.load(session_id)
+        except CorruptRecordError:
+            return
+        if loaded is not None and loaded.stale:
+            await self.replace(session_id, loaded, loaded.serialized, ttl)
 
     async def delete(self, session_id: str) -> None:
-        await self._storage.delete(self._key(session_id))
+        """Gone under every name a configured secret gives it."""
+        for name in (
+            self._key(session_id),
+            *(TOKENS_PREFIX + n for n, _ in self._sealer.older_digests(session_id)),
+        ):
+            await self._storage.delete(name)

@@ -218,6 +218,14 @@ class Metrics:
             multiprocess_mode="max",  # the same labels and value in every worker
         )
         self.build_info.labels(**build_info.components()).set(1)
+        self.credential_expiry = Gauge(
+            "msal_gateway_client_credential_expiry_timestamp_seconds",
+            "When the client credential stops working (Unix time), by kind: a certificate's "
+            "notAfter, or the secret's expiry as GATEWAY_CLIENT_SECRET_EXPIRES states it.",
+            ["kind"],
+            registry=self.registry,
+            multiprocess_mode="max",  # the same files and setting in every worker
+        )
         self.upstream_errors = Counter(
             "msal_gateway_upstream_errors",
             "Requests the upstream could not answer, by kind.",

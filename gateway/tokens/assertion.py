@@ -6,6 +6,8 @@ its business, and it does no I/O.
 Keys are derived from the cookie secret and the current key period, so every replica signs with
 the same key without sharing state, and a new key takes over every `rotation_seconds`. The JWKS
 lists the previous, current and next period's keys, so a verifier may cache it for one period.
+While the cookie secret itself rotates, the JWKS also lists those periods' keys of the next and
+previous cookie secrets: a replica that still (or already) signs with one of them is verified too.
 
 How the upstream verifies a token:
 
@@ -109,6 +111,7 @@ class AssertionSigner:
         rotation_seconds: int = DEFAULT_ROTATION_SECONDS,
         clock: Callable[[], float] = time.time,
         cache_size: int = DEFAULT_CACHE_SIZE,
+        also_published: tuple[bytes, ...] = (),
     ) -> None:
         """Raises ValueError for an empty secret, issuer or audience, a lifetime that is not
         positive or longer than a key period (a token must not outlive its key's publication),
@@ -133,6 +136,10 @@ class AssertionSigner:
         self._clock = clock
         self._cache_size = cache_size
         self._keys: dict[int, _PeriodKey] = {}
+        # The next and previous cookie secrets' keys (a rotation, docs/security.md): published
+        # so that tokens replicas sign with them verify, never used to sign here.
+        self._also = tuple(s for s in dict.fromkeys(also_published) if s and s != secret)
+        self._also_keys: dict[tuple[int, int], _PeriodKey] = {}
         self._tokens: OrderedDict[bytes, _Signed] = OrderedDict()
 
     def sign(self, claims: Mapping[str, Any], *, subject: str) -> str:
@@ -173,7 +180,21 @@ class AssertionSigner:
         private members). Publishing the next key early lets verifiers that cache this document
         for up to one period verify tokens signed after the rotation."""
         period = self._period(self._clock())
-        return {"keys": [dict(self._key(p).jwk) for p in (period - 1, period, period + 1)]}
+        periods = (period - 1, period, period + 1)
+        keys = [dict(self._key(p).jwk) for p in periods]
+        for index in range(len(self._also)):
+            keys.extend(dict(self._other_key(index, p).jwk) for p in periods)
+        return {"keys": keys}
+
+    def _other_key(self, index: int, period: int) -> _PeriodKey:
+        key = self._also_keys.get((index, period))
+        if key is None:
+            key = _period_key(self._also[index], period)
+            self._also_keys = {
+                (i, p): k for (i, p), k in self._also_keys.items() if abs(p - period) <= 2
+            }
+            self._also_keys[(index, period)] = key
+        return key
 
     def _period(self, now: float) -> int:
         return int(now // self._rotation)

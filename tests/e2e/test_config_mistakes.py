@@ -366,6 +366,30 @@ MISTAKES: Final = [
         GATEWAY_ASSERTION__LIFETIME_SECONDS="5",
     ),
     row("listen-port-out-of-range", "GATEWAY_LISTEN", GATEWAY_LISTEN="127.0.0.1:70000"),
+    # ---- GATEWAY_MODE=forward-auth: no upstream, nothing that only acts on relayed requests ----
+    row(
+        "forward-auth-with-upstream",
+        "GATEWAY_UPSTREAM must not be set when GATEWAY_MODE is forward-auth",
+        GATEWAY_MODE="forward-auth",
+    ),
+    row(
+        "forward-auth-relay-only-settings",
+        "GATEWAY_PROXY__UPSTREAM_READY_PATH acts only on requests the gateway relays",
+        "GATEWAY_PROXY__UPSTREAM_HEADERS acts only on requests the gateway relays",
+        "GATEWAY_ASSERTION__AUDIENCE is required when GATEWAY_ASSERTION__ENABLED is true",
+        drop=("GATEWAY_UPSTREAM",),
+        GATEWAY_MODE="forward-auth",
+        GATEWAY_PROXY__UPSTREAM_READY_PATH="/healthz",
+        GATEWAY_PROXY__UPSTREAM_HEADERS='{"X-Proxy-Secret": "' + SECRET + '"}',
+        GATEWAY_ASSERTION__ENABLED="true",
+    ),
+    row(
+        "forward-auth-in-the-file",
+        "proxy.websocket_max_per_user (in {config}) acts only on requests the gateway relays",
+        drop=("GATEWAY_UPSTREAM",),
+        yaml="mode: forward-auth\nproxy:\n  websocket_max_per_user: 4\n",
+    ),
+    row("mode-unknown", "GATEWAY_MODE: must be one of", GATEWAY_MODE="sidecar"),
     # ---- unknown names with a near miss ----
     row(
         "upstream-typo",

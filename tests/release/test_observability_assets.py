@@ -40,6 +40,7 @@ TARGET_LABELS: Final = frozenset({"job", "instance"})
 GRAFANA_INTERVALS: Final = re.compile(r"\$__(?:rate_interval|interval|range)\b")
 LABEL_VALUES: Final = re.compile(r"label_values\((?P<selector>.+),\s*(?P<label>\w+)\s*\)")
 SEVERITIES: Final = frozenset({"warning", "critical"})
+SECRET_EXPIRES: Final = "2031-01-31T00:00:00Z"
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,7 @@ async def scrape_after_traffic(launch: Launch) -> Exported:
     running = await launch(
         metrics_listen=f"127.0.0.1:{port}",
         scopes="api://upstream/read",
+        client_secret_expires=SECRET_EXPIRES,  # so the credential expiry gauge has a series
         proxy={"read_timeout_seconds": 0.3},
     )
     await signed_in(running)

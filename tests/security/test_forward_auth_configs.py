@@ -51,3 +51,19 @@ def test_traefik_strips_what_the_gateway_removes() -> None:
     missing = [n for n in NAMES if n not in copied | own and not stripped.match(n)]
     assert missing == []
     assert not stripped.match("x-forwarded-for") and not stripped.match("content-type")
+
+
+def test_the_nginx_shape_in_the_docs_is_the_tested_configuration() -> None:
+    """docs/forward-auth.md shows the shape of the nginx configuration; every line of it is a
+    line of the shipped files that tests/security/test_forward_auth_nginx.py runs, so the page
+    cannot drift into something no test has run."""
+    shipped = {
+        " ".join(line.split())
+        for path in ("forward-auth.conf", "snippets/msal-gateway-auth.conf")
+        for line in (REPO / "deploy" / "nginx" / path).read_text().splitlines()
+    }
+    page = (REPO / "docs" / "forward-auth.md").read_text()
+    blocks = re.findall(r"^```nginx\n(.*?)^```", page, flags=re.MULTILINE | re.DOTALL)
+    shown = [" ".join(line.split()) for block in blocks for line in block.splitlines()]
+    assert len([line for line in shown if line]) >= 30
+    assert [line for line in shown if line and line not in shipped] == []

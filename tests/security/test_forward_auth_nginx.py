@@ -1,6 +1,8 @@
 """Forward-auth (THREATS.md A8: FA-01, FA-03, FA-05) end to end: a real nginx running the
-documented snippet (deploy/nginx/forward-auth.conf) asks the gateway's /.auth/verify about every
-request and proxies to an echo application that records every path it serves.
+documented configuration (deploy/nginx/forward-auth.conf) asks the gateway's /.auth/verify about
+every request and proxies to two echo applications that record every path they serve, one at /
+and one at /app2/. The gateway runs with GATEWAY_MODE=forward-auth and no upstream: only nginx
+talks to the applications.
 
 Most tests run twice: with the gateway trusting nginx's address (GATEWAY_PROXY__TRUSTED_PROXIES,
 so it believes X-Original-URI/-Method and X-Forwarded-For from nginx) and without, because the
@@ -19,6 +21,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
+import jwt
 import pytest
 from multidict import CIMultiDict
 from support.browser import API, NAVIGATE, Browser
@@ -33,7 +36,7 @@ from yarl import URL
 
 from gateway.auth.headers import FORWARDING_HEADERS
 from gateway.auth.headers import IDENTITY_HEADERS as GATEWAY_IDENTITY_HEADERS
-from gateway.keys import SESSIONS
+from gateway.keys import SESSIONS, UPSTREAM_POOL
 
 # What /.auth/verify may answer and nginx copies onto the request (the snippet's list).
 IDENTITY_HEADERS = (
@@ -82,6 +85,18 @@ def app_server() -> Iterator[RecordingUpstream]:
     server.stop()
 
 
+@pytest.fixture
+def app2_server() -> Iterator[RecordingUpstream]:
+    """A second application, behind the same nginx at /app2/."""
+    server = RecordingUpstream().start()
+    yield server
+    server.stop()
+
+
+# The gateway answers only /.auth/ and relays nothing (GATEWAY_MODE).
+FORWARD_AUTH_MODE: dict[str, Any] = {"mode": "forward-auth", "upstream": None}
+
+
 StartNginx = Callable[..., Nginx]
 
 
@@ -124,7 +139,8 @@ class ForwardAuth:
     gateway: Running
     nginx: Nginx
     browser: Browser  # a browser whose https://app.test is nginx
-    app: RecordingUpstream
+    app: RecordingUpstream  # at /
+    app2: RecordingUpstream  # at /app2/
 
 
 MakeForwardAuth = Callable[..., Awaitable[ForwardAuth]]
@@ -132,20 +148,24 @@ MakeForwardAuth = Callable[..., Awaitable[ForwardAuth]]
 
 @pytest.fixture
 async def make_forward_auth(
-    launch: Launch, idp: Any, app_server: RecordingUpstream, start_nginx: StartNginx
+    launch: Launch,
+    idp: Any,
+    app_server: RecordingUpstream,
+    app2_server: RecordingUpstream,
+    start_nginx: StartNginx,
 ) -> AsyncIterator[MakeForwardAuth]:
-    """Start a gateway (keyword overrides as for `launch`) with nginx in front of it and a
-    browser pointed at nginx."""
+    """Start a gateway in forward-auth mode (keyword overrides as for `launch`) with nginx in
+    front of it and of both applications, and a browser pointed at nginx."""
     browsers: list[Browser] = []
 
     async def make(**overrides: Any) -> ForwardAuth:
-        # The gateway's own upstream is the shared echo app, never the recording one: in
-        # forward-auth mode only nginx talks to the application.
-        gateway = await launch(**overrides)
-        nginx = start_nginx(gateway=address(gateway.url), app=app_server.address)
+        gateway = await launch(**FORWARD_AUTH_MODE, **overrides)
+        nginx = start_nginx(
+            gateway=address(gateway.url), app=app_server.address, app2=app2_server.address
+        )
         browser = Browser(nginx.url, PUBLIC_URL, idp_ssl(idp.ca_path))
         browsers.append(browser)
-        return ForwardAuth(gateway, nginx, browser, app_server)
+        return ForwardAuth(gateway, nginx, browser, app_server, app2_server)
 
     yield make
     for browser in browsers:
@@ -448,8 +468,11 @@ async def test_verify_unreachable_is_a_500_and_nothing_reaches_the_app(
 ) -> None:
     """FA-01: nginx's auth subrequest pointed at a port nobody listens on. Even a client with a
     valid session gets nginx's 500, never the application."""
-    gateway = await launch(**trust)
-    await gateway.browser.sign_in("/", "alice")
+    gateway = await launch(**FORWARD_AUTH_MODE, **trust)
+    # Signed in at the gateway itself: in this mode nothing of its own redirects to sign-in.
+    start = await gateway.browser.get("/.auth/login/aad")
+    auth = await gateway.browser.authorize(start.headers["Location"])
+    assert (await gateway.browser.deliver(auth)).status == 302
     assert (await gateway.browser.get("/.auth/verify", headers=API)).status == 200
     session = gateway.browser.cookie(gateway.settings.session_cookie_name)
     assert session is not None
@@ -522,3 +545,124 @@ async def test_the_client_s_forwarding_and_override_headers_never_reach_the_app(
     for name, values in seen.items():
         assert all(SPOOFED not in value for value in values), name
     assert seen.get("x-forwarded-host") == ["127.0.0.1"]  # nginx's $host, never the client's
+
+
+# --- one gateway, two applications behind one nginx ----------------------------------------------
+
+
+def spoofed_query(headers: CIMultiDict[str]) -> CIMultiDict[str]:
+    """`headers` plus forged copies of what nginx tells the gateway about the original request."""
+    forged: CIMultiDict[str] = CIMultiDict(headers)
+    for name, value in FORGED_TARGET.items():
+        forged.add(name, value)
+    return forged
+
+
+def assert_only_the_gateways_identity(
+    seen: dict[str, list[str]], answer: dict[str, str], user: str
+) -> None:
+    for name in IDENTITY_HEADERS:
+        assert seen.get(name.lower()) == ([answer[name]] if name in answer else None), name
+    assert seen["x-ms-client-principal-name"] == [user]
+    for name, values in seen.items():
+        for value in values:
+            assert SPOOFED not in value, name
+            assert SPOOFED_ADDRESS not in value, name
+    assert "cookie" not in seen  # nor the gateway's session id
+
+
+@pytest.mark.threat("FA-03", "FA-05")
+async def test_one_sign_in_reaches_both_applications_and_one_sign_out_ends_both(
+    forward_auth: ForwardAuth, idp: Any
+) -> None:
+    """The gateway relays nothing (forward-auth mode, no upstream); nginx asks it about each
+    request for either application. A browser signs in once, through the first application's
+    redirect, then reaches both with the gateway's identity headers and never its own forged ones;
+    signing out ends its access to both, and its old cookie opens neither."""
+    fa = forward_auth
+    assert fa.gateway.settings.upstream is None
+    assert UPSTREAM_POOL not in fa.gateway.app
+
+    # Not signed in: either application sends the browser to sign-in, and neither sees anything.
+    for path in ("/app2/inbox?folder=7", "/reports/q1"):
+        response = await fa.browser.get(path, headers=spoofed_query(spoofed_headers(NAVIGATE)))
+        assert response.status == 302, path
+        assert response.headers["Location"] == SIGN_IN + path
+    assert fa.app.paths == fa.app2.paths == []
+
+    # One sign-in, started from the second application, lands back on it.
+    response = await fa.browser.get("/app2/inbox?folder=7")
+    start = await fa.browser.get(response.headers["Location"])
+    assert start.status == 302
+    assert start.headers["Location"].startswith(idp.authority)
+    callback = await fa.browser.deliver(await fa.browser.authorize(start.headers["Location"]))
+    assert callback.status == 302
+    assert callback.headers["Location"] == "/app2/inbox?folder=7"
+    session = fa.browser.cookie(SESSION_COOKIE)
+    assert session is not None
+    answer = await verify_answer(fa)
+
+    # Both applications, each for its own paths, get the gateway's identity and nothing forged.
+    for app, other, path in ((fa.app2, fa.app, "/app2/inbox?folder=7"), (fa.app, fa.app2, "/q1")):
+        mark, other_mark = app.mark(), other.mark()
+        plain_path, _, query = path.partition("?")
+        for headers in (NAVIGATE, API):
+            forged = spoofed_query(spoofed_headers(headers))
+            response = await fa.browser.get(path, headers=forged)
+            assert response.status == 200, path
+            body = await response.json()
+            assert (body["path"], body["query"]) == (plain_path, query)
+            assert_only_the_gateways_identity(
+                upstream_headers(body), answer, "alice@contoso.example"
+            )
+        assert [seen.raw_path for seen in app.since(mark)] == [path] * 2
+        assert other.since(other_mark) == []
+
+    # One sign-out, through nginx's /.auth/, ends the session for both applications.
+    signed_out = await fa.browser.get("/.auth/logout", headers=NAVIGATE)
+    assert signed_out.status == 302
+    assert fa.browser.cookie(SESSION_COOKIE) in (None, "")
+    marks = fa.app.mark(), fa.app2.mark()
+    for path in ("/app2/inbox", "/q1"):
+        response = await fa.browser.get(path, headers=NAVIGATE)
+        assert response.status == 302, path
+        assert response.headers["Location"] == SIGN_IN + path
+    # The old cookie, replayed, is a session the gateway has ended: refused for both.
+    async with aiohttp.ClientSession() as client:
+        for path in ("/app2/inbox", "/q1"):
+            async with client.get(
+                fa.nginx.url + path,
+                headers={**API, "Cookie": f"{SESSION_COOKIE}={session}"},
+                allow_redirects=False,
+            ) as response:
+                await response.read()
+                assert response.status == 302, path  # nginx's @signin for any 401
+        async with client.get(
+            fa.nginx.url + "/.auth/verify",
+            headers={**API, "Cookie": f"{SESSION_COOKIE}={session}"},
+        ) as response:
+            assert response.status == 401
+    assert (fa.app.since(marks[0]), fa.app2.since(marks[1])) == ([], [])
+
+
+@pytest.mark.threat("FA-03")
+async def test_the_assertion_reaches_both_applications_and_a_forged_one_neither(
+    make_forward_auth: MakeForwardAuth,
+) -> None:
+    """With assertions on, nginx copies the verify answer's X-Gateway-Assertion to each
+    application (audience GATEWAY_ASSERTION__AUDIENCE); a client's own never gets through."""
+    audience = "https://app.test"
+    fa = await make_forward_auth(assertion={"enabled": True, "audience": audience}, **TRUSTED)
+    await sign_in(fa, "/app2/")
+    jwks = await (await fa.browser.get("/.auth/keys", headers=API)).json()
+    keys = jwt.PyJWKSet.from_dict(jwks).keys
+    for path in ("/app2/data", "/data"):
+        headers = {**API, "X-Gateway-Assertion": "forged.jwt.value"}
+        seen = await seen_by_app(fa, path, headers)
+        [token] = seen["x-gateway-assertion"]
+        kid = jwt.get_unverified_header(token)["kid"]
+        [key] = [key for key in keys if key.key_id == kid]
+        claims = jwt.decode(
+            token, key, algorithms=["ES256"], audience=audience, issuer="https://app.test"
+        )
+        assert claims["preferred_username"] == "alice@contoso.example"

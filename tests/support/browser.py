@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import aiohttp
 from aiohttp import ClientResponse, CookieJar
+from aiohttp.typedefs import LooseHeaders
 from yarl import URL
 
 # What a browser navigating sends, and what an API client sends: the gateway answers one with a
@@ -78,7 +79,7 @@ class Browser:
     async def get(
         self,
         path: str,
-        headers: dict[str, str] | None = None,
+        headers: LooseHeaders | None = None,
         *,
         read: bool = True,
         **kw: Any,

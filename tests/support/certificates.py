@@ -15,7 +15,7 @@ def rsa_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
-def self_signed(key: rsa.RSAPrivateKey, common_name: str) -> x509.Certificate:
+def self_signed(key: rsa.RSAPrivateKey, common_name: str, days: float = 1) -> x509.Certificate:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.UTC)
     return (
@@ -25,13 +25,15 @@ def self_signed(key: rsa.RSAPrivateKey, common_name: str) -> x509.Certificate:
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=days))
         .sign(key, hashes.SHA256())
     )
 
 
-def certificate_pem(key: rsa.RSAPrivateKey, common_name: str = "msal-gateway test") -> str:
-    return self_signed(key, common_name).public_bytes(serialization.Encoding.PEM).decode()
+def certificate_pem(
+    key: rsa.RSAPrivateKey, common_name: str = "msal-gateway test", days: float = 1
+) -> str:
+    return self_signed(key, common_name, days).public_bytes(serialization.Encoding.PEM).decode()
 
 
 def private_key_pem(key: rsa.RSAPrivateKey) -> str:

@@ -77,10 +77,14 @@ def env_for(settings: Settings) -> dict[str, str]:
             env[f"GATEWAY_{name.upper()}"] = " ".join(value)
         else:
             env[f"GATEWAY_{name.upper()}"] = str(value)
-    for secret in ("client_secret", "cookie_secret", "redis_url"):
+    for secret in ("client_secret", "cookie_secret", "cookie_secret_next", "redis_url"):
         field = getattr(settings, secret)
         if field is not None:
             env[f"GATEWAY_{secret.upper()}"] = field.get_secret_value()
+    if settings.cookie_secrets_previous:
+        env["GATEWAY_COOKIE_SECRETS_PREVIOUS"] = " ".join(
+            s.get_secret_value() for s in settings.cookie_secrets_previous
+        )
     # model_dump masks secrets in the groups too (e.g. GATEWAY_REDIS__PASSWORD): use the values.
     for group_name in type(settings).model_fields:
         group = getattr(settings, group_name)

@@ -1,7 +1,9 @@
 """A real nginx in front of a gateway in forward-auth mode, for end-to-end tests.
 
-The server block is the documented snippet itself (deploy/nginx/forward-auth.conf) with its
-placeholders replaced, so the tests prove what users copy. nginx runs in the foreground
+The server block is the documented configuration itself (deploy/nginx/forward-auth.conf, two
+applications on one host, and the per-location lines it includes from
+deploy/nginx/snippets/msal-gateway-auth.conf) with its placeholders replaced, so the tests prove
+what users copy. nginx runs in the foreground
 (`daemon off`) from a private prefix directory holding the configuration, pid file, logs and
 temporary files, so it needs no root and never touches a system-wide nginx: `main_config` writes
 that preamble, for the benchmark's nginx instances too. A missing binary fails under CI and skips
@@ -24,11 +26,14 @@ from support.paths import DEPLOY
 from support.ports import accepts, free_port
 
 SNIPPET: Final = DEPLOY / "nginx" / "forward-auth.conf"
+# Included by every protected location, relative to nginx.conf's directory (Debian's /etc/nginx).
+LOCATION_SNIPPET: Final = DEPLOY / "nginx" / "snippets" / "msal-gateway-auth.conf"
 DEBIAN_BINARY: Final = "/usr/sbin/nginx"
 # The snippet's placeholders, each replaced exactly once (a changed snippet fails loudly here
 # instead of silently testing something else).
 GATEWAY_PLACEHOLDER: Final = "server msal-gateway:8000;"
 APP_PLACEHOLDER: Final = "server app:8080;"
+APP2_PLACEHOLDER: Final = "server app2:8080;"
 LISTEN_PLACEHOLDER: Final = "listen 80;"
 VERIFY_LINE: Final = "proxy_pass http://msal_gateway/.auth/verify;"
 
@@ -44,13 +49,17 @@ def _replace_once(text: str, old: str, new: str) -> str:
     return text.replace(old, new)
 
 
-def forward_auth_server(*, gateway: str, app: str, port: int, verify_url: str | None = None) -> str:
-    """The documented snippet for a gateway and an app at host:port addresses, listening on
-    127.0.0.1:`port`. `verify_url` replaces where the auth subrequest goes (a dead port, to
-    prove nginx fails closed) while sign-in still reaches the gateway."""
+def forward_auth_server(
+    *, gateway: str, app: str, app2: str, port: int, verify_url: str | None = None
+) -> str:
+    """The documented configuration for a gateway and two applications at host:port addresses
+    (the first at /, the second at /app2/), listening on 127.0.0.1:`port`. `verify_url`
+    replaces where the auth subrequest goes (a dead port, to prove nginx fails closed) while
+    sign-in still reaches the gateway."""
     text = SNIPPET.read_text()
     text = _replace_once(text, GATEWAY_PLACEHOLDER, f"server {gateway};")
     text = _replace_once(text, APP_PLACEHOLDER, f"server {app};")
+    text = _replace_once(text, APP2_PLACEHOLDER, f"server {app2};")
     text = _replace_once(text, LISTEN_PLACEHOLDER, f"listen 127.0.0.1:{port};")
     if verify_url is not None:
         text = _replace_once(text, VERIFY_LINE, f"proxy_pass {verify_url};")
@@ -94,16 +103,28 @@ def main_config(
 
 
 class Nginx:
-    """nginx with the forward-auth snippet: `gateway` and `app` are host:port addresses."""
+    """nginx with the documented forward-auth configuration: `gateway`, `app` and `app2` are
+    host:port addresses (`app2` defaults to `app`)."""
 
-    def __init__(self, *, gateway: str, app: str, verify_url: str | None = None) -> None:
+    def __init__(
+        self, *, gateway: str, app: str, app2: str | None = None, verify_url: str | None = None
+    ) -> None:
         self.binary = require_nginx()
         self.port = free_port()
         self.prefix = Path(tempfile.mkdtemp(prefix="gw-nginx-"))
         server_file = self.prefix / "forward-auth.conf"
         server_file.write_text(
-            forward_auth_server(gateway=gateway, app=app, port=self.port, verify_url=verify_url)
+            forward_auth_server(
+                gateway=gateway,
+                app=app,
+                app2=app2 or app,
+                port=self.port,
+                verify_url=verify_url,
+            )
         )
+        # Where the documented `include snippets/...;` finds it: next to nginx.conf.
+        (self.prefix / "snippets").mkdir()
+        shutil.copy(LOCATION_SNIPPET, self.prefix / "snippets" / LOCATION_SNIPPET.name)
         # As root the workers would switch to the compiled-in user (nobody), which cannot enter
         # the 0700 prefix directory; staying root is fine for a loopback test server.
         user = "root" if os.geteuid() == 0 else None

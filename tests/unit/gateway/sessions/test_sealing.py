@@ -141,3 +141,53 @@ def test_binding_and_digest_are_separate_keys() -> None:
     assert sealer.binding(value) != sealer.digest(value)
     assert sealer.binding(value) == Sealer(SECRET_A).binding(value)
     assert sealer.binding(value) != Sealer(SECRET_B).binding(value)
+
+
+# ---- a ring of secrets: the current one seals, the next and previous ones only open ----
+
+SECRET_C: Final = b"c" * 32
+
+
+def test_a_ring_seals_with_the_current_secret_only() -> None:
+    ring = Sealer(SECRET_B, next_secret=SECRET_C, previous=[SECRET_A])
+    sealed = ring.seal(STORE_KEY, b"payload")
+    assert Sealer(SECRET_B).open(STORE_KEY, sealed) == b"payload"
+    for other in (SECRET_A, SECRET_C):
+        with pytest.raises(CorruptRecordError):
+            Sealer(other).open(STORE_KEY, sealed)
+
+
+def test_a_previous_secret_opens_and_marks_the_record_stale_a_next_one_does_not() -> None:
+    ring = Sealer(SECRET_B, next_secret=SECRET_C, previous=[SECRET_A])
+    by_current = ring.open_aged(STORE_KEY, ring.seal(STORE_KEY, b"b"))
+    by_previous = ring.open_aged(STORE_KEY, Sealer(SECRET_A).seal(STORE_KEY, b"a"))
+    by_next = ring.open_aged(STORE_KEY, Sealer(SECRET_C).seal(STORE_KEY, b"c"))
+    assert (by_current.plaintext, by_current.stale) == (b"b", False)
+    assert (by_previous.plaintext, by_previous.stale) == (b"a", True)
+    assert (by_next.plaintext, by_next.stale) == (b"c", False)
+
+
+def test_a_dropped_secret_no_longer_opens() -> None:
+    sealed = Sealer(SECRET_A).seal(STORE_KEY, b"payload")
+    with pytest.raises(CorruptRecordError):
+        Sealer(SECRET_B, next_secret=SECRET_C).open(STORE_KEY, sealed)
+
+
+def test_store_names_lead_with_the_current_secret_then_the_others_in_order() -> None:
+    identifier = mint_id()
+    ring = Sealer(SECRET_B, next_secret=SECRET_C, previous=[SECRET_A, SECRET_B])
+    assert ring.rotating and not Sealer(SECRET_B).rotating
+    assert ring.digest(identifier) == Sealer(SECRET_B).digest(identifier)
+    assert ring.older_digests(identifier) == (
+        (Sealer(SECRET_C).digest(identifier), False),
+        (Sealer(SECRET_A).digest(identifier), True),  # the current one listed again is skipped
+    )
+
+
+def test_a_browser_binding_made_under_any_configured_secret_is_recognised() -> None:
+    value = mint_id()
+    ring = Sealer(SECRET_B, previous=[SECRET_A])
+    assert ring.binds(value, Sealer(SECRET_A).binding(value))
+    assert ring.binds(value, ring.binding(value))
+    assert not ring.binds(mint_id(), ring.binding(value))
+    assert not Sealer(SECRET_B).binds(value, Sealer(SECRET_A).binding(value))

@@ -344,3 +344,18 @@ def test_invalid_construction_is_refused(
 ) -> None:
     with pytest.raises(ValueError):
         signer(clock, secret, **overrides)
+
+
+def test_during_a_cookie_secret_rotation_every_replicas_tokens_verify(clock: Clock) -> None:
+    """Replicas on either side of a promotion (docs/security.md): each signs with its current
+    secret and publishes the other's keys too, so one JWKS verifies both replicas' tokens."""
+    announced = signer(clock, SECRET_A, also_published=(SECRET_B,))  # S1 current, S2 next
+    promoted = signer(clock, SECRET_B, also_published=(SECRET_A,))  # S2 current, S1 previous
+    for jwks in (announced.jwks(), promoted.jwks()):
+        assert len(jwks["keys"]) == 6
+        for replica in (announced, promoted):
+            assert verify(replica.sign(CLAIMS, subject=SUBJECT), jwks)["sub"] == SUBJECT
+    # Once S1 is dropped its keys are no longer published.
+    dropped = signer(clock, SECRET_B).jwks()
+    with pytest.raises(KeyError):
+        verify(announced.sign(CLAIMS, subject=SUBJECT), dropped)
