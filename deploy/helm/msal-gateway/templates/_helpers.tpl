@@ -62,18 +62,56 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 {{- end -}}
 
+{{/* forward-auth mode: the gateway alone, answering an ingress controller's /.auth/verify. */}}
+{{- define "msal-gateway.forwardAuth" -}}
+{{- if eq .Values.mode "forward-auth" -}}true{{- end -}}
+{{- end -}}
+
+{{/* gateway.publicUrl, refused when it is plain http without the development switch or for a
+     host other than loopback: the gateway would refuse the latter at start-up anyway, and the
+     former is a production mistake (cookies without Secure) that should stop `helm install`. */}}
+{{- define "msal-gateway.publicUrl" -}}
+{{- $url := required "gateway.publicUrl is required" .Values.gateway.publicUrl -}}
+{{- if hasPrefix "http://" (lower $url) -}}
+{{- if not .Values.gateway.allowHttp -}}
+{{- fail (printf "gateway.publicUrl is %s: plain http is for development only; use https://, or set gateway.allowHttp=true for a loopback host (http://localhost:8000 through kubectl port-forward)" $url) -}}
+{{- end -}}
+{{- $host := (urlParse $url).hostname -}}
+{{- if not (or (eq $host "localhost") (hasPrefix "127." $host) (eq $host "::1")) -}}
+{{- fail (printf "gateway.publicUrl is %s: http is accepted only for a loopback host (localhost, 127.0.0.1, [::1]); use https:// for %s" $url $host) -}}
+{{- end -}}
+{{- end -}}
+{{- $url -}}
+{{- end -}}
+
+{{/* Names only the chart sets: gateway.env and gateway.extraEnv may not repeat them. GATEWAY_MODE
+     and GATEWAY_UPSTREAM follow from `mode` and app.port even when the chart leaves them out. */}}
+{{- define "msal-gateway.reservedEnv" -}}
+{{- $names := keys (include "msal-gateway.managedEnv" . | fromYaml) -}}
+{{- $names = concat $names (list "GATEWAY_MODE" "GATEWAY_UPSTREAM" "GATEWAY_COOKIE_SECRET_FILE" "GATEWAY_COOKIE_SECRET" "GATEWAY_CLIENT_SECRET_FILE" "GATEWAY_CLIENT_SECRET" "GATEWAY_REDIS_URL") -}}
+{{- if and (eq .Values.redis.mode "sentinel") .Values.redis.sentinel.sentinelPasswordSecret.name -}}
+{{- $names = append $names "GATEWAY_REDIS__SENTINEL_PASSWORD" -}}
+{{- end -}}
+{{- toJson (uniq $names) -}}
+{{- end -}}
+
 {{/* The settings the chart derives from its values. gateway.env may not repeat these names. */}}
 {{- define "msal-gateway.managedEnv" -}}
 {{- $v := .Values -}}
 {{- $env := dict
-  "GATEWAY_UPSTREAM" (printf "http://127.0.0.1:%d" (int $v.app.port))
   "GATEWAY_LISTEN" (printf "0.0.0.0:%d" (int $v.gateway.port))
-  "GATEWAY_PUBLIC_URL" (required "gateway.publicUrl is required" $v.gateway.publicUrl)
+  "GATEWAY_PUBLIC_URL" (include "msal-gateway.publicUrl" .)
   "GATEWAY_WORKERS" (toString $v.gateway.workers)
   "GATEWAY_PROXY__DRAIN_SECONDS" (toString (int $v.gateway.drainSeconds))
   "GATEWAY_PROXY__SHUTDOWN_GRACE_SECONDS" (toString (int $v.gateway.shutdownGraceSeconds))
   "GATEWAY_SESSION_STORE" (ternary "memory" "redis" (eq $v.redis.mode "none"))
 -}}
+{{- if include "msal-gateway.forwardAuth" . -}}
+{{- /* No upstream: the ingress controller relays the requests the gateway approves. */ -}}
+{{- $_ := set $env "GATEWAY_MODE" "forward-auth" -}}
+{{- else -}}
+{{- $_ := set $env "GATEWAY_UPSTREAM" (printf "http://127.0.0.1:%d" (int $v.app.port)) -}}
+{{- end -}}
 {{- if not $v.workloadIdentity.enabled -}}
 {{- $_ := set $env "GATEWAY_CLIENT_ID" (required "gateway.clientId is required" $v.gateway.clientId) -}}
 {{- $_ := set $env "GATEWAY_TENANT_ID" (required "gateway.tenantId is required" $v.gateway.tenantId) -}}
@@ -104,4 +142,15 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 {{- end -}}
 {{- toYaml $env -}}
+{{- end -}}
+
+{{/* What a ServiceMonitor or PodMonitor needs: the metrics listener, and only one of them (both
+     would scrape every pod twice). */}}
+{{- define "msal-gateway.monitorChecks" -}}
+{{- if not .Values.metrics.enabled -}}
+{{- fail "serviceMonitor.enabled and podMonitor.enabled need metrics.enabled (the gateway's metrics listener)" -}}
+{{- end -}}
+{{- if and .Values.serviceMonitor.enabled .Values.podMonitor.enabled -}}
+{{- fail "serviceMonitor.enabled and podMonitor.enabled both scrape the same pods: enable one" -}}
+{{- end -}}
 {{- end -}}
