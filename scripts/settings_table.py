@@ -1,13 +1,16 @@
-"""Writes the settings table of docs/configuration.md from the Settings model, or checks that it
-is current.
+"""Writes what is generated from the Settings model, or checks that it is current: the settings
+table of docs/configuration.md and the Helm chart's list of known GATEWAY_* names (the
+`gatewaySetting` enum of deploy/helm/msal-gateway/values.schema.json, which refuses a misspelt
+setting at `helm install`).
 
-.venv/bin/python scripts/settings_table.py --write   # rewrite the table in docs/configuration.md
-.venv/bin/python scripts/settings_table.py --check   # exit 1 if the page is out of date
+.venv/bin/python scripts/settings_table.py --write   # rewrite both
+.venv/bin/python scripts/settings_table.py --check   # exit 1 if either is out of date
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -16,9 +19,12 @@ from pydantic_core import PydanticUndefined
 
 from gateway.config.advanced import SettingsGroup
 from gateway.config.loading import env_name
+from gateway.config.names import known_variables
 from gateway.config.settings import Settings
 
-PAGE = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
+ROOT = Path(__file__).resolve().parent.parent
+PAGE = ROOT / "docs" / "configuration.md"
+CHART_SCHEMA = ROOT / "deploy" / "helm" / "msal-gateway" / "values.schema.json"
 START, END = "<!-- settings-table:start -->", "<!-- settings-table:end -->"
 
 
@@ -49,6 +55,13 @@ def table() -> str:
     return "\n".join(rows)
 
 
+def chart_schema(text: str) -> str:
+    """The chart's values schema with its list of settings replaced by the gateway's."""
+    schema = json.loads(text)
+    schema["definitions"]["gatewaySetting"]["enum"] = sorted(known_variables())
+    return json.dumps(schema, indent=2) + "\n"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true")
@@ -57,14 +70,21 @@ def main() -> int:
     text = PAGE.read_text(encoding="utf-8")
     before, rest = text.split(START, 1)
     _, after = rest.split(END, 1)
-    current = f"{before}{START}\n{table()}\n{END}{after}"
+    outputs = {
+        PAGE: (text, f"{before}{START}\n{table()}\n{END}{after}"),
+        CHART_SCHEMA: (
+            CHART_SCHEMA.read_text(encoding="utf-8"),
+            chart_schema(CHART_SCHEMA.read_text(encoding="utf-8")),
+        ),
+    }
+    stale = [path for path, (old, new) in outputs.items() if old != new]
     if args.write:
-        PAGE.write_text(current, encoding="utf-8")
+        for path in stale:
+            path.write_text(outputs[path][1], encoding="utf-8")
         return 0
-    if current != text:
-        print("docs/configuration.md is out of date: run scripts/settings_table.py --write")
-        return 1
-    return 0
+    for path in stale:
+        print(f"{path.relative_to(ROOT)} is out of date: run scripts/settings_table.py --write")
+    return 1 if stale else 0
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ GATEWAY_* name in gateway.extraEnv that is not in its `gatewaySetting` list: a t
 install instead of the pod. The list is a copy (helm reads nothing but the chart), so this test
 holds it to the names the gateway's loader accepts (gateway.config.names.known_variables, built
 from the Settings model): a setting added, renamed or removed in gateway/config fails here until
-the schema follows.
+the schema follows, which scripts/settings_table.py --write does (with the settings table).
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ def test_the_chart_knows_exactly_the_gateways_settings() -> None:
     known = known_variables()
     missing, extra = sorted(known - set(names)), sorted(set(names) - known)
     assert (missing, extra) == ([], []), (
-        f"values.schema.json definitions.gatewaySetting: add {missing}, remove {extra}"
+        f"values.schema.json definitions.gatewaySetting: add {missing}, remove {extra} "
+        "(.venv/bin/python scripts/settings_table.py --write regenerates it)"
     )
 
 

@@ -189,6 +189,7 @@ TARGETS: Final = (
         min_replicas=2,
     ),
     Target("helm-forward-auth", example="forward-auth", forward_auth=True, min_replicas=2),
+    Target("helm-sub-path", example="sub-path"),
     Target(
         "single-file",
         hardened=False,
@@ -1177,8 +1178,10 @@ def test_the_ingress_serves_the_public_host(target: Target, renders: dict[str, R
         {"hosts": [public.hostname], "secretName": "web-msal-gateway-tls"}
     ]
     [path] = rule["http"]["paths"]
-    # Forward-auth: only the gateway's own pages; the application's Ingress does the rest.
-    assert path["path"] == ("/.auth" if target.forward_auth else "/")
+    # Under a path prefix only the prefix; forward-auth: only the gateway's own pages, the
+    # application's Ingress does the rest.
+    prefix = public.path.rstrip("/")
+    assert path["path"] == (prefix + "/.auth" if target.forward_auth else prefix or "/")
     assert path["backend"]["service"] == {"name": "web-msal-gateway", "port": {"name": "http"}}
 
 

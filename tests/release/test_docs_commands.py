@@ -389,10 +389,16 @@ def run_help(command: str, tmp_path: Path) -> None:
 
 
 def run_settings_table_write(command: str, tmp_path: Path) -> None:
-    """--write on a copy of the tree's configuration page whose table is out of date puts it
-    right."""
+    """--write on a copy of the tree's configuration page and chart schema, each out of date,
+    puts both right."""
     (tmp_path / "scripts").mkdir()
     (tmp_path / "docs").mkdir()
+    chart = Path("deploy", "helm", "msal-gateway", "values.schema.json")
+    (tmp_path / chart.parent).mkdir(parents=True)
+    schema = (ROOT / chart).read_text(encoding="utf-8")
+    stale_schema = schema.replace('        "GATEWAY_LISTEN",\n', "")
+    assert stale_schema != schema
+    (tmp_path / chart).write_text(stale_schema, encoding="utf-8")
     shutil.copy2(ROOT / "scripts" / "settings_table.py", tmp_path / "scripts")
     (tmp_path / ".venv").symlink_to(ROOT / ".venv")
     page = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
@@ -402,6 +408,7 @@ def run_settings_table_write(command: str, tmp_path: Path) -> None:
     result = shell(command, tmp_path, _environment(PYTHONPATH=str(ROOT)))
     _ok(result, command)
     assert (tmp_path / "docs" / "configuration.md").read_text(encoding="utf-8") == page
+    assert (tmp_path / chart).read_text(encoding="utf-8") == schema
 
 
 def run_docs_build(command: str, tmp_path: Path) -> None:
