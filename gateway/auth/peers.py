@@ -53,6 +53,21 @@ def client_address(request: web.Request, trusted: tuple[Network, ...]) -> str:
     return address
 
 
+def target_of_url(url: str) -> str:
+    """The raw path and query of ingress-nginx's X-Original-URL ($scheme://$http_host
+    $request_uri), byte for byte: never decoded, so it is judged exactly as X-Original-URI would
+    be. A value that is not an absolute http(s) URL is taken as the target itself."""
+    scheme, separator, rest = url.partition("://")
+    if not separator or scheme.lower() not in ("http", "https"):
+        return url
+    slash = rest.find("/")
+    # An authority followed straight by "?" names the root with a query.
+    query = rest.find("?")
+    if slash == -1 or (query != -1 and query < slash):
+        return "/" + rest[query:] if query != -1 else "/"
+    return rest[slash:]
+
+
 class UntrustedForwardAuth(Exception):
     """A forward-auth request names an original request, but not from a trusted proxy, or in two
     different ways: nothing it says about the original request can be believed."""
@@ -65,6 +80,8 @@ def original_request(
     none. Raises UntrustedForwardAuth when it does but cannot be believed. `path_prefix` is the
     public URL's, under which Envoy's verify path lives."""
     targets = {request.headers[h] for h in _ORIGINAL_TARGET if h in request.headers}
+    if "X-Original-URL" in request.headers:
+        targets.add(target_of_url(request.headers["X-Original-URL"]))
     tail = request.match_info.get("tail")
     if tail is not None:  # Envoy ext_authz: /.auth/verify + the original path, original method
         # The raw bytes after the prefix, never the route's percent-decoded tail: "%3F" must not

@@ -168,7 +168,11 @@ async def test_every_spelling_judges_the_raw_target(judged: Running, target: str
     proxied, _ = await raw_request(judged, target)
     nginx, _ = await raw_request(judged, "/.auth/verify", f"X-Original-URI: {target}\r\n")
     envoy, _ = await raw_request(judged, "/.auth/verify" + target)
+    # ingress-nginx without auth-method sends only the absolute URL.
+    ingress, _ = await raw_request(
+        judged, "/.auth/verify", f"X-Original-URL: https://app.test{target}\r\n"
+    )
     assert proxied in (200, 400, 401), proxied
-    assert nginx == envoy == proxied, (proxied, nginx, envoy)
+    assert nginx == envoy == ingress == proxied, (proxied, nginx, envoy, ingress)
     if proxied == 200:
         assert target.startswith(("/public/", "/healthz")) and "%" not in target

@@ -233,6 +233,35 @@ async def test_forward_auth_judges_the_original_request_only_from_trusted_proxie
 
 
 @pytest.mark.threat("PA-19")
+@pytest.mark.parametrize(
+    ("url", "also", "status"),
+    [
+        ("https://app.test/readers/report", {}, 403),  # ingress-nginx without auth-method
+        ("https://app.test/contoso/x?y=1", {}, 200),
+        ("http://app.test:8443/readers/x", {}, 403),
+        ("https://app.test?x=/public/", {}, 200),  # the root, whose rule is "signed in"
+        ("/readers/x", {}, 403),  # not a URL: the target itself
+        # With auth-method ingress-nginx sends both, which must agree.
+        ("https://app.test/readers/x", {"X-Original-URI": "/readers/x"}, 403),
+        ("https://app.test/public/a", {"X-Original-URI": "/readers/x"}, 403),
+        ("https://app.test/readers/x", {"X-Original-URI": "/public/a"}, 403),
+    ],
+)
+async def test_forward_auth_reads_ingress_nginx_original_url(
+    launch: Launch, url: str, also: dict[str, str], status: int
+) -> None:
+    trusting = await launch(
+        policy={"rules": ROUTE_RULES}, proxy={"trusted_proxies": "127.0.0.1/32"}
+    )
+    await signed_in(trusting, user="bob")
+    asked = {"X-Original-URL": url, **also, **API}
+    assert (await trusting.browser.get("/.auth/verify", headers=asked)).status == status
+    untrusting = await launch(policy={"rules": ROUTE_RULES})
+    await signed_in(untrusting, user="bob")
+    assert (await untrusting.browser.get("/.auth/verify", headers=asked)).status == 403
+
+
+@pytest.mark.threat("PA-19")
 async def test_envoy_style_verify_path_carries_the_original_request(launch: Launch) -> None:
     trusting = await launch(
         policy={"rules": ROUTE_RULES}, proxy={"trusted_proxies": "127.0.0.1/32"}
