@@ -30,9 +30,11 @@ from gateway.config.problems import ConfigurationError, Problem, cannot_listen
 from gateway.config.rotation import secret_ring
 from gateway.config.settings import Settings
 from gateway.endpoints import health, oauth2_proxy, principal, signin
+from gateway.endpoints.admin_token import AdminToken
 from gateway.errors import GatewayError, NotFound
 from gateway.keys import (
     ACCESS,
+    ADMIN_TOKEN,
     API_CALLERS,
     APPLICATION_READINESS,
     ASSERTION,
@@ -456,6 +458,8 @@ def build_app(settings: Settings, *, serve_metrics: bool = True) -> web.Applicat
     app.on_cleanup.append(_flush_metrics)
     if settings.assertion.enabled:
         app[ASSERTION] = _assertion_signer(settings)
+    if settings.admin.enabled:
+        app[ADMIN_TOKEN] = AdminToken(settings.admin)
     if tracer is not None:
         app.cleanup_ctx.append(functools.partial(_exporting, tracer))
     relays = not settings.forward_auth_only

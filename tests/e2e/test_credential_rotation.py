@@ -7,7 +7,7 @@ No restart, no patching: the gateway notices the file by `stat`, or when the pro
 
 from __future__ import annotations
 
-import os
+import logging
 import secrets
 import uuid
 from pathlib import Path
@@ -20,46 +20,11 @@ from support.certificates import certificate_pem, private_key_pem, rsa_key
 from support.fixtures import Launch, Running, signed_in
 from support.metrics import sample, scrape
 from support.ports import free_port
+from support.secret_files import KubeletVolume, rewrite_in_place, rewrite_unseen
 
 from devidp.config import Client
 
 EXPIRY = "msal_gateway_client_credential_expiry_timestamp_seconds"
-
-
-def rewrite_in_place(path: Path, text: str) -> None:
-    """Same file, same inode: truncated and written, as an editor or `echo >` does."""
-    with path.open("r+", encoding="utf-8") as handle:
-        handle.truncate(0)
-        handle.write(text)
-
-
-class KubeletVolume:
-    """A Secret volume laid out as the kubelet lays it out: `name -> ..data/name`,
-    `..data -> ..<timestamp>/`; an update writes a new directory and swaps `..data` atomically."""
-
-    def __init__(self, root: Path, name: str, text: str) -> None:
-        self.root, self.name, self.generation = root, name, 0
-        self._write(text)
-        (root / name).symlink_to(Path("..data") / name)
-
-    def _write(self, text: str) -> None:
-        self.generation += 1
-        folder = self.root / f"..2026_{self.generation:02d}"
-        folder.mkdir()
-        (folder / self.name).write_text(text)
-        link = self.root / "..data_tmp"
-        link.symlink_to(folder.name)
-        os.replace(link, self.root / "..data")  # rename(2): the swap is atomic
-
-    def update(self, text: str) -> None:
-        old = self.root / f"..2026_{self.generation:02d}"
-        self._write(text)
-        (old / self.name).unlink()
-        old.rmdir()
-
-    @property
-    def path(self) -> Path:
-        return self.root / self.name
 
 
 async def refresh(running: Running) -> None:
@@ -140,3 +105,111 @@ async def expiry(port: int) -> float:
 
 def not_after(pem: str) -> float:
     return x509.load_pem_x509_certificate(pem.encode()).not_valid_after_utc.timestamp()
+
+
+RETRIED = "the provider refused the client credential; retrying with the one just read"
+
+
+async def secret_in_file(
+    launch: Launch, idp: Any, tmp_path: Path, old: str, **settings: Any
+) -> tuple[Running, str, Path]:
+    """A gateway whose client secret `old` is in a file; the app registration's id and the file."""
+    client_id = str(uuid.uuid4())
+    idp.register_client(Client(client_id=client_id, client_secret=old))
+    secret_file = tmp_path / "client-secret"
+    secret_file.write_text(old + "\n")
+    running = await launch(
+        client_id=client_id, client_secret=None, client_secret_file=secret_file, **settings
+    )
+    return running, client_id, secret_file
+
+
+def attempts(idp: Any) -> list[tuple[str | None, int | None]]:
+    """The secret each token request presented, and the answer's status."""
+    return [(r.form.get("client_secret"), r.status) for r in idp.token_requests()]
+
+
+@pytest.mark.parametrize("call", ["refresh", "sign-in"])
+async def test_invalid_client_reads_the_secret_file_again_and_retries_once(
+    launch: Launch, idp: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture, call: str
+) -> None:
+    # The same length, and the rewrite keeps the size and the modification time: `stat` cannot
+    # tell, so only the read that `invalid_client` triggers can find the new secret, whenever
+    # the once-a-second check last ran. The retry path is the only way this call succeeds.
+    old, new = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    running, client_id, secret_file = await secret_in_file(
+        launch, idp, tmp_path, old, scopes="api://upstream/read"
+    )
+    await signed_in(running)
+    idp.set_client_secrets(client_id, [new])  # rotated at the provider, the old one revoked
+    rewrite_unseen(secret_file, new + "\n")
+    idp.clear_log()
+    caplog.clear()
+    caplog.set_level(logging.INFO, logger="gateway.oidc")
+
+    if call == "refresh":
+        await refresh(running)
+    else:
+        running.browser.jar.clear()
+        await signed_in(running, "/again")
+
+    assert attempts(idp) == [(old, 401), (new, 200)]  # refused once, retried once, with the new
+    assert caplog.text.count(RETRIED) == 1
+    assert "the client credential changed on disk; using the new one" in caplog.text
+    idp.clear_log()
+    await refresh(running)  # and the new secret stays in use
+    assert attempts(idp) == [(new, 200)]
+
+
+async def test_a_still_refused_credential_is_retried_once_only(
+    launch: Launch, idp: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    old, revoked = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    running, client_id, secret_file = await secret_in_file(
+        launch, idp, tmp_path, old, scopes="api://upstream/read"
+    )
+    await signed_in(running)
+    idp.set_client_secrets(client_id, [secrets.token_urlsafe(24)])
+    rewrite_unseen(secret_file, revoked + "\n")  # a new secret in the file, but not the right one
+    idp.clear_log()
+    response = await running.browser.session.post(running.url + "/.auth/refresh", headers=API)
+    assert response.status == 502
+    assert "invalid_client" in await response.text()
+    assert attempts(idp) == [(old, 401), (revoked, 401)]  # one retry, never a loop
+    assert "GATEWAY_CLIENT_SECRET_FILE" in caplog.text  # the setting to fix
+
+
+async def test_on_behalf_of_retries_after_invalid_client_with_the_secret_just_read(
+    launch: Launch, idp: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    old, new = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    client_id = str(uuid.uuid4())
+    own_api = f"api://{client_id}"
+    idp.register_client(Client(client_id=client_id, client_secret=old))
+    secret_file = tmp_path / "client-secret"
+    secret_file.write_text(old + "\n")
+    running = await launch(
+        client_id=client_id,
+        client_secret=None,
+        client_secret_file=secret_file,
+        scopes="api://upstream/read",
+        api={"audiences": own_api, "upstream_token": "on_behalf_of"},
+    )
+    caller = {**API, "Authorization": "Bearer " + idp.issue_access_token(scope=f"{own_api}/x")}
+    assert (await running.browser.get("/before", headers=caller)).status == 200
+    idp.set_client_secrets(client_id, [new])
+    rewrite_unseen(secret_file, new + "\n")
+    idp.clear_log()
+    caplog.clear()
+    caplog.set_level(logging.INFO, logger="gateway.oidc")
+
+    # Another caller: its token is not in the gateway's on-behalf-of cache yet.
+    other = {
+        **API,
+        "Authorization": "Bearer " + idp.issue_access_token("bob", scope=f"{own_api}/x"),
+    }
+    response = await running.browser.get("/after", headers=other)
+    assert response.status == 200, await response.text()
+    assert attempts(idp) == [(old, 401), (new, 200)]
+    assert all(r.form.get("requested_token_use") == "on_behalf_of" for r in idp.token_requests())
+    assert caplog.text.count(RETRIED) == 1
