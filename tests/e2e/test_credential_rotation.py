@@ -3,26 +3,34 @@ credential"): a secret file rewritten in place, or swapped the way the kubelet u
 Secret (a new directory behind the `..data` link), and a certificate file replaced, are used by
 the next sign-in and refresh, against the development IdP with the old credential revoked there.
 No restart, no patching: the gateway notices the file by `stat`, or when the provider answers
-`invalid_client`, reads it once more and retries once."""
+`invalid_client`, reads it once more and retries once (shown by the provider's request log, with a
+rewrite `stat` cannot see, for sign-in, refresh and on-behalf-of). A CA bundle rewritten for a
+provider whose certificate a new CA re-issued is trusted from then on."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
+import ssl
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography import x509
-from support.browser import API
+from support.browser import API, Browser
 from support.certificates import certificate_pem, private_key_pem, rsa_key
 from support.fixtures import Launch, Running, signed_in
+from support.gateway import PUBLIC_URL, in_process, settings_for
+from support.idp import run_in_thread
 from support.metrics import sample, scrape
 from support.ports import free_port
 from support.secret_files import KubeletVolume, rewrite_in_place, rewrite_unseen
 
+from devidp import DevIdpConfig
 from devidp.config import Client
+from gateway.oidc.credential_files import MIN_CHECK_SECONDS
 
 EXPIRY = "msal_gateway_client_credential_expiry_timestamp_seconds"
 
@@ -213,3 +221,51 @@ async def test_on_behalf_of_retries_after_invalid_client_with_the_secret_just_re
     assert attempts(idp) == [(old, 401), (new, 200)]
     assert all(r.form.get("requested_token_use") == "on_behalf_of" for r in idp.token_requests())
     assert caplog.text.count(RETRIED) == 1
+
+
+async def test_a_ca_bundle_rewritten_for_a_new_provider_ca_is_trusted_without_a_restart(
+    upstream: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The provider's TLS certificate is re-issued by a new CA while the gateway runs (a dev IdP
+    of this test's own: the shared one must keep its CA). Until GATEWAY_CA_BUNDLE holds the new
+    CA the provider is not trusted; once the kubelet swaps it in, sign-in and refresh work; and a
+    CA taken out of the bundle stops being trusted on the connections already open too."""
+    (tmp_path / "idp").mkdir()
+    (tmp_path / "bundle").mkdir()
+    runner, idp = run_in_thread(DevIdpConfig(port=0, state_dir=tmp_path / "idp"))
+    try:
+        trusted_first = idp.ca_path.read_text()
+        bundle = KubeletVolume(tmp_path / "bundle", "ca.pem", trusted_first)
+        settings = settings_for(idp, upstream.url, ca_bundle=bundle.path, scopes="api://up/read")
+        trusted = ssl.create_default_context(cafile=str(idp.ca_path))  # the test's own browser
+        async with in_process(settings) as (url, app):
+            running = Running(url, app, settings, Browser(url, PUBLIC_URL, trusted))
+            try:
+                await signed_in(running)
+                new_ca = runner.call(idp.reissue_tls_certificate(new_ca=True))
+                trusted.load_verify_locations(cafile=str(new_ca))
+                caplog.set_level(logging.INFO, logger="gateway.oidc")
+
+                # The bundle still holds only the old CA: the provider is refused, fail closed.
+                response = await running.browser.session.post(url + "/.auth/refresh", headers=API)
+                assert response.status == 502, await response.text()
+
+                bundle.update(new_ca.read_text())
+                await asyncio.sleep(MIN_CHECK_SECONDS + 0.2)  # the once-a-second check is due
+                await refresh(running)
+                assert "GATEWAY_CA_BUNDLE changed" in caplog.text
+                running.browser.jar.clear()
+                await signed_in(running, "/again")
+
+                # A CA taken out of the bundle is distrusted at once, even on the connections
+                # to the provider that the gateway keeps open: they are dropped when it changes.
+                old_ca = bundle.generation
+                bundle.update(trusted_first)
+                assert bundle.generation == old_ca + 1
+                await asyncio.sleep(MIN_CHECK_SECONDS + 0.2)
+                response = await running.browser.session.post(url + "/.auth/refresh", headers=API)
+                assert response.status == 502, await response.text()
+            finally:
+                await running.browser.close()
+    finally:
+        runner.stop()
