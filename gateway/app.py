@@ -111,12 +111,12 @@ async def _follow_move(
     record: SessionRecord,
 ) -> None:
     """A session record re-sealed with the current cookie secret takes its token cache and its
-    revocation entries along, so that dropping the previous secret loses neither (the `sid`
-    entry is not kept in the record: docs/security.md says what that means)."""
+    revocation entries (its user's names, and the `sid` its id_token names) along, so that
+    dropping the previous secret loses none of them."""
     ttl = record.expires_at - time.time()
     await token_caches.adopt(session_id, ttl)
     evicted = await index.add(
-        session_id, users=subject.revocation_names(record.claims), sid=None, ttl=ttl
+        session_id, users=subject.revocation_names(record.claims), sid=record.sid, ttl=ttl
     )
     for old in evicted:
         await end_session(sessions, token_caches, old)
