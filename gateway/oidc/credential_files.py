@@ -1,13 +1,18 @@
 """Credential files that change while the gateway runs: the client secret, the client certificate
 and the CA bundle, re-read when they change so that a rotated Kubernetes Secret needs no restart.
 
-A file is checked at use (a sign-in or a refresh, never a proxied request), by `stat` and at most
-once a second: device, inode, size and modification time. `stat` follows symbolic links, so the
-kubelet's rotation (it writes a new directory and swaps the `..data` link the file points through)
-shows as a new inode. An `invalid_client` from the provider reads the file at once (`reread`),
-without asking `stat`: the operator may have rotated the secret at Entra a moment before the file
-changed, and a same-size rewrite within the file system's timestamp granularity looks unchanged.
-The federated token file needs none of this: it is read at every use (oidc/credentials.py).
+A file is checked at use (a sign-in, a refresh or an on-behalf-of exchange, never a proxied
+request), by `stat` and at most once a second: device, inode, size and modification time. `stat`
+follows symbolic links, so the kubelet's rotation (it writes a new directory and swaps the
+`..data` link the file points through) shows as a new inode. An `invalid_client` from the
+provider reads the file at once (`reread`), without asking `stat`: the operator may have rotated
+the secret at Entra a moment before the file changed, and a same-size rewrite within the file
+system's timestamp granularity looks unchanged.
+
+When the CA bundle changes, the connections kept open are closed: a CA taken out of the bundle
+must not go on being trusted on them. The federated token file needs none of this: it is read at
+every use (oidc/credentials.py). The admin token file follows the same rule (WatchedFile) in
+endpoints/admin_token.py.
 """
 
 from __future__ import annotations
