@@ -1,8 +1,8 @@
 """The admin token in a file (GATEWAY_ADMIN__TOKEN_FILE) rotated while a real gateway process runs:
 rewritten in place, or swapped the way the kubelet updates a mounted Secret. After the change the
 old token is refused and the new one accepted, with no restart; a replacement too short to be a
-token refuses every admin call (503, an error in the log naming the setting) until it is fixed:
-fail closed, never the old token still working."""
+token, or a file removed, refuses every admin call (503, an error in the log naming the setting)
+until it is fixed: fail closed, never the old token still working."""
 
 from __future__ import annotations
 
@@ -92,6 +92,10 @@ async def test_a_rotated_admin_token_file_applies_without_a_restart(
         await changed(update, third + "\n")  # fixed: the new token works, nothing older does
         assert (await admin.revoke(third))[0] == 200
         assert (await admin.revoke(second))[0] == 401
+
+        path.unlink()  # gone is not "keep the last token" either
+        await asyncio.sleep(MIN_CHECK_SECONDS + 0.2)
+        assert (await admin.revoke(third))[0] == 503
         for token in (first, second, third):
             assert token.encode() not in log.raw()  # tokens are never logged
     finally:
