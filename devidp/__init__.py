@@ -123,6 +123,12 @@ keyword arguments as a JSON object; loopback clients only; thread-safe)
                                                   the refresh token comes from a code sign-in
                                                   that asked for `acrs`; that sign-in's access
                                                   token carries `"acrs": [<acrs>]`. None: off
+    Python only, awaited on the emulator's loop (`ThreadedDevIdp.call` in the tests):
+    reissue_tls_certificate(*, new_ca=False) -> ca_path
+                                                  serve a new TLS certificate to new
+                                                  connections, from a new CA written over
+                                                  `ca.pem` with `new_ca`; open connections are
+                                                  closed once idle, so clients shake hands again
     Read-only: users, clients, user(selector), lifetimes, signing_kid, tenant_id,
     groups_overage_limit, refresh_acrs;
     `GET /_devidp/state` shows all of it plus the active faults and `policies` (overage limit,

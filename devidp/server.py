@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import ssl
 import tempfile
 import time
 from collections.abc import Callable
@@ -24,7 +25,13 @@ from .config import DevIdpConfig, is_loopback_host
 from .control_api import DevIdpControl
 from .signing_keys import KeyRing, SigningKey, load_or_create_signing_key
 from .state import DevIdpState, Urls
-from .tls import CA_FILE, issue_server_certificate, load_or_create_ca, server_context
+from .tls import (
+    CA_FILE,
+    create_ca,
+    issue_server_certificate,
+    load_or_create_ca,
+    server_context,
+)
 
 ACCESS_LOG: Final = logging.getLogger("devidp.access")
 SHUTDOWN_TIMEOUT_SECONDS: Final = 2.0
@@ -51,6 +58,11 @@ class _Material:
     server_pem: Path
     signing_key: SigningKey
     temporary: bool
+    context: ssl.SSLContext
+
+
+def _server_names(config: DevIdpConfig) -> tuple[str, ...]:
+    return tuple(h for h in (config.host, config.public_host) if h)
 
 
 def _prepare(config: DevIdpConfig) -> _Material:
@@ -58,9 +70,14 @@ def _prepare(config: DevIdpConfig) -> _Material:
     state_dir = config.state_dir or Path(tempfile.mkdtemp(prefix="devidp-"))
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     ca = load_or_create_ca(state_dir)
-    names = tuple(h for h in (config.host, config.public_host) if h)
-    server_pem = issue_server_certificate(ca, names, state_dir)
-    return _Material(state_dir, server_pem, load_or_create_signing_key(state_dir), temporary)
+    server_pem = issue_server_certificate(ca, _server_names(config), state_dir)
+    return _Material(
+        state_dir,
+        server_pem,
+        load_or_create_signing_key(state_dir),
+        temporary,
+        server_context(server_pem),
+    )
 
 
 class RunningDevIdp(DevIdpControl):
@@ -134,6 +151,27 @@ class RunningDevIdp(DevIdpControl):
     def control_url(self) -> str:
         return f"{self.base_url}/_devidp"
 
+    async def reissue_tls_certificate(self, *, new_ca: bool = False) -> Path:
+        """Serve a new TLS certificate from now on, as a provider whose certificate is renewed
+        does; with `new_ca`, issued by a new CA written over `ca.pem` (whoever trusts only the
+        old CA is refused at their next connection). Connections kept alive are closed (once
+        idle), so that every client's next request shakes hands again. Await it on the loop
+        that started the emulator; returns `ca_path`."""
+        state_dir, names = self._material.state_dir, _server_names(self._state.config)
+
+        def issue() -> Path:
+            ca = create_ca(state_dir) if new_ca else load_or_create_ca(state_dir)
+            return issue_server_certificate(ca, names, state_dir)
+
+        pem = await asyncio.to_thread(issue)
+        # A context's certificate is copied into each connection when it starts: open ones
+        # keep the old one, new ones get this.
+        self._material.context.load_cert_chain(pem)
+        server = self._runner.server
+        assert server is not None, "the emulator is not serving"
+        await server.shutdown(SHUTDOWN_TIMEOUT_SECONDS)  # the connections; the listener stays
+        return self.ca_path
+
     async def stop(self) -> None:
         """Close the listener (waiting briefly for requests in flight) and drop a temporary
         state directory."""
@@ -157,7 +195,7 @@ async def start(config: DevIdpConfig, *, clock: Callable[[], float] = time.time)
         runner,
         config.host,
         config.port,
-        ssl_context=server_context(material.server_pem),
+        ssl_context=material.context,
     )
     try:
         await site.start()

@@ -66,6 +66,12 @@ def load_or_create_ca(state_dir: Path) -> CertificateAuthority:
         return CertificateAuthority(
             x509.load_pem_x509_certificate(cert_path.read_bytes()), load_rsa_key(key_path)
         )
+    return create_ca(state_dir)
+
+
+def create_ca(state_dir: Path) -> CertificateAuthority:
+    """A new CA (ten years, RSA), written over any CA in `state_dir`."""
+    cert_path, key_path = state_dir / CA_FILE, state_dir / CA_KEY_FILE
     key = new_rsa_key()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "msal-gateway devidp CA")])
     now = dt.datetime.now(dt.UTC)

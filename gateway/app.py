@@ -30,9 +30,11 @@ from gateway.config.problems import ConfigurationError, Problem, cannot_listen
 from gateway.config.rotation import secret_ring
 from gateway.config.settings import Settings
 from gateway.endpoints import health, oauth2_proxy, principal, signin
+from gateway.endpoints.admin_token import AdminToken
 from gateway.errors import GatewayError, NotFound
 from gateway.keys import (
     ACCESS,
+    ADMIN_TOKEN,
     API_CALLERS,
     APPLICATION_READINESS,
     ASSERTION,
@@ -110,12 +112,12 @@ async def _follow_move(
     record: SessionRecord,
 ) -> None:
     """A session record re-sealed with the current cookie secret takes its token cache and its
-    revocation entries along, so that dropping the previous secret loses neither (the `sid`
-    entry is not kept in the record: docs/security.md says what that means)."""
+    revocation entries (its user's names, and the `sid` its id_token names) along, so that
+    dropping the previous secret loses none of them."""
     ttl = record.expires_at - time.time()
     await token_caches.adopt(session_id, ttl)
     evicted = await index.add(
-        session_id, users=subject.revocation_names(record.claims), sid=None, ttl=ttl
+        session_id, users=subject.revocation_names(record.claims), sid=record.sid, ttl=ttl
     )
     for old in evicted:
         await end_session(sessions, token_caches, old)
@@ -468,6 +470,8 @@ def build_app(settings: Settings, *, serve_metrics: bool = True) -> web.Applicat
     app.on_cleanup.append(_flush_metrics)
     if settings.assertion.enabled:
         app[ASSERTION] = _assertion_signer(settings)
+    if settings.admin.enabled:
+        app[ADMIN_TOKEN] = AdminToken(settings.admin)
     if tracer is not None:
         app.cleanup_ctx.append(functools.partial(_exporting, tracer))
     relays = not settings.forward_auth_only

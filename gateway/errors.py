@@ -15,6 +15,7 @@ them.
       UpstreamTimeout            504
       StoreUnavailable           503 the session store cannot be reached (fail closed)
       Busy                       503 another request holds this session's refresh for too long
+      AdminUnavailable           503 the admin token file holds no usable token (fail closed)
       CorruptRecordError         a stored record could not be decrypted or parsed; callers treat it
                                  as "no record" after logging, never as an empty session
 
@@ -169,6 +170,13 @@ class Busy(GatewayError):
     """A per-session lock stayed taken longer than a live holder could need."""
 
     status, code, expose, title = 503, "busy", False, "Temporarily unavailable"
+
+
+class AdminUnavailable(GatewayError):
+    """GATEWAY_ADMIN__TOKEN_FILE was replaced by something unusable (too short, unreadable,
+    gone): admin calls are refused, whatever they present, until the file is fixed."""
+
+    status, code, expose, title = 503, "admin_unavailable", False, "Temporarily unavailable"
 
 
 class CorruptRecordError(GatewayError):

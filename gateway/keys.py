@@ -29,6 +29,7 @@ from gateway.upstream.readiness import ApplicationReadiness
 from gateway.upstream.shares import SlotShares
 
 if TYPE_CHECKING:  # The sign-in path's types stay out of the hot path's imports.
+    from gateway.endpoints.admin_token import AdminToken  # noqa: F401
     from gateway.oidc.completion import SignInCompleter  # noqa: F401
     from gateway.oidc.msal_client import MsalClient  # noqa: F401
     from gateway.sessions.token_cache import TokenCacheStore  # noqa: F401
@@ -66,6 +67,8 @@ OPEN_WEBSOCKETS: Final = web.AppKey("open_websockets", set[web.WebSocketResponse
 # Every relayed WebSocket's lease, by session and user: ending a session closes its sockets.
 SOCKETS: Final = web.AppKey("sockets", SocketRegistry)
 ASSERTION: Final = web.AppKey("assertion", AssertionSigner)  # absent unless enabled
+# Absent unless GATEWAY_ADMIN__TOKEN or _FILE: then /.auth/admin/* does not exist.
+ADMIN_TOKEN: Final = web.AppKey["AdminToken"]("admin_token")
 TRUSTED_PROXIES: Final = web.AppKey[tuple[Network, ...]]("trusted_proxies")
 METRICS: Final = web.AppKey("metrics", Metrics)
 # A Protocol: the hot path reaches MSAL only through this object.

@@ -18,6 +18,7 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     SecretStr,
+    ValidationInfo,
     field_validator,
 )
 from pydantic_settings import NoDecode
@@ -439,15 +440,55 @@ class MsalSettings(SettingsGroup):
     )
 
 
+MIN_ADMIN_TOKEN_LENGTH: Final = 32
+
+
+def read_admin_token(path: Path) -> str:
+    """The admin token a file holds (surrounding white space dropped). ValueError saying what is
+    wrong with it: unreadable, or shorter than MIN_ADMIN_TOKEN_LENGTH."""
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ValueError(f"cannot read {path}: {reason}") from None
+    if len(token) < MIN_ADMIN_TOKEN_LENGTH:
+        raise ValueError(
+            f"{path} holds {len(token)} character(s); the token needs at least "
+            f"{MIN_ADMIN_TOKEN_LENGTH}"
+        )
+    return token
+
+
 class AdminSettings(SettingsGroup):
     """Operator endpoints under /.auth/admin/: off unless a token is set."""
 
     token: SecretStr | None = Field(
         None,
-        min_length=32,
-        description="Bearer token for /.auth/admin/revoke (at least 32 characters); unset: the "
-        "admin endpoints do not exist.",
+        min_length=MIN_ADMIN_TOKEN_LENGTH,
+        description="Bearer token for /.auth/admin/revoke (at least 32 characters); unset (and "
+        "no _FILE): the admin endpoints do not exist.",
     )
+    token_file: Path | None = Field(
+        None,
+        description="File holding the admin token (at least 32 characters), read again when it "
+        "changes: a rotated Kubernetes Secret needs no restart. A replacement that is too short "
+        "or unreadable refuses admin calls (503) until it is fixed.",
+    )
+
+    @field_validator("token_file")
+    @classmethod
+    def _one_readable_token(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        if path is None:
+            return None
+        if info.data.get("token") is not None:
+            raise ValueError("set only one of GATEWAY_ADMIN__TOKEN and GATEWAY_ADMIN__TOKEN_FILE")
+        read_admin_token(path)  # a file unfit at start is a configuration mistake
+        return path
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the admin endpoints exist."""
+        return self.token is not None or self.token_file is not None
 
 
 class LogSettings(SettingsGroup):

@@ -8,7 +8,6 @@ fixation).
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import re
@@ -35,6 +34,7 @@ from gateway.errors import (
     StoreUnavailable,
 )
 from gateway.keys import (
+    ADMIN_TOKEN,
     CLIENT_ADDRESS,
     FLOWS,
     METRICS,
@@ -354,12 +354,12 @@ async def front_channel_logout(request: web.Request) -> web.StreamResponse:
 async def revoke(request: web.Request) -> web.StreamResponse:
     """POST /.auth/admin/revoke {"user": "<oid>"}: end every session of a user on every replica
     (the user may also be named by `<oid>.<tid>` or the UPN /.auth/me shows: tokens/subject.py).
-    Only with GATEWAY_ADMIN__TOKEN set, and only for a caller presenting it."""
-    expected = request.app[SETTINGS].admin.token
+    Only with GATEWAY_ADMIN__TOKEN (or _FILE) set, and only for a caller presenting it."""
+    expected = request.app.get(ADMIN_TOKEN)
     if expected is None:
         raise NotFound("there is nothing at this address")
     presented = request.headers.get("Authorization", "").removeprefix("Bearer ")
-    if not hmac.compare_digest(presented.encode(), expected.get_secret_value().encode()):
+    if not expected.matches(presented):
         raise SignInRequired("the admin token is missing or wrong")
     body = await json_object(request)
     user = body.get("user")

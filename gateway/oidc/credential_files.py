@@ -1,12 +1,18 @@
 """Credential files that change while the gateway runs: the client secret, the client certificate
 and the CA bundle, re-read when they change so that a rotated Kubernetes Secret needs no restart.
 
-A file is checked at use (a sign-in or a refresh, never a proxied request), by `stat` and at most
-once a second: device, inode, size and modification time. `stat` follows symbolic links, so the
-kubelet's rotation (it writes a new directory and swaps the `..data` link the file points through)
-shows as a new inode. An `invalid_client` from the provider asks for a check at once
-(`reread`): the operator may have rotated the secret at Entra a moment before the file changed.
-The federated token file needs none of this: it is read at every use (oidc/credentials.py).
+A file is checked at use (a sign-in, a refresh or an on-behalf-of exchange, never a proxied
+request), by `stat` and at most once a second: device, inode, size and modification time. `stat`
+follows symbolic links, so the kubelet's rotation (it writes a new directory and swaps the
+`..data` link the file points through) shows as a new inode. An `invalid_client` from the
+provider reads the file at once (`reread`), without asking `stat`: the operator may have rotated
+the secret at Entra a moment before the file changed, and a same-size rewrite within the file
+system's timestamp granularity looks unchanged.
+
+When the CA bundle changes, the connections kept open are closed: a CA taken out of the bundle
+must not go on being trusted on them. The federated token file needs none of this: it is read at
+every use (oidc/credentials.py). The admin token file follows the same rule (WatchedFile) in
+endpoints/admin_token.py.
 """
 
 from __future__ import annotations
@@ -103,19 +109,26 @@ class WatchedFile:
         return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
     def changed(self, *, now: bool = False) -> bool:
-        """True once per change; checks at most every MIN_CHECK_SECONDS unless `now`."""
+        """True once per change, a file that vanished included (reading it tells the caller
+        why); checks at most every MIN_CHECK_SECONDS unless `now`."""
         if not now and self._clock() - self._checked_at < MIN_CHECK_SECONDS:
             return False
         self._checked_at = self._clock()
         seen = self._signature()
-        if seen is None or seen == self._seen:
+        if seen == self._seen:
             return False
         self._seen = seen
         return True
 
     def forget(self) -> None:
-        """Report the file as changed at the next check (its content could not be used)."""
+        """Report the file as changed at the next check where it exists (its content could not
+        be used)."""
         self._seen = None
+
+    def note(self) -> None:
+        """The file was just read whatever `stat` said: what `stat` says now is what was read."""
+        self._checked_at = self._clock()
+        self._seen = self._signature()
 
 
 class LiveCredential:
@@ -153,18 +166,20 @@ class LiveCredential:
         return self._credential
 
     def reread(self) -> bool:
-        """Look at the files now; whether the client credential changed (worth one retry)."""
-        return self._check(now=True)
+        """Read the credential file now, whatever `stat` says (a rewrite of the same size
+        within the file system's timestamp granularity leaves it unchanged); whether the
+        credential changed, so that the refused call is worth one retry."""
+        return self._check(now=True, force=True)
 
-    def _check(self, *, now: bool) -> bool:
+    def _check(self, *, now: bool, force: bool = False) -> bool:
         with self._lock:
             if self._ca is not None and self._ca.changed(now=now):
                 log.info("GATEWAY_CA_BUNDLE changed; new connections to the provider trust it")
                 self._http.close()  # pooled connections go; the session stays usable
             fresh: str | dict[str, Any] | None = None
-            if self._secret is not None and self._secret.changed(now=now):
+            if self._secret is not None and (force or self._secret.changed(now=now)):
                 fresh = self._read(self._secret, "GATEWAY_CLIENT_SECRET_FILE")
-            elif self._certificate is not None and self._certificate.changed(now=now):
+            elif self._certificate is not None and (force or self._certificate.changed(now=now)):
                 pem = self._read(self._certificate, "GATEWAY_CLIENT_CERTIFICATE_FILE")
                 fresh = {"private_key": pem, "public_certificate": pem} if pem else None
             if not fresh or fresh == self._credential:
@@ -177,6 +192,7 @@ class LiveCredential:
 
     @staticmethod
     def _read(watched: WatchedFile, setting: str) -> str | None:
+        watched.note()  # before the read: a change after it is noticed at the next check
         try:
             text = watched.path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:

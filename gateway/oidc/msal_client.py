@@ -192,13 +192,18 @@ class MsalClient:
         return await self._run(functools.partial(self._on_behalf_of, assertion, scopes))
 
     def _on_behalf_of(self, assertion: str, scopes: tuple[str, ...]) -> tuple[str, float]:
-        try:
-            app = self._application(msal.SerializableTokenCache())
-            result = app.acquire_token_on_behalf_of(assertion, list(scopes))
-        except (requests.RequestException, msal.exceptions.MsalError) as exc:
-            raise IdentityProviderError("the identity provider could not be reached") from exc
-        except (ValueError, KeyError) as exc:
-            raise IdentityProviderError("the identity provider sent a malformed answer") from exc
+        for attempt in (1, 2):
+            try:
+                app = self._application(msal.SerializableTokenCache())
+                result = app.acquire_token_on_behalf_of(assertion, list(scopes))
+            except (requests.RequestException, msal.exceptions.MsalError) as exc:
+                raise IdentityProviderError("the identity provider could not be reached") from exc
+            except (ValueError, KeyError) as exc:
+                raise IdentityProviderError(
+                    "the identity provider sent a malformed answer"
+                ) from exc
+            if attempt == 2 or not self._credential_renewed(result):
+                break
         if "error" in result:
             self._check_credential(result)
             if result.get("suberror") in STEP_UP_ERRORS or result.get("error") in STEP_UP_ERRORS:

@@ -9,6 +9,7 @@ refresh paths. Cookies are auth/cookies.py's business.
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import json
 import logging
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 
 SESSION_PREFIX: Final = "gw:session:"
 FORMAT_VERSION: Final = 1
+MAX_SID_LENGTH: Final = 256  # as front-channel logout accepts (endpoints/signin.py)
 # Protocol and bookkeeping claims of an id_token that mean nothing to the upstream.
 _DROPPED_CLAIMS: Final = frozenset({"nonce", "aio", "rh", "uti", "c_hash", "at_hash", "sid"})
 
@@ -72,6 +74,19 @@ class SessionRecord:
 
     def token(self, scopes: tuple[str, ...]) -> UpstreamToken | None:
         return self.tokens.get(scope_key(scopes))
+
+    @property
+    def sid(self) -> str | None:
+        """The provider's sign-in session (`sid`) that the kept id_token names, for the
+        back-channel logout index; None without one. The token was verified when it came in;
+        `sid` is not among the claims kept, so that the upstream never sees it."""
+        try:
+            payload = self.id_token.split(".")[1]
+            claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        except (IndexError, ValueError):  # binascii, JSON and UTF-8 errors are ValueErrors
+            return None
+        sid = claims.get("sid") if isinstance(claims, dict) else None
+        return sid if isinstance(sid, str) and 0 < len(sid) <= MAX_SID_LENGTH else None
 
     def with_token(
         self,

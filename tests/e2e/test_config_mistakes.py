@@ -244,6 +244,13 @@ MISTAKES: Final = [
         GATEWAY_CLIENT_SECRET_FILE="{dir}/secret",
     ),
     row(
+        "admin-token-and-token-file",
+        "set only one of GATEWAY_ADMIN__TOKEN and GATEWAY_ADMIN__TOKEN_FILE",
+        files={"admin-token": "a" * 40},
+        GATEWAY_ADMIN__TOKEN="b" * 40,
+        GATEWAY_ADMIN__TOKEN_FILE="{dir}/admin-token",
+    ),
+    row(
         "secret-and-certificate",
         "set exactly one client credential",
         files=CERTIFICATES,
@@ -292,6 +299,17 @@ MISTAKES: Final = [
         drop=NO_SECRET,
         files=EMPTY,
         GATEWAY_CLIENT_SECRET_FILE="{dir}/empty",
+    ),
+    row(
+        "admin-token-file-too-short",
+        "admin-token holds 5 character(s); the token needs at least 32",
+        files={"admin-token": "short\n"},
+        GATEWAY_ADMIN__TOKEN_FILE="{dir}/admin-token",
+    ),
+    row(
+        "admin-token-file-missing",
+        "GATEWAY_ADMIN__TOKEN_FILE: cannot read",
+        GATEWAY_ADMIN__TOKEN_FILE="{dir}/nowhere",
     ),
     row(
         "cookie-secret-file-not-utf8",

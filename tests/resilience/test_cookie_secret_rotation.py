@@ -131,3 +131,30 @@ async def test_a_rolling_rotation_keeps_every_session_it_touches(
                 await assert_signed_out(replica.url, client, untouched, "/whoami")
     finally:
         replicas.stop()
+
+
+@pytest.mark.timeout(120)
+async def test_a_moved_session_is_still_found_by_its_sid_after_the_old_secret_is_dropped(
+    idp: Any, upstream: ThreadedServer, redis_url: str
+) -> None:
+    """Front-channel logout finds sessions by the provider's `sid`. The index entry is named with
+    the cookie secret, so a session moved to S2 must take its `sid` entry along: once S1 is gone
+    (dropped early, after a leak) the entry S1 named can no longer be found."""
+    replicas = Replicas(idp, upstream, redis_url)
+    try:
+        async with aiohttp.ClientSession() as client:
+            await replicas.start(S2_NEXT)
+            idp.set_token_faults(id_token_claims={"sid": "sso-rotation-1"})
+            cookie = await session_cookie(replicas.running[0].url, idp)
+            idp.set_token_faults()
+            await replicas.roll(0, S2_PROMOTED)
+            await works(client, replicas.running[0].url, cookie)  # read, re-sealed and moved
+            await replicas.roll(0, ONLY_S2)
+            await works(client, replicas.running[0].url, cookie)
+
+            url = replicas.running[0].url
+            async with client.get(url + "/.auth/logout/frontchannel?sid=sso-rotation-1") as done:
+                assert done.status == 200
+            await assert_signed_out(url, client, cookie, "/whoami")
+    finally:
+        replicas.stop()

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
@@ -22,6 +22,7 @@ import requests
 from devidp import DevIdpConfig, RunningDevIdp, start
 from devidp.config import DEFAULT_USERS
 
+T = TypeVar("T")
 USER_HEADER = "X-DevIdp-User"
 ALICE_OID = next(user.oid for user in DEFAULT_USERS if user.username == "alice")
 TIMEOUT_SECONDS = 10.0
@@ -45,6 +46,10 @@ class ThreadedDevIdp:
             self._halt()
             raise
         return self._running
+
+    def call(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine of the emulator's (e.g. `reissue_tls_certificate`) on its loop."""
+        return asyncio.run_coroutine_threadsafe(work, self._loop).result(timeout=60)
 
     def stop(self) -> None:
         if self._running is not None:
