@@ -2,6 +2,7 @@
 long it takes from exec to ready, with the development identity provider on loopback.
 
     .venv/bin/python bench/footprint.py [--runs 10] [--store memory|redis] [--workers N]
+                                        [--env NAME=VALUE …]
 
 Each run execs `python -m gateway serve` (the in-memory store unless --store redis; --workers N
 sets GATEWAY_WORKERS=N, which needs Redis: one redis-server is started for the run) and polls
@@ -126,6 +127,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--store", choices=("memory", "redis"), default="memory")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="one more setting for the gateway (repeatable), e.g. GATEWAY_EVENT_LOOP=asyncio",
+    )
     args = parser.parse_args()
     store = "redis" if args.workers > 1 else args.store
     idp_thread = ThreadedDevIdp(DevIdpConfig(port=0))
@@ -146,6 +154,7 @@ def main() -> None:
         env["GATEWAY_PROXY__DRAIN_SECONDS"] = "0"
         if args.workers > 1:
             env["GATEWAY_WORKERS"] = str(args.workers)
+        env.update(setting.split("=", 1) for setting in args.env)
         runs = []
         for index in range(args.runs):
             run = one_run(env, port)
