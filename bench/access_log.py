@@ -9,8 +9,9 @@ it, writing to /dev/null, and the writer thread's work counted too.
 CPU time (time.process_time, every thread of the process) is measured around the calls plus the
 final write of what they queued, for N requests, and divided by N; the requests are built before
 the clock starts, and a pause every 200 requests lets the writer thread keep up, as gaps in real
-traffic do (without them a writer that falls behind drops lines, and dropped lines cost less). With the access log off aiohttp makes no call at all, so the figure is what the
-log adds to a request. Medians of --repeats runs are printed.
+traffic do (without them a writer that falls behind drops lines, and dropped lines cost less). With
+the access log off aiohttp makes no call at all, so the figure is what the log adds to a request.
+Medians of --repeats runs are printed.
 
 --instructions runs the same script twice under `valgrind --tool=callgrind` (which counts
 instructions, the same however loaded the machine is): once building the requests and logging
