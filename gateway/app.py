@@ -13,7 +13,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Final
+from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
 from aiohttp import ClientSession, ClientTimeout, DummyCookieJar, TCPConnector, WSCloseCode, web
@@ -79,8 +79,6 @@ from gateway.sessions.store import SessionRecord, SessionStore
 from gateway.sessions.token_cache import TokenCacheStore
 from gateway.store.measured import MeasuredStorage
 from gateway.store.memory import MemoryStorage
-from gateway.store.redis import RedisStorage
-from gateway.store.storage import Storage
 from gateway.telemetry import tracing
 from gateway.telemetry.metrics import Metrics
 from gateway.tokens import subject
@@ -91,13 +89,20 @@ from gateway.upstream.readiness import ApplicationReadiness
 from gateway.upstream.shares import SlotShares
 from gateway.web.middleware import error_middleware
 
+if TYPE_CHECKING:
+    from gateway.store.redis import RedisStorage
+
 log = logging.getLogger(__name__)
 
 METADATA_RETRY_SECONDS: Final = 10.0
 
 
-def _storage(settings: Settings) -> Storage:
+def _storage(settings: Settings) -> MemoryStorage | RedisStorage:
     if settings.session_store == "redis":
+        # Imported here: redis-py (and what it imports) is 9 MB that a gateway on the memory
+        # store never uses.
+        from gateway.store.redis import RedisStorage
+
         # No URL with sentinels: they name the master (Settings requires one or the other).
         url = settings.redis_url.get_secret_value() if settings.redis_url is not None else None
         return RedisStorage(url, settings.redis)
@@ -146,7 +151,7 @@ async def _stores(app: web.Application) -> AsyncIterator[None]:
     app[STORAGE] = storage
     app[SEALER] = sealer
     # Only Redis has replicas, whose cached copies and open WebSockets need the notice feed.
-    notices = backend if isinstance(backend, RedisStorage) else None
+    notices = None if isinstance(backend, MemoryStorage) else backend
     cache: SessionCache[SessionRecord] | None = None
     if notices is not None and settings.session.cache_seconds > 0:
         cache = SessionCache(settings.session.cache_seconds, settings.session.cache_max_entries)

@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-import yaml
-
 from gateway.config import names
 from gateway.config.names import Location
 from gateway.config.problems import VARIABLE, Problem
@@ -41,6 +39,8 @@ class ConfigFileError(Exception):
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
+    import yaml  # here: only a --config file or a mistake needs the YAML parser (1 MB)
+
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
@@ -131,6 +131,8 @@ def _merge(into: dict[str, Any], values: Mapping[str, Any]) -> None:
 def _json_problem(variable: str, raw: str, error: json.JSONDecodeError) -> Problem:
     where = f"line {error.lineno}, column {error.colno}: {error.msg}"
     fix = "quote every key and text value in double quotes"
+    import yaml
+
     try:
         # The likeliest mistake is YAML's flow style ([{path: /admin/}]): offer it as JSON.
         meant = yaml.safe_load(raw)

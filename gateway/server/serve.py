@@ -29,7 +29,7 @@ from gateway.server.connections import (
     client_connection_limit,
     raise_open_file_limit,
 )
-from gateway.telemetry import build_info, logs
+from gateway.telemetry import access_log, build_info, logs
 
 log = logging.getLogger(__name__)
 GC_THRESHOLDS: Final = (50_000, 20, 100)
@@ -55,7 +55,7 @@ async def _serve(settings: Settings, worker: bool) -> None:
     runner = BoundedAppRunner(
         app,
         handle_signals=False,
-        access_log_class=logs.AccessLogger,
+        access_log_class=access_log.AccessLogger,
         access_log=logging.getLogger("gateway.access") if settings.log.access_log else None,
         shutdown_timeout=proxy.shutdown_grace_seconds,
         keepalive_timeout=proxy.keepalive_timeout_seconds,

@@ -1,32 +1,25 @@
 """Log lines: one JSON object per line (or plain text for people), each stamped with the request
-id of the request it belongs to, and the access log in the same shape.
+id of the request it belongs to; the access log (telemetry/access_log.py) writes the same shapes.
 
 Nothing here logs a query string, a header value or a body: paths are logged without their
 query (a callback's query holds the authorization code), so no token or secret reaches a log.
+Text lines are for terminals: a control character in a message (a request's path can hold any,
+percent-decoded) is written escaped, so a request cannot forge a line or an escape sequence.
 
-Writing never blocks the event loop. Records go into a bounded queue and one thread formats and
-writes them: when stderr is read slowly or not at all (a stuck log collector, a full pipe), a
-synchronous write would freeze every request of the process, as it did in a soak test after 64 KiB
-of unread access log. When the queue is full, records are dropped and counted, and a warning says
-how many as soon as there is room again.
+Writing never blocks the event loop: every line goes to one writer thread with a bound on what
+waits (telemetry/log_writer.py says what happens when stderr is stuck).
 """
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import json
 import logging
-import logging.handlers
-import queue
 import sys
 import time
 from typing import Any, Final
 
-from aiohttp import web
-from aiohttp.abc import AbstractAccessLogger
-
-from gateway.telemetry.metrics import TIMING_KEY
+from gateway.telemetry.log_writer import LineWriter
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
@@ -60,6 +53,54 @@ _STANDARD: Final = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None
 }
 
 
+class Stamps:
+    """Time stamps of log lines, the second's part made once per second (strftime is the
+    costly part of a short line)."""
+
+    def __init__(self, pattern: str, convert: Any) -> None:
+        self._pattern = pattern
+        self._convert = convert
+        self._second = -1
+        self._prefix = ""
+
+    def prefix(self, created: float) -> str:
+        second = int(created)
+        if second != self._second:
+            # Two threads may both remake it: each gets a correct value.
+            self._prefix = time.strftime(self._pattern, self._convert(second))
+            self._second = second
+        return self._prefix
+
+
+def milliseconds(created: float) -> int:
+    """The millisecond part of a time stamp, as logging.LogRecord computes it."""
+    return int((created - int(created)) * 1000)
+
+
+_JSON_STAMPS: Final = Stamps("%Y-%m-%dT%H:%M:%S", time.gmtime)
+_TEXT_STAMPS: Final = Stamps("%Y-%m-%d %H:%M:%S", time.localtime)
+
+
+def json_stamp(created: float) -> str:
+    """ECS @timestamp: UTC, milliseconds, Z."""
+    return f"{_JSON_STAMPS.prefix(created)}.{milliseconds(created):03d}Z"
+
+
+def text_stamp(created: float) -> str:
+    """Local time as logging's default asctime ("2026-12-07 10:00:00,123")."""
+    return f"{_TEXT_STAMPS.prefix(created)},{milliseconds(created):03d}"
+
+
+def printable(text: str) -> str:
+    """`text` with every unprintable character (CR, LF, ESC, other controls, line separators)
+    written as its Python escape, so that one line stays one harmless line."""
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+    )
+
+
 class RequestIdFilter(logging.Filter):
     """Stamps each record with its request's id, and audit records with the client address."""
 
@@ -76,8 +117,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "@timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "@timestamp": json_stamp(record.created),
             "log.level": record.levelname.lower(),
             "log.logger": record.name,
             "message": record.getMessage(),
@@ -99,108 +139,86 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         request_id = getattr(record, "request_id", None)
         line = (
-            f"{self.formatTime(record)} {record.levelname} {record.name} "
-            + (f"[{request_id}] " if request_id else "")
-            + record.getMessage()
+            f"{text_stamp(record.created)} {record.levelname} {record.name} "
+            + (f"[{printable(request_id)}] " if request_id else "")
+            + printable(record.getMessage())
         )
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
 
 
-QUEUED_RECORDS: Final = 10_000
+class LineHandler(logging.Handler):
+    """Formats a record where it is logged and hands the line to the writer thread."""
 
+    def __init__(self, writer: LineWriter) -> None:
+        super().__init__()
+        self.writer = writer
 
-class NonBlockingHandler(logging.handlers.QueueHandler):
-    """Hands records to the writer thread; never waits for it."""
-
-    def __init__(self, records: queue.Queue[logging.LogRecord | None]) -> None:
-        super().__init__(records)
-        self.dropped = 0
-
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        # The message is fixed now (its arguments may change later); formatting, the costly
-        # part, happens in the writer thread. Exceptions travel as they are, within one process.
-        record.msg = record.getMessage()
-        record.args = None
-        return record
-
-    def enqueue(self, record: logging.LogRecord) -> None:
+    def emit(self, record: logging.LogRecord) -> None:
         try:
-            if self.dropped:
-                self.queue.put_nowait(self._dropped_notice())
-                self.dropped = 0
-            self.queue.put_nowait(record)
-        except queue.Full:
-            self.dropped += 1
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        self.writer.put_now(line + "\n")
 
-    def _dropped_notice(self) -> logging.LogRecord:
+
+_writer: LineWriter | None = None
+_format = "json"
+
+
+def sink() -> tuple[LineWriter, str] | None:
+    """The writer of this process and the format name ("json" or "text"), once configured."""
+    return None if _writer is None else (_writer, _format)
+
+
+def configure(format_name: str, level: str = "INFO") -> None:
+    """Send every log line to stderr in `format_name` ("json" or "text"), through the writer
+    thread (see above)."""
+    global _writer, _format
+    shutdown()
+    formatter = JsonFormatter() if format_name == "json" else TextFormatter()
+
+    def dropped_notice(count: int) -> str:
         notice = logging.LogRecord(
             __name__,
             logging.WARNING,
             __file__,
             0,
-            f"{self.dropped} log lines were dropped: stderr is not read fast enough",
+            f"{count} log lines were dropped: stderr is not read fast enough",
             None,
             None,
         )
         notice.request_id = None
-        return notice
+        return formatter.format(notice) + "\n"
 
-
-_listener: logging.handlers.QueueListener | None = None
-
-
-def configure(format_name: str, level: str = "INFO") -> None:
-    """Send every log line to stderr in `format_name` ("json" or "text"), through a writer
-    thread (see above)."""
-    global _listener
-    shutdown()
-    writer = logging.StreamHandler(sys.stderr)
-    writer.setFormatter(JsonFormatter() if format_name == "json" else TextFormatter())
-    records: queue.Queue[logging.LogRecord | None] = queue.Queue(QUEUED_RECORDS)
-    handler = NonBlockingHandler(records)
+    writer = LineWriter(sys.stderr, dropped_notice)
+    writer.start()
+    handler = LineHandler(writer)
+    handler.setFormatter(formatter)
     handler.addFilter(RequestIdFilter())  # here, in the request's own context
-    _listener = logging.handlers.QueueListener(records, writer)
-    _listener.start()
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    _writer, _format = writer, format_name
     # Libraries' warnings (MSAL's UserWarning about response_mode, say) as log lines like any
     # other, not raw text on stderr.
     logging.captureWarnings(True)
 
 
 def shutdown() -> None:
-    """Write what is queued and stop the writer thread (at exit)."""
-    global _listener
-    if _listener is not None:
-        with contextlib.suppress(queue.Full):  # stderr is not read at all: nothing more to do
-            _listener.stop()
-        _listener = None
-
-
-class AccessLogger(AbstractAccessLogger):
-    """One line per request: method, path without query, status, duration, request id, the
-    client (through trusted proxies), the signed-in user, user agent, body bytes sent and the
-    application's share of the time."""
-
-    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        extra: dict[str, Any] = {
-            "event": "access",
-            "method": request.method,
-            "path": request.rel_url.path,
-            "status": response.status,
-            "duration_ms": round(time * 1000, 2),
-            "request_id": response.headers.get("X-Request-Id"),
-            "client": client_var.get() or request.remote,
-            "user": user_var.get(),
-            "user_agent": request.headers.get("User-Agent", "")[:256] or None,
-            "bytes": response.body_length,
-        }
-        timing = request.get(TIMING_KEY)
-        if timing is not None and timing.sent is not None and timing.answered is not None:
-            extra["upstream_ms"] = round((timing.answered - timing.sent) * 1000, 2)
-        self.logger.info(
-            "%s %s %s", request.method, request.rel_url.path, response.status, extra=extra
-        )
+    """Write what waits and stop the writer thread (at exit)."""
+    global _writer
+    if _writer is None:
+        return
+    _writer.stop()
+    _writer = None
+    # Whatever is logged after this (rarely anything) is written directly, in the same format.
+    root = logging.getLogger()
+    for index, handler in enumerate(root.handlers):
+        if isinstance(handler, LineHandler):
+            direct = logging.StreamHandler(sys.stderr)
+            direct.setFormatter(handler.formatter)
+            direct.filters[:] = handler.filters
+            root.handlers[index] = direct

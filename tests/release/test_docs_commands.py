@@ -471,6 +471,8 @@ RUNS: Final[Mapping[str, Runner]] = {
     ".venv/bin/python bench/failover.py": run_help,
     ".venv/bin/python bench/refresh_contention.py": run_help,
     ".venv/bin/python bench/idle_connections.py": run_help,
+    ".venv/bin/python bench/access_log.py": run_help,
+    ".venv/bin/python bench/footprint.py": run_help,
     ".venv/bin/python scripts/settings_table.py --write": run_settings_table_write,
     ".venv/bin/mkdocs build --strict": run_docs_build,
     "mkdocs build --strict": run_docs_build,
