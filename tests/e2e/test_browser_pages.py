@@ -29,7 +29,7 @@ from typing import Any, Final
 import pytest
 from aiohttp import web
 from support.binaries import under_ci
-from support.chromium import chromium_driver
+from support.chromium import chromium_driver, wait_for
 from support.demo import running_demo
 from support.gateway import GatewayProcess, settings_for
 from support.ports import free_port
@@ -38,10 +38,8 @@ from support.threaded import ThreadedServer
 from gateway.demo import _legacy_page
 
 try:
-    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.ui import WebDriverWait
 except ImportError:  # pragma: no cover - the test extra installs it
     if under_ci():
         raise
@@ -184,23 +182,7 @@ class Steps:
         return path
 
     def wait_for(self, selector: str, text: str | None = None) -> Any:
-        def found(driver: Any) -> Any:
-            for element in driver.find_elements(By.CSS_SELECTOR, selector):
-                if text is None or text in element.text:
-                    return element
-            return False
-
-        try:
-            # An element of the page being navigated away from goes stale under our feet.
-            wait = WebDriverWait(
-                self.driver, WAIT_SECONDS, ignored_exceptions=(StaleElementReferenceException,)
-            )
-            return wait.until(found)
-        except TimeoutException:
-            body = self.driver.find_element(By.TAG_NAME, "body").text[:500]
-            raise AssertionError(
-                f"no {selector!r} with {text!r} at {self.driver.current_url}: {body}"
-            ) from None
+        return wait_for(self.driver, selector, text, WAIT_SECONDS)
 
 
 def structure(driver: Any) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Any, Final
 
 import pytest
 from aiohttp import web
-from support.chromium import chromium_driver
+from support.chromium import chromium_driver, wait_for
 from support.gateway import GatewayProcess, settings_for
 from support.nginx import NginxServer
 from support.paths import DEPLOY
@@ -28,9 +28,7 @@ from support.threaded import ThreadedServer
 from gateway.demo import _legacy_page
 
 try:
-    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 except ImportError:  # pragma: no cover - support.chromium skips or fails first
     pytest.skip("selenium is not installed", allow_module_level=True)
 
@@ -91,25 +89,6 @@ def site(idp: Any) -> Iterator[str]:
 @pytest.fixture
 def chromium(tmp_path: Path) -> Iterator[Any]:
     yield from chromium_driver(tmp_path / "profile", "--ignore-certificate-errors")
-
-
-def wait_for(driver: Any, selector: str, text: str | None = None) -> Any:
-    def found(driver: Any) -> Any:
-        for element in driver.find_elements(By.CSS_SELECTOR, selector):
-            if text is None or text in element.text:
-                return element
-        return False
-
-    try:
-        wait = WebDriverWait(
-            driver, WAIT_SECONDS, ignored_exceptions=(StaleElementReferenceException,)
-        )
-        return wait.until(found)
-    except TimeoutException:
-        body = driver.find_element(By.TAG_NAME, "body").text[:500]
-        raise AssertionError(
-            f"no {selector!r} with {text!r} at {driver.current_url}: {body}"
-        ) from None
 
 
 def sign_in_as(driver: Any, url: str, user: str, idp: Any) -> None:

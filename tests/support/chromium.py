@@ -17,8 +17,11 @@ from support.binaries import require_binary, under_ci
 
 try:
     from selenium import webdriver
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 except ImportError:  # pragma: no cover - the test extra installs it
     if under_ci():
         raise
@@ -50,3 +53,24 @@ def chromium_driver(profile: Path, *extra: str) -> Iterator[Any]:
         yield driver
     finally:
         driver.quit()
+
+
+def wait_for(driver: Any, selector: str, text: str | None = None, seconds: float = 20.0) -> Any:
+    """The first element matching `selector` (and containing `text`) once it shows up; an
+    assertion naming the page and what it shows when it does not within `seconds`."""
+
+    def found(driver: Any) -> Any:
+        for element in driver.find_elements(By.CSS_SELECTOR, selector):
+            if text is None or text in element.text:
+                return element
+        return False
+
+    try:
+        # An element of the page being navigated away from goes stale under our feet.
+        wait = WebDriverWait(driver, seconds, ignored_exceptions=(StaleElementReferenceException,))
+        return wait.until(found)
+    except TimeoutException:
+        body = driver.find_element(By.TAG_NAME, "body").text[:500]
+        raise AssertionError(
+            f"no {selector!r} with {text!r} at {driver.current_url}: {body}"
+        ) from None
