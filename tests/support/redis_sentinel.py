@@ -27,6 +27,7 @@ QUORUM = 2
 DOWN_AFTER_MILLISECONDS = 1000
 FAILOVER_TIMEOUT_MILLISECONDS = 5000
 POLL_SECONDS = 0.05
+START_SECONDS = 60.0  # the deployment coming up (see start)
 
 
 class _SentinelProcess:
@@ -83,7 +84,11 @@ class SentinelSet:
         try:
             for node in self.nodes:
                 node.start()
-            self._wait(self._replicas_in_sync, "the replicas to sync with the master")
+            # Generous: a full sync of every replica on a loaded 2-core machine (the whole suite
+            # beside it) once took longer than 20 s; a healthy start returns in well under one.
+            self._wait(
+                self._replicas_in_sync, "the replicas to sync with the master", START_SECONDS
+            )
             for sentinel in self.sentinels:
                 sentinel.config.write_text(self._config(sentinel))
                 sentinel.process = subprocess.Popen(
@@ -91,7 +96,9 @@ class SentinelSet:
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
-            self._wait(self._sentinels_agree, "the sentinels to see the master and replica")
+            self._wait(
+                self._sentinels_agree, "the sentinels to see the master and replica", START_SECONDS
+            )
         except BaseException:
             self.cleanup()
             raise
@@ -217,7 +224,19 @@ class SentinelSet:
             except (redis.ConnectionError, redis.TimeoutError, OSError):
                 pass
             time.sleep(POLL_SECONDS)
-        raise RuntimeError(f"timed out waiting for {what}")
+        raise RuntimeError(f"timed out waiting for {what}:\n{self._replication_report()}")
+
+    def _replication_report(self) -> str:
+        """Each data node's INFO replication, for the failure message."""
+        lines = []
+        for node in self.nodes:
+            try:
+                with self.node_client(node.address) as client:
+                    info = client.info("replication")
+                lines.append(f"{node.address}: {info}")
+            except (redis.RedisError, OSError) as exc:
+                lines.append(f"{node.address}: {exc!r}")
+        return "\n".join(lines)
 
     def cleanup(self) -> None:
         for sentinel in self.sentinels:
