@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import os
 import uuid
@@ -195,3 +196,159 @@ def test_jupyterlab_in_chromium(
         assert (identity["username"], identity["name"]) == ("bob@contoso.example", "Bob Builder")
         steps.shoot("bob-is-who-jupyter-sees", keep_as="jupyterlab-api-me-bob.png")
     assert len(steps.shots) == 3
+
+
+# ---- scripted ----
+
+
+async def signed_in_browser(front: Front, idp: Any, user: str = "alice") -> Browser:
+    browser = Browser(front.url, PUBLIC_URL, idp_ssl(idp.ca_path))
+    response = await browser.sign_in("/lab", user)
+    assert response.status == 302, response.status
+    lab = await browser.get("/lab")  # JupyterLab's page sets the _xsrf cookie
+    assert lab.status == 200, lab.status
+    return browser
+
+
+def xsrf(browser: Browser) -> dict[str, str]:
+    """What JupyterLab sends with every change: its _xsrf cookie's value in X-XSRFToken, and
+    the page's own origin."""
+    token = browser.cookie("_xsrf")
+    assert token is not None, "Jupyter set no _xsrf cookie"
+    return {**API, "X-XSRFToken": token, "Origin": PUBLIC_URL, "Referer": PUBLIC_URL + "/lab"}
+
+
+async def upload(browser: Browser, name: str, data: bytes) -> None:
+    """As JupyterLab uploads a large file: base64 chunks numbered 1, 2, ..., the last one -1."""
+    chunks = [data[i : i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)]
+    for number, chunk in enumerate(chunks, start=1):
+        model = {
+            "type": "file",
+            "format": "base64",
+            "name": name,
+            "content": base64.b64encode(chunk).decode(),
+            "chunk": -1 if number == len(chunks) else number,
+        }
+        body = io.BytesIO(json.dumps(model).encode())  # a stream: aiohttp warns of large bytes
+        async with browser.session.put(
+            browser.local(f"/api/contents/{name}"),
+            data=body,
+            headers={**xsrf(browser), "Content-Type": "application/json"},
+        ) as response:
+            assert response.status in (200, 201), (number, response.status, await response.text())
+
+
+@pytest.mark.recipes
+async def test_jupyter_api_kernel_websocket_and_50_mib(
+    jupyterlab: AppEnv, idp: Any, tmp_path: Path
+) -> None:
+    jupyter = Jupyter(jupyterlab, tmp_path)
+    try:
+        with gateway_in_front(
+            idp, jupyter.url, public_url=PUBLIC_URL, proxy={"claim_headers": CLAIM_HEADERS}
+        ) as front:
+            browser = await signed_in_browser(front, idp)
+            try:
+                await scripted_session(browser)
+            finally:
+                await browser.close()
+    finally:
+        jupyter.process.stop()
+
+
+async def scripted_session(browser: Browser) -> None:
+    me = await browser.session.get(browser.local("/api/me"), headers=API)
+    assert (await me.json())["identity"]["username"] == "alice@contoso.example"
+
+    # Jupyter's own XSRF check works through the gateway: a change without the header is
+    # refused by Jupyter, with it accepted.
+    bare = await browser.session.post(browser.local("/api/kernels"), json={}, headers=API)
+    assert bare.status == 403, bare.status
+    made = await browser.session.post(
+        browser.local("/api/kernels"), json={"name": "python3"}, headers=xsrf(browser)
+    )
+    assert made.status == 201, await made.text()
+    kernel = (await made.json())["id"]
+
+    # The kernel's WebSocket, with the subprotocol JupyterLab asks for, chosen by Jupyter and
+    # passed back by the gateway.
+    async with browser.session.ws_connect(
+        browser.local(f"/api/kernels/{kernel}/channels"),
+        protocols=(SUBPROTOCOL,),
+        headers={"Origin": PUBLIC_URL},
+    ) as ws:
+        assert ws.protocol == SUBPROTOCOL
+        assert await run_in_kernel(ws, "print(6 * 7)") == "42\n"
+
+    # 50 MiB up in JupyterLab's chunks, and down again from /files/, byte for byte.
+    data = os.urandom(UPLOAD_BYTES)
+    await upload(browser, "big.bin", data)
+    download = hashlib.sha256()
+    async with browser.session.get(
+        browser.local("/files/big.bin"), headers={"Referer": PUBLIC_URL + "/lab"}
+    ) as response:
+        assert response.status == 200, response.status
+        async for block in response.content.iter_chunked(1 << 20):
+            download.update(block)
+    assert download.hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.recipes
+async def test_jupyters_own_checks_what_the_recipe_settings_are_for(
+    jupyterlab: AppEnv, idp: Any, tmp_path: Path
+) -> None:
+    """Issue 18 item 4, verified: without allow_remote_access Jupyter refuses the public Host
+    the gateway passes on; with the Host not preserved, Jupyter's cross-origin check refuses
+    the browser's WebSockets, changes and downloads (the Origin is the public one, the Host
+    Jupyter's own)."""
+    jupyter = Jupyter(jupyterlab, tmp_path, "--ServerApp.allow_remote_access=False")
+    try:
+        with gateway_in_front(idp, jupyter.url, public_url=PUBLIC_URL) as front:
+            browser = Browser(front.url, PUBLIC_URL, idp_ssl(idp.ca_path))
+            try:
+                assert (await browser.sign_in("/lab")).status == 302
+                refused = await browser.get("/lab")
+                assert refused.status == 403
+                assert "Blocking request with non-local 'Host' app.test" in jupyter.process.output()
+            finally:
+                await browser.close()
+
+        with gateway_in_front(
+            idp, jupyter.url, public_url=PUBLIC_URL, proxy={"preserve_host": False}
+        ) as front:
+            browser = await signed_in_browser(front, idp)
+            try:
+                await cross_origin_refusals(browser, jupyter)
+            finally:
+                await browser.close()
+    finally:
+        jupyter.process.stop()
+
+
+async def cross_origin_refusals(browser: Browser, jupyter: Jupyter) -> None:
+    # A browser's change carries the public Origin, which no longer matches the Host.
+    made = await browser.session.post(
+        browser.local("/api/kernels"), json={"name": "python3"}, headers=xsrf(browser)
+    )
+    assert made.status == 404, made.status  # how Jupyter answers a refused cross-origin change
+    assert "Blocking Cross Origin API request" in jupyter.process.output()
+    # A script sends no Origin, so Jupyter lets it start a kernel...
+    no_origin = {k: v for k, v in xsrf(browser).items() if k != "Origin"}
+    made = await browser.session.post(
+        browser.local("/api/kernels"), json={"name": "python3"}, headers=no_origin
+    )
+    assert made.status == 201, made.status
+    kernel = (await made.json())["id"]
+    # ...but the browser cannot reach it: its WebSocket is refused for its Origin,
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await browser.session.ws_connect(
+            browser.local(f"/api/kernels/{kernel}/channels"),
+            protocols=(SUBPROTOCOL,),
+            headers={"Origin": PUBLIC_URL},
+        )
+    assert refused.value.status == 403, refused.value.status
+    assert "Blocking Cross Origin WebSocket Attempt" in jupyter.process.output()
+    # and so is a download, for its Referer.
+    (jupyter.root / "small.txt").write_text("hello", "utf-8")
+    download = await browser.get("/files/small.txt", headers={"Referer": PUBLIC_URL + "/lab"})
+    assert download.status == 403, download.status
