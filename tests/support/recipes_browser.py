@@ -83,7 +83,9 @@ class Steps:
             shutil.copyfile(path, Path(keep) / keep_as)
         return path
 
-    def wait_for(self, selector: str, text: str | None = None, seconds: float = WAIT_SECONDS) -> Any:
+    def wait_for(
+        self, selector: str, text: str | None = None, seconds: float = WAIT_SECONDS
+    ) -> Any:
         """The first element matching `selector` (and holding `text`), once there is one."""
 
         def found(driver: Any) -> Any:

@@ -34,9 +34,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def recipes_choice() -> str:
     choice = os.environ.get("MSAL_GATEWAY_RECIPES", "quick").strip().lower() or "quick"
     if choice not in CHOICES:
-        raise pytest.UsageError(
-            f"MSAL_GATEWAY_RECIPES={choice!r}: use one of {', '.join(CHOICES)}"
-        )
+        raise pytest.UsageError(f"MSAL_GATEWAY_RECIPES={choice!r}: use one of {', '.join(CHOICES)}")
     return choice
 
 

@@ -167,9 +167,7 @@ def who_jupyter_sees(steps: Steps, front: Front) -> dict[str, Any]:
 
 
 @pytest.mark.recipes(quick=True)
-def test_jupyterlab_in_chromium(
-    jupyter: Jupyter, idp: Any, chromium: Any, tmp_path: Path
-) -> None:
+def test_jupyterlab_in_chromium(jupyter: Jupyter, idp: Any, chromium: Any, tmp_path: Path) -> None:
     (jupyter.root / "answer.ipynb").write_text(json.dumps(NOTEBOOK), "utf-8")
     steps = Steps(chromium, tmp_path)
     with gateway_in_front(idp, jupyter.url, proxy={"claim_headers": CLAIM_HEADERS}) as front:
