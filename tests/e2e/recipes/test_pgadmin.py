@@ -52,7 +52,7 @@ def pgadmin(pgadmin_env: AppEnv, tmp_path: Path) -> Iterator[PgAdmin]:
     secret_file.write_text(secrets.token_urlsafe(32) + "\n", "utf-8")
     port = free_port()
     server = AppProcess(
-        [pgadmin_env.python, str(pgadmin_env.site_packages() / "pgadmin4" / "pgAdmin4.py")],
+        [pgadmin_env.program("pgadmin4")],
         tmp_path / "pgadmin.log",
         env={
             "CONFIG_DISTRO_FILE_PATH": str(config),
@@ -99,14 +99,16 @@ async def test_pgadmin_follows_the_gateways_user(
     pgadmin: PgAdmin, idp: Any, hand_off: bool
 ) -> None:
     # pgAdmin itself believes the header only with the gateway's secret beside it.
-    async with aiohttp.ClientSession() as direct:
-        async with direct.get(
+    async with (
+        aiohttp.ClientSession() as direct,
+        direct.get(
             pgadmin.url + "/user_management/current_user.js",
             headers={"X-Forwarded-Preferred-Username": "alice@contoso.example"},
             allow_redirects=False,
-        ) as forged:
-            assert forged.status in (302, 401), forged.status
-            assert "'name': 'alice'" not in await forged.text()
+        ) as forged,
+    ):
+        assert forged.status in (302, 401), forged.status
+        assert "'name': 'alice'" not in await forged.text()
     with gateway_in_front(
         idp,
         pgadmin.url,
