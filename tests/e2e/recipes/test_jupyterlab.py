@@ -85,6 +85,7 @@ class Jupyter:
             directory / "jupyterlab.log",
             env={
                 "JUPYTER_CONFIG_DIR": str(home / "config"),
+                "JUPYTER_DATA_DIR": str(home / "data"),
                 "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
                 "IPYTHONDIR": str(home / "ipython"),
             },
