@@ -74,17 +74,13 @@ class AppEnv:
     def python(self) -> str:
         return self.program("python")
 
-    def site_packages(self) -> Path:
-        (found,) = (self.path / "lib").glob("python3*/site-packages")
-        return found
-
 
 def app_env(app: str, version: str) -> AppEnv:
     """The virtualenv of `app` at `version`, installed from its lock on first use."""
     pinned = locked_version(app)
     assert pinned == version, (
         f"the test wants {app} {version} but requirements/recipes/{app}.txt pins {pinned}: "
-        "change requirements/recipes/{app}.in and run ./scripts/lock_recipes.sh"
+        f"change requirements/recipes/{app}.in and run ./scripts/lock_recipes.sh"
     )
     lock = LOCKS / f"{app}.txt"
     digest = hashlib.sha256(lock.read_bytes() + sys.version.encode()).hexdigest()[:12]
