@@ -9,6 +9,8 @@
 #   requirements/build.txt    the build backend (setuptools), so that no build reaches the network
 #   requirements/dev.txt      runtime + build + the test extra: what ./scripts/test.sh installs
 # dev.txt is resolved under runtime.txt as a constraint, so a package both need has one version.
+# The recipe tests' applications have locks of their own (requirements/recipes/), re-resolved by
+# ./scripts/lock_recipes.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -17,4 +17,7 @@ trap 'rm -rf "$site"' EXIT
 docs_log=$(NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --site-dir "$site" 2>&1) \
   || { echo "$docs_log"; exit 1; }
 if grep -q WARNING <<<"$docs_log"; then echo "$docs_log"; exit 1; fi
+# The suite includes the quick form of the recipe tests (tests/e2e/recipes): they install JupyterLab
+# and Datasette from their locks in requirements/recipes/ into cached virtualenvs on first use.
+# MSAL_GATEWAY_RECIPES=all runs every recipe, =none none.
 .venv/bin/pytest "$@"

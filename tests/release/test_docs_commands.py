@@ -487,6 +487,13 @@ Proof = tuple[str, str]
 DEPLOY_TEST: Final = "tests/release/test_deploy_manifests.py"
 DEMO_TEST: Final = "tests/support/demo.py"
 BENCH_TEST: Final = "tests/e2e/test_bench_harness.py"
+RECIPES: Final = "tests/e2e/recipes"
+RECIPES_CONFTEST: Final = f"{RECIPES}/conftest.py"
+FULL_RECIPES: Final = (
+    "the full recipe set is opt-in (each application installed from PyPI on first use, then a "
+    "few minutes of tests); ./scripts/test.sh runs the quick form, and the tests in the named "
+    "file are the ones this command runs"
+)
 COVERED_BY: Final[Mapping[str, tuple[Proof, ...]]] = {
     ".venv/bin/pytest --threat <ID>": (("tests/support/threats.py", '"--threat"'),),
     "python -m build": (
@@ -544,6 +551,38 @@ COVERED_BY: Final[Mapping[str, tuple[Proof, ...]]] = {
     "helm template": ((DEPLOY_TEST, 'return self._helm(\n            "template",'),),
     "helm lint": ((DEPLOY_TEST, 'self._helm("lint", "--strict", str(CHART)'),),
     "helm lint --strict": ((DEPLOY_TEST, 'self._helm("lint", "--strict", str(CHART)'),),
+    # docs/recipes.md: the quick form of the recipe tests runs in ./scripts/test.sh's pytest.
+    ".venv/bin/pytest tests/e2e/recipes": (
+        (RECIPES_CONFTEST, 'os.environ.get("MSAL_GATEWAY_RECIPES", "quick")'),
+        ("scripts/test.sh", '.venv/bin/pytest "$@"'),
+    ),
+    # Each recipe's application, started by its test as the page says.
+    "jupyter lab --config=jupyter_server_config.py": (
+        (f"{RECIPES}/test_jupyterlab.py", 'env.program("jupyter"),\n                "lab",'),
+        (f"{RECIPES}/test_jupyterlab.py", 'f"--config={config}"'),
+    ),
+    "streamlit run streamlit_app.py --server.address=127.0.0.1 --server.port=8501 "
+    "--server.headless=true --browser.gatherUsageStats=false": (
+        (f"{RECIPES}/test_streamlit.py", 'env.program("streamlit"),\n        "run",'),
+        (f"{RECIPES}/test_streamlit.py", '"--server.address=127.0.0.1",'),
+        (f"{RECIPES}/test_streamlit.py", '"--server.headless=true",'),
+        (f"{RECIPES}/test_streamlit.py", '"--browser.gatherUsageStats=false",'),
+    ),
+    "GRADIO_ANALYTICS_ENABLED=False python gradio_app.py": (
+        (f"{RECIPES}/test_gradio.py", "[gradio_env.python, str(script)]"),
+        ("tests/support/recipes.py", '"GRADIO_ANALYTICS_ENABLED": "False"'),
+    ),
+    "CONFIG_DISTRO_FILE_PATH=/etc/pgadmin/pgadmin_config.py pgadmin4": (
+        (f"{RECIPES}/test_pgadmin.py", '[pgadmin_env.program("pgadmin4")]'),
+        (f"{RECIPES}/test_pgadmin.py", '"CONFIG_DISTRO_FILE_PATH": str(config)'),
+    ),
+    "datasette serve expenses.db --host 127.0.0.1 --port 8001": (
+        (
+            f"{RECIPES}/test_datasette.py",
+            'datasette_env.program("datasette"),\n            "serve",',
+        ),
+        (f"{RECIPES}/test_datasette.py", '"--host",\n            "127.0.0.1",'),
+    ),
 }
 
 NO_CLUSTER: Final = "needs a Kubernetes cluster (none here); the names it uses are checked below"
@@ -558,6 +597,13 @@ NOT_RUNNABLE: Final[Mapping[str, str]] = {
     "this test; tests/release/test_artifacts.py checks the locks it writes against pyproject.toml",
     "./scripts/lock.sh --upgrade": "as ./scripts/lock.sh, with every package at its newest release",
     ".ci/run": "CI's entry point; it runs ./scripts/test.sh, which runs this test",
+    "./scripts/lock_recipes.sh": "re-resolves requirements/recipes/ against PyPI, whose answer "
+    "changes with time; each recipe test checks that the lock pins the version it names",
+    "MSAL_GATEWAY_RECIPES=all .venv/bin/pytest tests/e2e/recipes": FULL_RECIPES,
+    **{
+        f"MSAL_GATEWAY_RECIPES=all .venv/bin/pytest tests/e2e/recipes/test_{app}.py": FULL_RECIPES
+        for app in ("jupyterlab", "streamlit", "gradio", "pgadmin", "datasette")
+    },
     "bench/bootstrap.sh": "installs apache2, mod_auth_openidc, wrk, nginx, redis-server (apt-get)",
     "kubectl create namespace shop": NO_CLUSTER,
     "kubectl -n shop rollout status deployment/app": NO_CLUSTER,

@@ -66,7 +66,9 @@ def env_for(settings: Settings) -> dict[str, str]:
             for sub, subvalue in value.items():
                 if subvalue is None:
                     continue
-                if isinstance(subvalue, list) and any(isinstance(v, dict) for v in subvalue):
+                if isinstance(subvalue, dict) or (
+                    isinstance(subvalue, list) and any(isinstance(v, dict) for v in subvalue)
+                ):
                     text = json.dumps(subvalue)
                 elif isinstance(subvalue, list):
                     text = " ".join(subvalue)
