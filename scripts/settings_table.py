@@ -31,8 +31,8 @@ START, END = "<!-- settings-table:start -->", "<!-- settings-table:end -->"
 def _default(field: FieldInfo) -> str:
     if field.default is PydanticUndefined and field.default_factory is None:
         return "required"
-    value = field.default
-    if value is None or value == ():
+    value = field.get_default(call_default_factory=True, validated_data={})
+    if value is None or value == () or value == {}:
         return ""
     if isinstance(value, bool):
         return str(value).lower()

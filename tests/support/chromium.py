@@ -7,7 +7,7 @@ CI=true a missing browser fails the test; elsewhere it skips with the install hi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ except ImportError:  # pragma: no cover - the test extra installs it
     pytest.skip("selenium is not installed: pip install -e '.[test]'", allow_module_level=True)
 
 
-def chromium_driver(profile: Path, *extra: str) -> Iterator[Any]:
+def chromium_driver(profile: Path, *extra: str, window: str = "1024,768") -> Iterator[Any]:
     """A headless Chromium with its own profile directory, quit when the generator closes."""
     browser = require_binary("chromium", "chromium")
     driver_path = require_binary("chromedriver", "chromium-driver")
@@ -39,7 +39,7 @@ def chromium_driver(profile: Path, *extra: str) -> Iterator[Any]:
         "--headless=new",
         "--no-sandbox",  # the suite runs as root in CI, where Chromium's sandbox refuses to start
         "--disable-dev-shm-usage",
-        "--window-size=1024,768",
+        f"--window-size={window}",
         "--lang=en-US",
         "--no-first-run",
         "--disable-background-networking",
@@ -55,9 +55,16 @@ def chromium_driver(profile: Path, *extra: str) -> Iterator[Any]:
         driver.quit()
 
 
-def wait_for(driver: Any, selector: str, text: str | None = None, seconds: float = 20.0) -> Any:
+def wait_for(
+    driver: Any,
+    selector: str,
+    text: str | None = None,
+    seconds: float = 20.0,
+    on_timeout: Callable[[], object] | None = None,
+) -> Any:
     """The first element matching `selector` (and containing `text`) once it shows up; an
-    assertion naming the page and what it shows when it does not within `seconds`."""
+    assertion naming the page and what it shows when it does not within `seconds` (after
+    `on_timeout`, say a screenshot)."""
 
     def found(driver: Any) -> Any:
         for element in driver.find_elements(By.CSS_SELECTOR, selector):
@@ -70,7 +77,9 @@ def wait_for(driver: Any, selector: str, text: str | None = None, seconds: float
         wait = WebDriverWait(driver, seconds, ignored_exceptions=(StaleElementReferenceException,))
         return wait.until(found)
     except TimeoutException:
-        body = driver.find_element(By.TAG_NAME, "body").text[:500]
+        if on_timeout is not None:
+            on_timeout()
+        body = driver.find_element(By.TAG_NAME, "body").text[:800]
         raise AssertionError(
             f"no {selector!r} with {text!r} at {driver.current_url}: {body}"
         ) from None

@@ -19,48 +19,19 @@ from typing import Any, Final
 
 import pytest
 
-from support.binaries import require_binary, under_ci
+from support.chromium import chromium_driver, wait_for
 
 try:
-    from selenium import webdriver
-    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-except ImportError:  # pragma: no cover - the test extra installs it
-    if under_ci():
-        raise
-    pytest.skip("selenium is not installed: pip install -e '.[test]'", allow_module_level=True)
+except ImportError:  # pragma: no cover - support.chromium skips or fails first
+    pytest.skip("selenium is not installed", allow_module_level=True)
 
 WAIT_SECONDS: Final = 60.0
 
 
 def chromium(profile: Path) -> Iterator[Any]:
     """A headless Chromium with a profile of its own, quit when the generator closes."""
-    browser = require_binary("chromium", "chromium")
-    driver_path = require_binary("chromedriver", "chromium-driver")
-    options = Options()
-    options.binary_location = browser
-    for argument in (
-        "--ignore-certificate-errors",
-        "--headless=new",
-        "--no-sandbox",  # the suite runs as root in CI, where Chromium's sandbox refuses to start
-        "--disable-dev-shm-usage",
-        "--window-size=1280,900",
-        "--lang=en-US",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={profile}",
-    ):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
+    yield from chromium_driver(profile, "--ignore-certificate-errors", window="1280,900")
 
 
 class Steps:
@@ -87,24 +58,9 @@ class Steps:
         self, selector: str, text: str | None = None, seconds: float = WAIT_SECONDS
     ) -> Any:
         """The first element matching `selector` (and holding `text`), once there is one."""
-
-        def found(driver: Any) -> Any:
-            for element in driver.find_elements(By.CSS_SELECTOR, selector):
-                if text is None or text in element.text:
-                    return element
-            return False
-
-        try:
-            wait = WebDriverWait(
-                self.driver, seconds, ignored_exceptions=(StaleElementReferenceException,)
-            )
-            return wait.until(found)
-        except TimeoutException:
-            self.shoot("timed-out")
-            body = self.driver.find_element(By.TAG_NAME, "body").text[:800]
-            raise AssertionError(
-                f"no {selector!r} with {text!r} at {self.driver.current_url}: {body}"
-            ) from None
+        return wait_for(
+            self.driver, selector, text, seconds, on_timeout=lambda: self.shoot("timed-out")
+        )
 
     def sign_in_as(self, user: str) -> None:
         """At the identity provider's account picker, pick `user`."""
