@@ -14,6 +14,8 @@ from support.browser import API
 from support.fixtures import Launch, Running
 from support.upstream import upstream_headers
 
+from gateway.config.settings import Settings
+
 DOMAIN: Final = "apps.test"
 SUBDOMAINS: Final[dict[str, Any]] = {
     "public_url": f"https://auth.{DOMAIN}",
@@ -98,3 +100,32 @@ async def test_a_return_host_is_a_host_name_not_an_escaped_one(launch: Launch, t
         ) as answer,
     ):
         assert answer.status == 400, (answer.status, answer.headers.get("Location"))
+
+
+@pytest.mark.threat("PA-09", "PA-17")
+@pytest.mark.parametrize(
+    "rule",
+    [
+        {"path": "/admin/", "groups": "00000000-0000-0000-0000-00000000ad01"},
+        {"path": "/admin", "roles": "Admin"},
+        {"path": "/closed/", "allow": "deny"},
+        {"path": "/pay/", "roles": "Admin"},  # "/pay" is not "/payroll"
+    ],
+)
+def test_a_protective_rule_outside_the_prefix_is_refused(rule: dict[str, str]) -> None:
+    """Under GATEWAY_PUBLIC_URL=https://host/payroll rules match the path with the prefix
+    (docs/configuration.md). A rule written without it governs nothing the gateway relays, so
+    /payroll/admin falls to the default (any signed-in user): less than the rule asked for, and
+    with GATEWAY_PROXY__STRIP_PREFIX the application serves it as /admin. A configuration
+    mistake: refused with a line naming the setting, never silently weaker."""
+    settings = Settings(
+        upstream="http://127.0.0.1:8080",
+        public_url="https://intranet.example.com/payroll",
+        client_id="00000000-0000-0000-0000-0000000000c1",
+        tenant_id="contoso.onmicrosoft.com",
+        client_secret="client-secret-value",
+        proxy={"strip_prefix": True},
+        policy={"rules": [rule]},
+    )
+    problems = settings.cross_field_problems()
+    assert any("GATEWAY_POLICY__RULES" in line for line in problems), problems
