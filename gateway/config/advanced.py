@@ -546,6 +546,13 @@ _RESERVED_STATIC: Final = frozenset(
 _DOMAIN_NAME: Final = re.compile(
     r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$"
 )
+
+
+def is_dns_name(host: str) -> bool:
+    """Whether `host` is a lower-case DNS name (letters, digits, hyphens, dots), nothing else."""
+    return _DOMAIN_NAME.fullmatch(host) is not None  # fullmatch: "$" would let "\n" end it
+
+
 _COOKIE_NAME: Final = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$")  # an RFC 6265 token
 
 

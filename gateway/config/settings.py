@@ -48,6 +48,7 @@ from gateway.config.advanced import (
     SessionSettings,
     SignInSettings,
     SpaceSeparated,
+    is_dns_name,
     is_loopback_host,
 )
 from gateway.config.modes import FORWARD_AUTH, Mode, mode_problems
@@ -615,6 +616,8 @@ class Settings(BaseSettings):
         GATEWAY_SIGNIN__RETURN_HOSTS: a sibling under the shared cookie domain that sign-in may
         send the browser back to, and whose name the application may be given as its host."""
         host, _, port = netloc.partition(":")
+        if not is_dns_name(host):  # "evil.example?.apps.test" ends like one, but names evil.example
+            return False
         port = "" if port == "443" else port
         for entry in self.signin.return_hosts:
             name, _, wanted_port = entry.partition(":")

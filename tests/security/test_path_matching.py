@@ -262,6 +262,30 @@ async def test_forward_auth_reads_ingress_nginx_original_url(
 
 
 @pytest.mark.threat("PA-19")
+@pytest.mark.parametrize(
+    "host",
+    [
+        # nginx takes everything after the first ":" of Host for the port without checking it,
+        # routes the request to the server block of app.test, and ingress-nginx builds
+        # X-Original-URL from the raw $http_host: https://app.test:?x/readers/report. The "?"
+        # must not turn the real path into a query of "/" (found in review).
+        "app.test:?x",
+        "app.test:?",
+        "app.test:443?",
+    ],
+)
+async def test_forward_auth_ingress_host_cannot_hide_the_path(launch: Launch, host: str) -> None:
+    trusting = await launch(
+        policy={"rules": ROUTE_RULES}, proxy={"trusted_proxies": "127.0.0.1/32"}
+    )
+    await signed_in(trusting, user="bob")  # signed in, but not in the readers' group
+    for target, refused in (("/readers/report", 403), ("/closed/x", 403)):
+        asked = {"X-Original-URL": f"https://{host}{target}", **API}
+        answer = await trusting.browser.get("/.auth/verify", headers=asked)
+        assert answer.status == refused, (host, target, answer.status)
+
+
+@pytest.mark.threat("PA-19")
 async def test_envoy_style_verify_path_carries_the_original_request(launch: Launch) -> None:
     trusting = await launch(
         policy={"rules": ROUTE_RULES}, proxy={"trusted_proxies": "127.0.0.1/32"}
