@@ -53,18 +53,21 @@ def client_address(request: web.Request, trusted: tuple[Network, ...]) -> str:
     return address
 
 
-def target_of_url(url: str) -> str:
+def target_of_url(url: str) -> str | None:
     """The raw path and query of ingress-nginx's X-Original-URL ($scheme://$http_host
     $request_uri), byte for byte: never decoded, so it is judged exactly as X-Original-URI would
-    be. A value that is not an absolute http(s) URL is taken as the target itself."""
-    scheme, separator, rest = url.partition("://")
-    if not separator or scheme.lower() not in ("http", "https"):
+    be. None when it names no target unambiguously.
+
+    The target starts at the first "/" after "://": $request_uri always starts with one, and
+    nginx refuses a "/" in the Host header, while it passes "?" or "#" there as part of a port
+    it never checks ("Host: app.test:?x" gives "http://app.test:?x/readers/x", whose path is
+    /readers/x, not the root with a query)."""
+    if url.startswith("/"):
         return url
+    scheme, separator, rest = url.partition("://")
     slash = rest.find("/")
-    # An authority followed straight by "?" names the root with a query.
-    query = rest.find("?")
-    if slash == -1 or (query != -1 and query < slash):
-        return "/" + rest[query:] if query != -1 else "/"
+    if not separator or scheme.lower() not in ("http", "https") or slash == -1:
+        return None
     return rest[slash:]
 
 
@@ -80,8 +83,12 @@ def original_request(
     none. Raises UntrustedForwardAuth when it does but cannot be believed. `path_prefix` is the
     public URL's, under which Envoy's verify path lives."""
     targets = {request.headers[h] for h in _ORIGINAL_TARGET if h in request.headers}
-    if "X-Original-URL" in request.headers:
-        targets.add(target_of_url(request.headers["X-Original-URL"]))
+    ingress_url = request.headers.get("X-Original-URL")
+    if ingress_url is not None:
+        ingress_target = target_of_url(ingress_url)
+        if ingress_target is None:
+            raise UntrustedForwardAuth("the forward-auth request's X-Original-URL has no path")
+        targets.add(ingress_target)
     tail = request.match_info.get("tail")
     if tail is not None:  # Envoy ext_authz: /.auth/verify + the original path, original method
         # The raw bytes after the prefix, never the route's percent-decoded tail: "%3F" must not

@@ -239,8 +239,14 @@ async def test_forward_auth_judges_the_original_request_only_from_trusted_proxie
         ("https://app.test/readers/report", {}, 403),  # ingress-nginx without auth-method
         ("https://app.test/contoso/x?y=1", {}, 200),
         ("http://app.test:8443/readers/x", {}, 403),
-        ("https://app.test?x=/public/", {}, 200),  # the root, whose rule is "signed in"
-        ("/readers/x", {}, 403),  # not a URL: the target itself
+        # The target starts at the first "/": nginx forwards /public/ for this one.
+        ("https://app.test?x=/public/", {}, 200),
+        ("https://app.test:?x/readers/x", {}, 403),
+        ("https://app.test", {}, 403),
+        ("ftp://app.test/contoso/x", {}, 403),
+        ("app.test/contoso/x", {}, 403),
+        ("/readers/x", {}, 403),  # a target rather than a URL: judged as it is
+        ("/contoso/x", {}, 200),
         # With auth-method ingress-nginx sends both, which must agree.
         ("https://app.test/readers/x", {"X-Original-URI": "/readers/x"}, 403),
         ("https://app.test/public/a", {"X-Original-URI": "/readers/x"}, 403),
