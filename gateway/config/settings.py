@@ -462,6 +462,7 @@ class Settings(BaseSettings):
                 "GATEWAY_PROXY__STRIP_PREFIX needs a path prefix in GATEWAY_PUBLIC_URL (e.g. "
                 "https://intranet.contoso.com/payroll)"
             )
+        problems.extend(self._paths_outside_prefix())
         domain = self.session.cookie_domain
         host = (self.public_url.host or "").lower()
         if domain is not None:
@@ -493,6 +494,36 @@ class Settings(BaseSettings):
                     "reach them"
                 )
         return problems
+
+    def _paths_outside_prefix(self) -> list[str]:
+        """Under a path prefix, rules match the path as the browser sends it, prefix included: a
+        path written without it would govern nothing, and the requests it was meant for would
+        fall to a weaker default. Refused, naming each ("/" governs everything, and is kept)."""
+        prefix = self.path_prefix
+        if not prefix:
+            return []
+
+        def outside(path: str) -> bool:
+            return path != "/" and path != prefix and not path.startswith(prefix + "/")
+
+        named = [
+            *(
+                (f"GATEWAY_POLICY__RULES[{i}].path", rule.path)
+                for i, rule in enumerate(self.policy.rules)
+            ),
+            *(
+                (f"GATEWAY_TOKENS__ROUTES[{i}].path", route.path)
+                for i, route in enumerate(self.tokens.routes)
+            ),
+            *(("GATEWAY_PROXY__PUBLIC_PATHS", path) for path in self.proxy.public_paths),
+        ]
+        return [
+            f"{name}: {path} is outside the path prefix {prefix} of GATEWAY_PUBLIC_URL, so it "
+            f"would govern nothing: write {prefix}{path} (paths are matched as the browser sends "
+            "them, prefix included)"
+            for name, path in named
+            if outside(path)
+        ]
 
     # ---- derived values (pure) ----
 

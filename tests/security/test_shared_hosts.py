@@ -10,6 +10,7 @@ from typing import Any, Final
 
 import aiohttp
 import pytest
+from pydantic import ValidationError
 from support.browser import API
 from support.fixtures import Launch, Running
 from support.upstream import upstream_headers
@@ -118,14 +119,14 @@ def test_a_protective_rule_outside_the_prefix_is_refused(rule: dict[str, str]) -
     /payroll/admin falls to the default (any signed-in user): less than the rule asked for, and
     with GATEWAY_PROXY__STRIP_PREFIX the application serves it as /admin. A configuration
     mistake: refused with a line naming the setting, never silently weaker."""
-    settings = Settings(
-        upstream="http://127.0.0.1:8080",
-        public_url="https://intranet.example.com/payroll",
-        client_id="00000000-0000-0000-0000-0000000000c1",
-        tenant_id="contoso.onmicrosoft.com",
-        client_secret="client-secret-value",
-        proxy={"strip_prefix": True},
-        policy={"rules": [rule]},
-    )
-    problems = settings.cross_field_problems()
-    assert any("GATEWAY_POLICY__RULES" in line for line in problems), problems
+    with pytest.raises(ValidationError) as refused:
+        Settings(
+            upstream="http://127.0.0.1:8080",
+            public_url="https://intranet.example.com/payroll",
+            client_id="00000000-0000-0000-0000-0000000000c1",
+            tenant_id="contoso.onmicrosoft.com",
+            client_secret="client-secret-value",
+            proxy={"strip_prefix": True},
+            policy={"rules": [rule]},
+        )
+    assert f"GATEWAY_POLICY__RULES[0].path: {rule['path']} is outside" in str(refused.value)
