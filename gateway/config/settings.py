@@ -679,8 +679,21 @@ class Settings(BaseSettings):
 
     @cached_property
     def own_cookie_names(self) -> frozenset[str]:
-        """The gateway's cookies: never shown to the upstream, never set by it."""
-        return frozenset({self.session_cookie_name, self.signin_cookie_name})
+        """The gateway's cookies, and under a path prefix those of the gateways a browser may
+        also hold for the paths above it (at the root, at /a for /a/b; with the same cookie
+        name, in every prefix variant): never shown to the upstream, never set by it. The
+        browser sends an outer gateway's session id with every request under the prefix, and
+        it is no business of this application's."""
+        names = {self.session_cookie_name, self.signin_cookie_name}
+        segments = self.path_prefix.split("/")[1:]
+        for depth in range(len(segments)):
+            base = "".join(f"-{segment}" for segment in segments[:depth])
+            for name in (
+                self.session.cookie_name + base,
+                self.session.cookie_name + base + "-signin",
+            ):
+                names.update({name, "__Host-" + name, "__Secure-" + name})
+        return frozenset(names)
 
     def listen_address(self) -> tuple[str, int]:
         host, _, port = self.listen.rpartition(":")

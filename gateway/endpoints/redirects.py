@@ -39,8 +39,9 @@ def _check_path(path: str, prefix: str = "") -> str:
         if _DOT_SEGMENT.search(candidate):
             raise UnsafeRedirect("the return address must not contain . or .. segments")
         # Literally inside the prefix, before and after decoding: "/payroll%2F../x" and
-        # "/payrollx" are not under /payroll.
-        if prefix and not (candidate == prefix or candidate.startswith(prefix + "/")):
+        # "/payrollx" are not under /payroll; "/payroll?tab=2" is (the path is the prefix).
+        within = re.split(r"[?#]", candidate, maxsplit=1)[0]
+        if prefix and not (within == prefix or within.startswith(prefix + "/")):
             raise UnsafeRedirect("the return address must be inside this application's path")
     if _UNSAFE_DECODED.search(decoded):
         raise UnsafeRedirect("the return address contains characters that are not allowed")

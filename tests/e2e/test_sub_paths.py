@@ -140,3 +140,9 @@ async def test_a_stripped_prefix_reaches_the_app_as_x_forwarded_prefix(launch: L
         assert echoed["path"] == upstream_path, path
         headers = [(k.lower(), v) for k, v in echoed["headers"]]
         assert [v for k, v in headers if k == "x-forwarded-prefix"] == [PREFIX]
+
+
+async def test_the_bare_prefix_with_a_query_comes_back_after_sign_in(launch: Launch) -> None:
+    running = await launch(public_url=PUBLIC)
+    done = await running.browser.sign_in(PREFIX + "?tab=2")
+    assert done.status == 302 and done.headers["Location"] == PREFIX + "?tab=2"
