@@ -286,7 +286,7 @@ class SessionStore:
             return await self._reseal(session_id, found)
         return found
 
-    async def _reseal(self, session_id: str, found: StoredSession) -> StoredSession:
+    async def _reseal(self, session_id: str, found: StoredSession) -> StoredSession | None:
         key, ttl = self.key(session_id), self._ttl(found.record)
         sealed = self._sealer.seal(key, found.record.encode())
         if ttl <= 0:
@@ -298,7 +298,13 @@ class SessionStore:
             # first), then gone from the old name so it is never found there again.
             written = await self._storage.replace(key, None, sealed, ttl)
             if written:
-                await self._storage.delete(found.key)
+                # The old name is taken only now. Already gone means the session ended (sign-out,
+                # revocation) while this move was in flight: delete() removes the old names
+                # before the current one, so the move is undone rather than bringing it back.
+                if await self._storage.take(found.key) is None:
+                    await self._storage.delete(key)
+                    await self._changed(key, gone=True)
+                    return None
                 await self._changed(found.key, gone=True)
         if not written:
             # Someone changed it meanwhile: what is stored now is the truth.
@@ -358,7 +364,9 @@ class SessionStore:
         another replica's)."""
         key = self.key(session_id)
         older = [SESSION_PREFIX + name for name, _ in self._sealer.older_digests(session_id)]
-        for name in (key, *older):  # one key per call: fine for Redis Cluster
+        # The older names first: a move in flight elsewhere (_reseal) takes the old name after
+        # writing the current one, and undoes its write when the old name is already gone.
+        for name in (*older, key):  # one key per call: fine for Redis Cluster
             await self._storage.delete(name)
         await self._changed(key, gone=True)
         for name in older:

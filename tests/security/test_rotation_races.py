@@ -24,21 +24,34 @@ SESSION_ID: Final = "s" * 43
 
 
 class _SignOutDuringMove(MemoryStorage):
-    """The shared store: the first write that moves a record (expects nothing under the new
-    name) runs `meanwhile` first, as another replica's request arriving at that moment would."""
+    """The shared store: `meanwhile` runs once, as another replica's request arriving at that
+    moment would: before the move's write of the new name ("write"), or after it and before the
+    old name is taken ("take")."""
 
     meanwhile: Callable[[], Awaitable[None]] | None = None
+    moment = "write"
+
+    async def _step(self) -> None:
+        step, self.meanwhile = self.meanwhile, None
+        if step is not None:
+            await step()
 
     async def replace(self, key: str, expected: bytes | None, value: bytes, ttl: float) -> bool:
-        step, self.meanwhile = self.meanwhile, None
-        if expected is None and step is not None:
-            await step()
+        if expected is None and self.moment == "write":
+            await self._step()
         return await super().replace(key, expected, value, ttl)
+
+    async def take(self, key: str) -> bytes | None:
+        if self.moment == "take":
+            await self._step()
+        return await super().take(key)
 
 
 @pytest.mark.threat("OA-11")
-async def test_a_sign_out_during_a_move_stays_a_sign_out() -> None:
+@pytest.mark.parametrize("moment", ["write", "take"])
+async def test_a_sign_out_during_a_move_stays_a_sign_out(moment: str) -> None:
     storage = _SignOutDuringMove()
+    storage.moment = moment
     now = time.time()
     record = SessionRecord("oid.tid", "home", {"oid": "oid"}, now, now + 3600)
     # Signed in before the rotation: sealed and named with S1.
