@@ -144,7 +144,6 @@ class Seeder:
         self.address = redis.address
         self.sealer = sealer
         self.template = template
-        self.plaintext = template.encode()
         self.ttl = b"%d" % max(60, int(template.expires_at - time.time()))
         self.ids: list[str] = []
 
@@ -168,26 +167,21 @@ class Seeder:
         sealed = self.sealer.seal(key, plaintext)
         return _resp(b"SET", key.encode(), sealed, b"EX", self.ttl)
 
+    def _user(self, n: int) -> bytes:
+        """The template's record for user number `n`: the gateway bounds each user's upstream
+        connections and WebSockets, so every seeded session is a user of its own."""
+        return replace(self.template, user_key=f"{n:08d}-growth.{self.template.user_key}").encode()
+
     def grow_to(self, total: int) -> float:
         """Seeds sessions until `total` exist; the seconds it took."""
         started = time.perf_counter()
         while len(self.ids) < total:
             count = min(total - len(self.ids), 50 * SEED_BATCH)
             fresh = [mint_id() for _ in range(count)]
-            self._write([self._command(i, self.plaintext) for i in fresh])
+            first = len(self.ids)
+            self._write([self._command(i, self._user(first + n)) for n, i in enumerate(fresh)])
             self.ids += fresh
         return time.perf_counter() - started
-
-    def distinct_users(self, count: int) -> list[str]:
-        """`count` sessions of as many users (a per-user bound applies to WebSockets)."""
-        ids, commands = [], []
-        for n in range(count):
-            session_id = mint_id()
-            record = replace(self.template, user_key=f"{n:08d}-growth.{self.template.user_key}")
-            commands.append(self._command(session_id, record.encode()))
-            ids.append(session_id)
-        self._write(commands)
-        return ids
 
 
 def redis_used_memory(redis: RedisServer) -> int:
@@ -555,7 +549,7 @@ async def hold_connections(
     gateway = await systems.gateway(systems.app_upstream.url, extra)
     pid = gateway.process.pid
     active = random.sample(seeder.ids, min(args.active, len(seeder.ids)))
-    users = seeder.distinct_users(args.idle)
+    users = seeder.ids[: args.idle]
     print(f"\n## {args.idle:,} idle connections held by one gateway process\n")
     print("(this gateway's upstream is the test kit's aiohttp app; its p99 is for comparison")
     print("within this table only)\n")
@@ -674,8 +668,7 @@ async def run(args: argparse.Namespace) -> int:
         driver = Driver(systems, cookie_name, args.duration)
         if "sessions" in args.only:
             await grow(systems, gateway, seeder, driver, args, verdicts)
-        else:
-            seeder.grow_to(args.sizes[0])
+        seeder.grow_to(max(args.sizes[0], args.idle))
         if "idle" in args.only:
             await hold_connections(systems, seeder, driver, args, verdicts)
     finally:

@@ -5,9 +5,9 @@ MSAL reports a change. Deleted with the session. During a cookie-secret rotation
 up under the other secrets' names too, and one a previous secret sealed or named is moved under the
 current name when it is next written, or at once when its session record moves (`adopt`).
 
-What MSAL serializes is stored compact and less its id tokens: the session record keeps the current id_token
-(the hot path forwards it and reads its `sid`), and MSAL never reads one from its cache to
-acquire tokens silently; a refresh that returns a new id_token hands it to the record.
+What MSAL serializes is stored compact and less its id tokens: the session record keeps the
+current id_token (the hot path forwards it and reads its `sid`), and MSAL never reads one from its
+cache to acquire tokens silently; a refresh that returns a new id_token hands it to the record.
 """
 
 from __future__ import annotations

@@ -263,7 +263,9 @@ def test_deflated_records_follow_the_secret_ring() -> None:
         Sealer(SECRET_A).open("gw:session:0123abce", by_previous)
 
 
-@pytest.mark.parametrize("relabel", [b"\x01", b"\x02"], ids=["deflated-as-plain", "plain-as-deflated"])
+@pytest.mark.parametrize(
+    "relabel", [b"\x01", b"\x02"], ids=["deflated-as-plain", "plain-as-deflated"]
+)
 def test_a_record_relabelled_as_the_other_format_does_not_open(relabel: bytes) -> None:
     sealer = Sealer(SECRET_A)
     sealed = (
