@@ -147,7 +147,9 @@ async def _stores(app: web.Application) -> AsyncIterator[None]:
         backend.start_sweeping()
     storage = MeasuredStorage(backend, app[METRICS])
     current, following, previous = secret_ring(settings)
-    sealer = Sealer(current, next_secret=following, previous=previous)
+    sealer = Sealer(
+        current, next_secret=following, previous=previous, compress=settings.session.compress
+    )
     app[STORAGE] = storage
     app[SEALER] = sealer
     # Only Redis has replicas, whose cached copies and open WebSockets need the notice feed.

@@ -99,6 +99,13 @@ class SessionSettings(SettingsGroup):
         5_000,
         description="Most sessions one process keeps in its cache (about 13 KB each, decoded).",
     )
+    compress: bool = Field(
+        True,
+        description="Deflate stored records (session, token cache) before sealing them: about "
+        "45% of the bytes in Redis. Every version from this one reads both forms; upgrading "
+        "replicas of an older version, roll out with false first, then true (see the operations "
+        "guide).",
+    )
     cookie_domain: str | None = Field(
         None,
         description="Share one sign-in across subdomains: the session cookie's Domain, e.g. "

@@ -11,6 +11,14 @@ first, so a ring costs nothing until a record fails to open with it. A record op
 previous secret is reported as stale, and its owner re-seals it (under the current name) on use;
 one opened with the next secret is not, so replicas that disagree on which secret is current
 during a rolling update never rewrite each other's records back and forth.
+
+Record format (the first byte of a sealed record): 0x01 seals the plaintext as it is; 0x02 seals
+its raw DEFLATE (zlib, no header or checksum: the AEAD tag already authenticates it) and binds
+that byte into the associated data too, so that neither format can be passed off as the other.
+Every Sealer opens both. It writes 0x02 when compression is on (GATEWAY_SESSION__COMPRESS) and the
+plaintext is long enough to gain from it: a session record shrinks to about 60%, the MSAL token
+cache to about 40%; short records (index entries) stay 0x01. Gateways older than the format
+cannot open 0x02 records, hence the two-step rolling upgrade in docs/operations.md.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -30,8 +39,15 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from gateway.errors import CorruptRecordError
 
-_VERSION: Final = b"\x01"
+_RAW: Final = b"\x01"
+_DEFLATED: Final = b"\x02"
 _NONCE_BYTES: Final = 12
+_TAG_BYTES: Final = 16
+# Below this, deflate seldom wins and costs CPU; such records stay readable by older gateways.
+_COMPRESS_FROM: Final = 256
+_DEFLATE_LEVEL: Final = 6  # 9 gains nothing on these records; writes only, never the hot path
+# Far above any record; a bound on what inflating a record may allocate, whatever it holds.
+_MAX_INFLATED: Final = 4 * 2**20
 
 
 def _derive(secret: bytes, purpose: bytes) -> bytes:
@@ -80,7 +96,9 @@ class Sealer:
         *,
         next_secret: bytes | None = None,
         previous: Sequence[bytes] = (),
+        compress: bool = True,
     ) -> None:
+        self._compress = compress
         material = secret if secret is not None else secrets.token_bytes(32)
         self._current = _Keys(material, stale=False)
         older: list[_Keys] = []
@@ -119,7 +137,14 @@ class Sealer:
 
     def seal(self, store_key: str, plaintext: bytes) -> bytes:
         nonce = os.urandom(_NONCE_BYTES)
-        return _VERSION + nonce + self._current.aead.encrypt(nonce, plaintext, store_key.encode())
+        aead = self._current.aead
+        if self._compress and len(plaintext) >= _COMPRESS_FROM:
+            deflater = zlib.compressobj(_DEFLATE_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
+            deflated = deflater.compress(plaintext) + deflater.flush()
+            if len(deflated) < len(plaintext):
+                bound = _DEFLATED + store_key.encode()
+                return _DEFLATED + nonce + aead.encrypt(nonce, deflated, bound)
+        return _RAW + nonce + aead.encrypt(nonce, plaintext, store_key.encode())
 
     def open(self, store_key: str, sealed: bytes) -> bytes:
         """The plaintext; CorruptRecordError for anything but our own seal for this key."""
@@ -128,12 +153,28 @@ class Sealer:
     def open_aged(self, store_key: str, sealed: bytes) -> Opened:
         """The plaintext and whether a previous secret sealed it; CorruptRecordError for anything
         but a seal of ours (under any configured secret) for this key."""
-        if len(sealed) < 1 + _NONCE_BYTES + 16 or sealed[:1] != _VERSION:
+        form = sealed[:1]
+        if len(sealed) < 1 + _NONCE_BYTES + _TAG_BYTES or form not in (_RAW, _DEFLATED):
             raise CorruptRecordError(f"record under {store_key} has an unknown format")
         nonce, body = sealed[1 : 1 + _NONCE_BYTES], sealed[1 + _NONCE_BYTES :]
+        bound = store_key.encode() if form == _RAW else _DEFLATED + store_key.encode()
         for keys in (self._current, *self._older):  # the current secret first: the hot path
             try:
-                return Opened(keys.aead.decrypt(nonce, body, store_key.encode()), keys.stale)
+                opened = keys.aead.decrypt(nonce, body, bound)
             except InvalidTag:
                 continue
+            if form == _DEFLATED:
+                opened = _inflate(opened, store_key)
+            return Opened(opened, keys.stale)
         raise CorruptRecordError(f"record under {store_key} failed authentication")
+
+
+def _inflate(deflated: bytes, store_key: str) -> bytes:
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        plaintext = inflater.decompress(deflated, _MAX_INFLATED)
+    except zlib.error as exc:  # authenticated, so only a sealer's bug gets here
+        raise CorruptRecordError(f"record under {store_key} does not inflate") from exc
+    if not inflater.eof or inflater.unconsumed_tail or inflater.unused_data:
+        raise CorruptRecordError(f"record under {store_key} does not inflate whole")
+    return plaintext

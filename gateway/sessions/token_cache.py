@@ -4,6 +4,10 @@ Read only on the sign-in and refresh paths, never on a normal proxied request. W
 MSAL reports a change. Deleted with the session. During a cookie-secret rotation a cache is looked
 up under the other secrets' names too, and one a previous secret sealed or named is moved under the
 current name when it is next written, or at once when its session record moves (`adopt`).
+
+What MSAL serializes is stored compact and less its id tokens: the session record keeps the
+current id_token (the hot path forwards it and reads its `sid`), and MSAL never reads one from its
+cache to acquire tokens silently; a refresh that returns a new id_token hands it to the record.
 """
 
 from __future__ import annotations
@@ -18,6 +22,23 @@ from gateway.store.storage import Storage
 
 TOKENS_PREFIX: Final = "gw:tokens:"
 LOCK_PREFIX: Final = "gw:lock:refresh:"
+# Sections of MSAL's serialized cache not worth storing (see the module docstring): a third of it.
+_UNSTORED_SECTIONS: Final = ("IdToken",)
+
+
+def storable(serialized: str) -> str:
+    """MSAL's serialized cache without the sections that need not be stored, and without the
+    indentation MSAL writes; as it is when it is not the JSON object MSAL writes (reading it
+    back will say so)."""
+    try:
+        cache = json.loads(serialized)
+    except ValueError:
+        return serialized
+    if not isinstance(cache, dict):
+        return serialized
+    for section in _UNSTORED_SECTIONS:
+        cache.pop(section, None)
+    return json.dumps(cache, separators=(",", ":"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +90,8 @@ class TokenCacheStore:
     async def save(self, session_id: str, serialized: str, ttl: float) -> None:
         key = self._key(session_id)
         if ttl > 0:
-            await self._storage.set(key, self._sealer.seal(key, serialized.encode()), ttl)
+            sealed = self._sealer.seal(key, storable(serialized).encode())
+            await self._storage.set(key, sealed, ttl)
 
     async def replace(
         self, session_id: str, previous: StoredCache, serialized: str, ttl: float
@@ -79,6 +101,7 @@ class TokenCacheStore:
         key = self._key(session_id)
         if ttl <= 0:
             return False
+        serialized = storable(serialized)
         if not previous.key or previous.key == key or not previous.stale:
             at = previous.key or key  # a next secret's name stays: see sessions/sealing.py
             sealed = self._sealer.seal(at, serialized.encode())

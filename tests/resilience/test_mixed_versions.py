@@ -15,7 +15,7 @@ from typing import Any, Final
 import aiohttp
 import pytest
 from support.browser import API
-from support.fixtures import Launch, Running, assert_signed_out, signed_in
+from support.fixtures import Launch, Running, assert_signed_out, share_session, signed_in
 from support.gateway import SESSION_COOKIE
 from support.jwts import FAKE_JWT
 from support.redis_server import RedisServer
@@ -85,7 +85,8 @@ GARBAGE: Final[dict[str, Garble]] = {
     "empty": lambda key, sealer, record: b"",
     "text": lambda key, sealer, record: b"not a record",
     "random-bytes": lambda key, sealer, record: os.urandom(96),
-    "unknown-envelope-version": lambda key, sealer, record: b"\x02" + os.urandom(80),
+    "unknown-envelope-version": lambda key, sealer, record: b"\x03" + os.urandom(80),
+    "deflated-envelope-wrong-tag": lambda key, sealer, record: b"\x02" + os.urandom(80),
     "truncated-envelope": lambda key, sealer, record: b"\x01" + os.urandom(8),
     "wrong-tag": lambda key, sealer, record: b"\x01" + os.urandom(60),
     "unsealed-json-record": lambda key, sealer, record: json.dumps(record).encode(),
@@ -186,3 +187,70 @@ async def test_garbage_helpers_write_what_they_say(
     assert bulk(resp(redis_server, b"GET", key.encode())) == b"not a record"
     ttl = int(redis_server.command("PTTL", key).decode().strip(":\r\n"))
     assert ttl > 0  # KEEPTTL: the record would still be there when the gateway reads it
+
+
+# ---- the two record formats across a rolling upgrade (docs/operations.md) ----
+# A replica with GATEWAY_SESSION__COMPRESS=false writes records byte for byte as versions before
+# compression did (format 0x01); step 1 of the upgrade runs such replicas beside old ones, step 2
+# turns compression on. Every replica of this version reads both formats, whichever it writes.
+
+SCOPE: Final = "api://upstream/read"
+
+
+def stored(server: RedisServer, pattern: str) -> tuple[str, bytes]:
+    [key] = keys(server, pattern)
+    return key, bulk(resp(server, b"GET", key.encode()))
+
+
+async def refreshed(running: Running) -> None:
+    response = await running.browser.session.post(running.url + "/.auth/refresh", headers=API)
+    assert response.status == 200, await response.text()
+
+
+async def serves_alice(running: Running) -> None:
+    page = await running.browser.get("/formats", headers=API)
+    assert page.status == 200, await page.text()
+    seen = upstream_headers(await page.json())
+    assert seen["x-ms-client-principal-name"] == [ALICE]
+    assert seen["authorization"][0].startswith("Bearer ")
+
+
+async def test_plain_and_compressing_replicas_read_each_others_records(
+    launch: Launch, redis_url: str, redis_server: RedisServer
+) -> None:
+    secret = secrets.token_urlsafe(32)
+    common: dict[str, Any] = {
+        "session_store": "redis",
+        "redis_url": redis_url,
+        "cookie_secret": secret,
+        "scopes": SCOPE,
+    }
+    plain = await launch(**common, session={"compress": False, "cache_seconds": 0})
+    compressing = await launch(**common, session={"cache_seconds": 0})
+    sealer = Sealer(secret.encode())
+
+    await signed_in(plain)
+    session_key, first_record = stored(redis_server, "gw:session:*")
+    tokens_key, first_cache = stored(redis_server, "gw:tokens:*")
+    assert (first_record[:1], first_cache[:1]) == (b"\x01", b"\x01")
+
+    # Step 1 to step 2: a compressing replica serves and refreshes the plain replica's session.
+    await share_session(plain, compressing)
+    await serves_alice(compressing)
+    await refreshed(compressing)
+    _, record = stored(redis_server, "gw:session:*")
+    _, cache = stored(redis_server, "gw:tokens:*")
+    assert (record[:1], cache[:1]) == (b"\x02", b"\x02")
+    assert len(record) < len(first_record) * 0.75
+    assert len(cache) < len(first_cache) * 0.75
+    assert "IdToken" not in json.loads(sealer.open(tokens_key, cache))
+
+    # The plain replica reads them, and refreshes with the slimmer MSAL cache.
+    await serves_alice(plain)
+    await refreshed(plain)
+    _, record = stored(redis_server, "gw:session:*")
+    _, cache = stored(redis_server, "gw:tokens:*")
+    assert (record[:1], cache[:1]) == (b"\x01", b"\x01")
+    assert json.loads(sealer.open(session_key, record))["id_token"].count(".") == 2
+    await serves_alice(compressing)
+    await serves_alice(plain)

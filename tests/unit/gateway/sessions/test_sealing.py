@@ -1,15 +1,21 @@
 """The Sealer (gateway.sessions.sealing) that encrypts stored records and digests store keys:
 records round-trip, are bound to their store key and secret, and any change to the bytes is a
 CorruptRecordError that carries nothing of the plaintext (THREATS.md RS-03, encryption at rest).
+Long records are sealed deflated; records of the first (uncompressed) format keep opening.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import zlib
 from collections.abc import Callable
 from typing import Final
 
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from gateway.auth.cookies import mint_id
 from gateway.errors import CorruptRecordError
@@ -191,3 +197,111 @@ def test_a_browser_binding_made_under_any_configured_secret_is_recognised() -> N
     assert ring.binds(value, ring.binding(value))
     assert not ring.binds(mint_id(), ring.binding(value))
     assert not Sealer(SECRET_B).binds(value, Sealer(SECRET_A).binding(value))
+
+
+# ---- record formats: 0x01 seals the plaintext, 0x02 its deflate; every sealer opens both ----
+
+RECORD: Final = (
+    b'{"v":1,"user_key":"0b7e2c1d.5c3e5f0a","claims":{"name":"Alice Example","roles":["Reader"]},'
+    + b'"id_token":"eyJhbGciOiJSUzI1NiJ9.'
+    + b"eyJzdWIiOiJhbGljZSJ9" * 40
+    + b'.sig","created_at":1796665460.95}'
+)
+
+
+def _sealed_by_the_first_format(secret: bytes, store_key: str, plaintext: bytes) -> bytes:
+    """A 0x01 record made the way gateways before compression made it, from the primitives
+    (HKDF-SHA256 key, AES-256-GCM, the store key as associated data), not through Sealer."""
+    key = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=b"msal-gateway/v1", info=b"record-encryption"
+    ).derive(secret)
+    nonce = os.urandom(12)
+    return b"\x01" + nonce + AESGCM(key).encrypt(nonce, plaintext, store_key.encode())
+
+
+def test_a_long_record_is_sealed_deflated_and_smaller() -> None:
+    sealed = Sealer(SECRET_A).seal(STORE_KEY, RECORD)
+    assert sealed[:1] == b"\x02"
+    assert len(sealed) < len(RECORD) * 0.7
+    assert Sealer(SECRET_A).open(STORE_KEY, sealed) == RECORD
+
+
+@pytest.mark.parametrize("plaintext", [b"", b"short index entry", os.urandom(4096)])
+def test_short_or_incompressible_records_keep_the_first_format(plaintext: bytes) -> None:
+    sealed = Sealer(SECRET_A).seal(STORE_KEY, plaintext)
+    assert sealed[:1] == b"\x01"
+    assert len(sealed) == 1 + 12 + len(plaintext) + 16
+    assert Sealer(SECRET_A).open(STORE_KEY, sealed) == plaintext
+
+
+def test_without_compression_every_record_has_the_first_format() -> None:
+    sealed = Sealer(SECRET_A, compress=False).seal(STORE_KEY, RECORD)
+    assert sealed[:1] == b"\x01"
+    assert Sealer(SECRET_A, compress=True).open(STORE_KEY, sealed) == RECORD
+
+
+def test_records_of_the_first_format_still_open_and_are_not_stale() -> None:
+    old = _sealed_by_the_first_format(SECRET_A, STORE_KEY, RECORD)
+    for sealer in (Sealer(SECRET_A), Sealer(SECRET_A, compress=False)):
+        opened = sealer.open_aged(STORE_KEY, old)
+        assert (opened.plaintext, opened.stale) == (RECORD, False)
+
+
+def test_a_compressing_and_a_plain_replica_open_each_others_records() -> None:
+    compressing, plain = Sealer(SECRET_A), Sealer(SECRET_A, compress=False)
+    assert plain.open(STORE_KEY, compressing.seal(STORE_KEY, RECORD)) == RECORD
+    assert compressing.open(STORE_KEY, plain.seal(STORE_KEY, RECORD)) == RECORD
+
+
+def test_deflated_records_follow_the_secret_ring() -> None:
+    by_previous = Sealer(SECRET_A).seal(STORE_KEY, RECORD)
+    opened = Sealer(SECRET_B, previous=[SECRET_A]).open_aged(STORE_KEY, by_previous)
+    assert (opened.plaintext, opened.stale) == (RECORD, True)
+    with pytest.raises(CorruptRecordError):
+        Sealer(SECRET_B).open(STORE_KEY, by_previous)
+    with pytest.raises(CorruptRecordError):
+        Sealer(SECRET_A).open("gw:session:0123abce", by_previous)
+
+
+@pytest.mark.parametrize(
+    "relabel", [b"\x01", b"\x02"], ids=["deflated-as-plain", "plain-as-deflated"]
+)
+def test_a_record_relabelled_as_the_other_format_does_not_open(relabel: bytes) -> None:
+    sealer = Sealer(SECRET_A)
+    sealed = (
+        sealer.seal(STORE_KEY, RECORD)
+        if relabel == b"\x01"
+        else _sealed_by_the_first_format(SECRET_A, STORE_KEY, RECORD)
+    )
+    assert sealed[:1] != relabel
+    with pytest.raises(CorruptRecordError):
+        sealer.open(STORE_KEY, relabel + sealed[1:])
+
+
+def _sealed_deflated_payload(payload: bytes) -> bytes:
+    """A 0x02 record whose authenticated body is `payload` as given (not a valid deflate)."""
+    key = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=b"msal-gateway/v1", info=b"record-encryption"
+    ).derive(SECRET_A)
+    nonce = os.urandom(12)
+    return b"\x02" + nonce + AESGCM(key).encrypt(nonce, payload, b"\x02" + STORE_KEY.encode())
+
+
+def _deflate(data: bytes) -> bytes:
+    deflater = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return deflater.compress(data) + deflater.flush()
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"not deflate at all \xff\xfe",
+        _deflate(RECORD)[:-8],  # cut short
+        _deflate(RECORD) + b"trailing",
+        _deflate(b"\x00" * (8 * 2**20)),  # a bomb: twice what any record may inflate to
+    ],
+    ids=["garbage", "truncated", "trailing-bytes", "oversized"],
+)
+def test_an_authenticated_body_that_does_not_inflate_whole_is_corrupt(payload: bytes) -> None:
+    with pytest.raises(CorruptRecordError):
+        Sealer(SECRET_A).open(STORE_KEY, _sealed_deflated_payload(payload))
