@@ -20,7 +20,6 @@ from gateway.config.loading import diagnose
 from gateway.config.problems import ConfigurationError, Problem
 from gateway.config.settings import Settings
 from gateway.server import preflight
-from gateway.server.workers import is_worker
 from gateway.telemetry import build_info, logs
 
 CONFIG_ERROR_STATUS = 2
@@ -95,8 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             return run_demo(port=args.port)
         except ConfigurationError as exc:
             return _report(list(exc.problems))
-    # A worker's siblings already listen on the shared port: only the first process checks it.
-    loaded = _load(args.config, listeners=not is_worker())
+    loaded = _load(args.config, listeners=True)
     if isinstance(loaded, list):
         return _report(loaded)
     if args.command == "check-config":
@@ -114,19 +112,33 @@ def main(argv: list[str] | None = None) -> int:
     from gateway.server.workers import supervise, worker_count
 
     count = worker_count(loaded.workers, loaded.session_store)
-    if count > 1 and not is_worker():
-        proxy = loaded.proxy
-        # Workers drain and finish their requests first; the margin covers their start-up.
-        grace = proxy.drain_seconds + proxy.shutdown_grace_seconds + 5
+    if count > 1:
         logs.configure(loaded.log.format, loaded.log.level)
         try:
-            return supervise(count, args_list, loaded.metrics_listen, grace)
+            return supervise(
+                count,
+                loaded,
+                work=lambda: _serve(loaded, worker=True),
+                preload=lambda: _preload(loaded),
+            )
         finally:
             logs.shutdown()
+    return _serve(loaded, worker=False)
+
+
+def _preload(settings: Settings) -> None:
+    # Imported here, not at the top: a supervisor sets up prometheus_client's multiprocess mode
+    # before anything imports it.
+    from gateway.server.serve import preload
+
+    preload(settings)
+
+
+def _serve(settings: Settings, *, worker: bool) -> int:
     from gateway.server.serve import serve
 
     try:
-        return serve(loaded, worker=is_worker())
+        return serve(settings, worker=worker)
     except ConfigurationError as exc:  # a listener taken since the check, for one
         return _report(list(exc.problems))
 

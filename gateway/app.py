@@ -109,6 +109,11 @@ def _storage(settings: Settings) -> MemoryStorage | RedisStorage:
     return MemoryStorage()
 
 
+def start_up_modules(settings: Settings) -> tuple[str, ...]:
+    """The modules that serving `settings` imports at start-up rather than with this one."""
+    return ("gateway.store.redis",) if settings.session_store == "redis" else ()
+
+
 async def _follow_move(
     token_caches: TokenCacheStore,
     index: SessionIndex,

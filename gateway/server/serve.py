@@ -11,7 +11,9 @@ server/connections.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import importlib
 import logging
 import signal
 from collections.abc import Callable
@@ -19,7 +21,7 @@ from typing import Final
 
 from aiohttp import web
 
-from gateway.app import build_app
+from gateway.app import build_app, start_up_modules
 from gateway.config.problems import ConfigurationError, Problem, cannot_listen
 from gateway.config.settings import Settings
 from gateway.keys import DRAINING, METRICS, MSAL
@@ -142,6 +144,15 @@ def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None
             raise
         return None
     return uvloop.new_event_loop
+
+
+def preload(settings: Settings) -> None:
+    """Import now what serving `settings` imports only once it starts (the store's client, the
+    event loop): a supervisor calls this before forking, so that its workers share them."""
+    with contextlib.suppress(ImportError):  # each worker reports it (serve)
+        _loop_factory(settings.event_loop)
+    for module in start_up_modules(settings):
+        importlib.import_module(module)
 
 
 def serve(settings: Settings, *, worker: bool = False) -> int:

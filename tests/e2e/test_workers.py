@@ -138,6 +138,46 @@ async def test_a_dead_worker_is_replaced(worker_settings: dict[str, Any]) -> Non
     assert f"worker {first[0]} exited" in log
 
 
+def _sockets(pid: int) -> set[str]:
+    found = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:  # closed since the listing
+            continue
+        if target.startswith("socket:"):
+            found.add(target)
+    return found
+
+
+def _memory(pid: int) -> dict[str, int]:
+    rollup = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+    return {line.split()[0].rstrip(":"): int(line.split()[1]) for line in rollup[1:]}
+
+
+async def test_workers_are_forked_sharing_memory_and_none_of_the_supervisors_sockets(
+    worker_settings: dict[str, Any],
+) -> None:
+    """Workers are forked after the imports (server/workers.py): most of each worker's memory is
+    the supervisor's, shared; and the supervisor's metrics listener and loop stay its own."""
+    gateway = await GatewayProcess(settings_for(**worker_settings)).ready()
+    try:
+        supervisor = gateway.process.pid
+        workers = children(supervisor)
+        assert len(workers) == 2
+        held = _sockets(supervisor)
+        assert held  # its metrics listener and its loop's wakeup sockets, at least
+        for worker in workers:
+            assert not _sockets(worker) & held
+            memory = _memory(worker)
+            shared = memory["Shared_Clean"] + memory["Shared_Dirty"]
+            # Fresh interpreters share only their libraries' code, a sixth of this.
+            assert shared > memory["Rss"] / 2, memory
+    finally:
+        log = gateway.stop()
+    assert gateway.returncode == 0, log
+
+
 def test_a_taken_port_stops_the_supervisor_before_any_worker_starts(
     worker_settings: dict[str, Any],
 ) -> None:
