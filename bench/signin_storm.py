@@ -53,7 +53,7 @@ import aiohttp
 import apache
 import nginx
 from aiohttp import CookieJar
-from processes import MissingTool
+from processes import MissingTool, tree_cpu_seconds
 from stack import APACHE_CLIENT_ID, GATEWAY_CALLBACK, GATEWAY_CLIENT_ID, UPSTREAM_SCOPE, Stack
 from support.browser import NAVIGATE, parse_form
 from support.ports import free_port
@@ -205,6 +205,10 @@ class StormStack(Stack):
             user=self.user,
             access_log=self.access_logs,
         )
+
+    def idp_cpu_seconds(self) -> float:
+        assert self._idp_process is not None and self._idp_process.pid is not None
+        return tree_cpu_seconds(self._idp_process.pid)
 
     def stop(self) -> None:
         self.group.stop_all()
@@ -408,6 +412,8 @@ class StormResult:
     hot_quiet: list[tuple[float, float, int]]
     hot_storm: list[tuple[float, float, int]]
     cpu_seconds: float
+    idp_cpu_seconds: float
+    browsers_cpu_seconds: float
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -458,6 +464,7 @@ async def _storm(
 def storm_system(
     target: Target,
     cpu: Callable[[], float],
+    idp_cpu: Callable[[], float],
     *,
     storm_names: Sequence[str],
     hot_names: Sequence[str],
@@ -480,9 +487,9 @@ def storm_system(
         storm_began = time.monotonic()
         if profile is not None and pid is not None:
             profiler = start_profiler(profile, pid)
-        cpu_before = cpu()
+        cpu_before, idp_before, own_before = cpu(), idp_cpu(), time.process_time()
         outcomes = asyncio.run(_storm(target, storm_names, idp_ssl, addresses))
-        cpu_after = cpu()
+        cpu_after, idp_after, own_after = cpu(), idp_cpu(), time.process_time()
         storm_ended = max(o.finished for o in outcomes)
         if profiler is not None:
             stop_profiler(profiler)
@@ -501,6 +508,8 @@ def storm_system(
         hot_quiet=[s for s in samples if quiet_from <= s[0] < storm_began],
         hot_storm=[s for s in samples if storm_began <= s[0] < storm_ended],
         cpu_seconds=cpu_after - cpu_before,
+        idp_cpu_seconds=idp_after - idp_before,
+        browsers_cpu_seconds=own_after - own_before,
     )
 
 
@@ -538,10 +547,14 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms" if seconds < 10 else f"{seconds:.1f} s"
 
 
+def _per(seconds: float, result: StormResult) -> str:
+    return f"{seconds / max(result.browsers, 1) * 1000:.1f} ms"
+
+
 def table(results: Sequence[StormResult]) -> str:
     lines = [
         "| system | browsers | completed | failures | sign-ins/s | callback p50 | callback p99 "
-        "| hot p99 quiet | hot p99 storm | hot ratio | CPU per sign-in |",
+        "| hot p99 quiet | hot p99 storm | hot ratio | CPU per sign-in: system, IdP, browsers |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
@@ -551,7 +564,8 @@ def table(results: Sequence[StormResult]) -> str:
             f"| {r.system} | {r.browsers} | {r.completed} | "
             f"{f'**{failures}**' if failures else 0} | {r.signins_per_second:,.1f} | "
             f"{_ms(r.callback(0.5))} | {_ms(r.callback(0.99))} | {_ms(quiet)} | {_ms(storm)} | "
-            f"{storm / quiet:.2f}x | {r.cpu_seconds / max(r.browsers, 1) * 1000:.1f} ms |"
+            f"{storm / quiet:.2f}x | {_per(r.cpu_seconds, r)}, {_per(r.idp_cpu_seconds, r)}, "
+            f"{_per(r.browsers_cpu_seconds, r)} |"
         )
     for r in results:
         for kind, count in r.failures.most_common():
@@ -757,6 +771,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = storm_system(
                 target,
                 cpu,
+                stack.idp_cpu_seconds,
                 storm_names=storm_names,
                 hot_names=hot_names,
                 idp_ssl=idp_ssl,
