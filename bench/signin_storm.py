@@ -521,7 +521,18 @@ def start_profiler(output: Path, pid: int) -> subprocess.Popen[bytes]:
     binary = shutil.which("py-spy")
     if binary is None:
         raise MissingTool("--profile needs py-spy on PATH (pip install py-spy)")
-    argv = [binary, "record", "--threads", "--idle", "-r", "200", "-p", str(pid), "-o", str(output)]
+    argv = [
+        binary,
+        "record",
+        "--threads",
+        "--nonblocking",
+        "-r",
+        "100",
+        "-p",
+        str(pid),
+        "-o",
+        str(output),
+    ]
     if output.suffix == ".txt":
         argv += ["-f", "raw"]
     return subprocess.Popen(  # noqa: S603 - a fixed binary, generated arguments
