@@ -334,8 +334,10 @@ def _hot_load(
     reply: multiprocessing.connection.Connection,
 ) -> None:
     """Child process: one keep-alive connection per signed-in user, each sending a request every
-    `interval` seconds (or at once when late) until told to stop; replies with every request's
-    (start on the monotonic clock, latency, status)."""
+    `interval` seconds (or at once when late) until told to stop. Says "ready" once every user
+    has had an answer, then replies with every request's (start on the monotonic clock, latency,
+    status)."""
+    answered: set[str] = set()
 
     async def user(
         cookie: str, samples: list[tuple[float, float, int]], done: asyncio.Event
@@ -353,6 +355,10 @@ def _hot_load(
                 except (aiohttp.ClientError, OSError):
                     status = 0
                 samples.append((began, time.monotonic() - began, status))
+                if cookie not in answered:
+                    answered.add(cookie)
+                    if len(answered) == len(cookies):
+                        reply.send("ready")
                 due += interval
                 await asyncio.sleep(max(0.0, due - time.monotonic()))
 
@@ -377,6 +383,9 @@ class HotLoad:
             daemon=True,
         )
         self._process.start()
+        if not self._reply_read.poll(60) or self._reply_read.recv() != "ready":
+            self.kill()
+            raise StormFailed("the hot-path load did not start")
 
     def finish(self) -> list[tuple[float, float, int]]:
         self._stop_write.send(None)
@@ -483,7 +492,7 @@ def storm_system(
     load = HotLoad(target.local_url + PAGE, [o.cookie for o in hot], hot_interval)
     profiler = None
     try:
-        time.sleep(quiet_seconds + 0.5)  # the load process starts, then a quiet window
+        time.sleep(quiet_seconds)  # the quiet baseline
         storm_began = time.monotonic()
         if profile is not None and pid is not None:
             profiler = start_profiler(profile, pid)
