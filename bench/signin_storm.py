@@ -591,7 +591,9 @@ def table(results: Sequence[StormResult]) -> str:
         for kind, count in r.failures.most_common():
             lines.append(f"\n- {r.system}: {count} x {kind}")
         if r.hot_errors():
-            lines.append(f"\n- {r.system}: {r.hot_errors()} hot-path requests did not answer 200")
+            statuses = Counter(s[2] for s in r.hot_quiet + r.hot_storm if s[2] != 200)
+            seen = ", ".join(f"{n} x {status or 'no answer'}" for status, n in statuses.items())
+            lines.append(f"\n- {r.system}: hot-path requests that did not answer 200: {seen}")
         lines += [f"\n- {r.system}: {note}" for note in r.notes]
     return "\n".join(lines)
 
