@@ -81,11 +81,12 @@ def config(
     *,
     port: int,
     upstream_url: str,
-    redis_address: str,
+    redis_address: str | None,
     oidc: OidcClient,
     user: str | None,
     access_log: bool,
 ) -> str:
+    """The configuration; `redis_address` None keeps sessions in shared memory instead."""
     public = f"http://127.0.0.1:{port}"
     passphrase = secrets.token_urlsafe(32)
     lines = [
@@ -129,10 +130,14 @@ def config(
         f"OIDCRedirectURI {public}{REDIRECT_PATH}",
         f"OIDCCryptoPassphrase {passphrase}",
         f'OIDCScope "{oidc.scopes}"',
-        # Sessions server-side in Redis (encrypted there by default), like the gateway's.
+        # Sessions server-side in Redis (encrypted there by default), like the gateway's; or in
+        # shared memory, beside the gateway's memory store.
         "OIDCSessionType server-cache",
-        "OIDCCacheType redis",
-        f"OIDCRedisCacheServer {redis_address}",
+        *(
+            ["OIDCCacheType redis", f"OIDCRedisCacheServer {redis_address}"]
+            if redis_address
+            else ["OIDCCacheType shm"]
+        ),
         # The gateway's idle and absolute limits, so no session lapses during a long run.
         "OIDCSessionInactivityTimeout 28800",
         "OIDCSessionMaxDuration 86400",
@@ -174,7 +179,7 @@ def start(
     *,
     port: int,
     upstream_url: str,
-    redis_address: str,
+    redis_address: str | None,
     oidc: OidcClient,
     user: str | None,
     access_log: bool,

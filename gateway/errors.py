@@ -16,6 +16,7 @@ them.
       StoreUnavailable           503 the session store cannot be reached (fail closed)
       Busy                       503 another request holds this session's refresh for too long
       AdminUnavailable           503 the admin token file holds no usable token (fail closed)
+      SignInsBusy                503 too many sign-ins pending, or in progress (SignInQueueFull)
       CorruptRecordError         a stored record could not be decrypted or parsed; callers treat it
                                  as "no record" after logging, never as an empty session
 
@@ -158,6 +159,13 @@ class SignInsBusy(GatewayError):
 
     status, code, expose, title = 503, "sign_ins_busy", True, "Temporarily unavailable"
     retry_after = 10
+
+
+class SignInQueueFull(SignInsBusy):
+    """Every one of GATEWAY_SIGNIN__MAX_CONCURRENT sign-in turns stayed taken for
+    GATEWAY_SIGNIN__QUEUE_SECONDS (a sign-in storm): try again in a moment."""
+
+    retry_after = 2
 
 
 class ClientTooSlow(GatewayError):

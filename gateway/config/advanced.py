@@ -189,6 +189,21 @@ class SignInSettings(SettingsGroup):
     max_pending_per_browser: PositiveInt = Field(
         10, description="Pending sign-ins one browser may have; starting another drops the oldest."
     )
+    max_concurrent: PositiveInt = Field(
+        16,
+        description="Sign-in steps one replica runs at once (starting a flow, and redeeming the "
+        "code at the callback, which waits on the identity provider), each on a thread of its "
+        "own: apart from GATEWAY_MSAL__WORKER_THREADS, which stay free for signed-in users' "
+        "token refreshes during a sign-in storm.",
+    )
+    queue_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=60,
+        description="How long a sign-in start or callback waits for a turn when "
+        "GATEWAY_SIGNIN__MAX_CONCURRENT are busy; then 503 with Retry-After. A refused callback "
+        "leaves its sign-in pending, so sending it again completes it.",
+    )
     clock_skew_seconds: int = Field(
         120, ge=0, le=300, description="Leeway for id_token time claims (at most 5 minutes)."
     )

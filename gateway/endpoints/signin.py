@@ -152,7 +152,10 @@ async def _auth_response(request: web.Request) -> dict[str, str]:
 async def finish(request: web.Request) -> web.StreamResponse:
     """The redirect URI: redeem the code, check the id_token, create a fresh session."""
     try:
-        response = await _finish(request)
+        # A turn before the pending sign-in is taken: a callback refused for want of one (503,
+        # Retry-After) leaves its sign-in pending, and sending it again completes it.
+        async with request.app[MSAL].signin_turn():
+            response = await _finish(request)
     except GatewayError as error:
         request.app[METRICS].signins.labels(error.code).inc()
         raise

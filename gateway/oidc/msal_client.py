@@ -1,7 +1,10 @@
 """MsalClient: the asynchronous face of MSAL, and the only module that calls it.
 
 MSAL is synchronous and does network I/O in its constructor and token calls (ENTRA.md a.1), so every
-call runs in a dedicated thread pool, bounded by a semaphore, never on the event loop. Each call
+call runs in a dedicated thread pool, bounded by a semaphore, never on the event loop. Sign-in steps
+(starting a flow, redeeming a code) have a pool of their own, entered by turns that wait a bounded
+time (`signin_turn`): a sign-in storm neither takes the threads signed-in users' refreshes need
+nor piles up waiting callbacks; past the wait it is a 503 with Retry-After. Each call
 builds a short-lived ConfidentialClientApplication around one session's token cache (ENTRA.md d.2).
 Discovery responses are shared through a seed `http_cache` copied per call, so token-endpoint
 throttling entries never leak from one user's call into another's (ENTRA.md c.22). MSAL's result
@@ -11,13 +14,16 @@ dicts and exceptions are translated here into the gateway's errors.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import functools
+import importlib.util
 import json
 import logging
 import re
+import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
@@ -27,7 +33,13 @@ import msal
 import requests
 
 from gateway.config.settings import Settings
-from gateway.errors import BadRequest, IdentityProviderError, SignInRequired, StepUpRequired
+from gateway.errors import (
+    BadRequest,
+    IdentityProviderError,
+    SignInQueueFull,
+    SignInRequired,
+    StepUpRequired,
+)
 from gateway.oidc import credentials
 from gateway.oidc.credential_files import Expiry, LiveCredential
 from gateway.oidc.discovery import Provider
@@ -83,6 +95,15 @@ def _refused(what: str, result: Mapping[str, Any]) -> IdentityProviderError:
     return IdentityProviderError(f"{what} ({code}{suffix})")
 
 
+def _skip_absent_extension_probe() -> None:
+    """MSAL's constructor tries `import msal_extensions` every time (to check its version). When
+    it is not installed, each try searches sys.path under the import lock: a fifth of the MSAL
+    threads' busy time in a sign-in storm, serialized. A None in sys.modules makes the import fail
+    at once, which MSAL takes as "not installed", as it is; an installed one is left alone."""
+    if "msal_extensions" not in sys.modules and importlib.util.find_spec("msal_extensions") is None:
+        sys.modules["msal_extensions"] = None  # type: ignore[assignment]
+
+
 class MsalClient:
     """Sign-in and token operations against one authority, for one client registration."""
 
@@ -94,6 +115,12 @@ class MsalClient:
             max_workers=settings.msal.worker_threads, thread_name_prefix="msal"
         )
         self._slots = asyncio.Semaphore(settings.msal.worker_threads)
+        # Sign-in steps: one thread per turn, so a step that has its turn never queues for one.
+        self._signin_executor = ThreadPoolExecutor(
+            max_workers=settings.signin.max_concurrent, thread_name_prefix="msal-signin"
+        )
+        self._signin_turns = asyncio.Semaphore(settings.signin.max_concurrent)
+        _skip_absent_extension_probe()
         self._http = credentials.http_session(settings)
         self._credential = LiveCredential(settings, self._http, observe_expiry)
         self._seed_cache: dict[str, Any] = {}
@@ -141,6 +168,30 @@ class MsalClient:
     async def _run(self, func: Callable[[], T]) -> T:
         async with self._slots:
             return await asyncio.get_running_loop().run_in_executor(self._executor, func)
+
+    @contextlib.asynccontextmanager
+    async def signin_turn(self) -> AsyncIterator[None]:
+        """A turn for one sign-in step (a start, or a callback from before its pending sign-in is
+        taken until its session is written). SignInQueueFull (503, Retry-After) when none comes
+        free within GATEWAY_SIGNIN__QUEUE_SECONDS: waiting callbacks never pile up unbounded."""
+        try:
+            async with asyncio.timeout(self._settings.signin.queue_seconds):
+                await self._signin_turns.acquire()
+        except TimeoutError:
+            log.warning(
+                "sign-in refused: all GATEWAY_SIGNIN__MAX_CONCURRENT sign-in turns stayed busy "
+                "for GATEWAY_SIGNIN__QUEUE_SECONDS",
+                extra={"event": "sign_in_queue_full"},
+            )
+            raise SignInQueueFull("too many sign-ins are in progress; try again shortly") from None
+        try:
+            yield
+        finally:
+            self._signin_turns.release()
+
+    async def _run_signin_step(self, func: Callable[[], T]) -> T:
+        """`func` on the sign-in pool; the caller holds a `signin_turn`."""
+        return await asyncio.get_running_loop().run_in_executor(self._signin_executor, func)
 
     def _credential_renewed(self, result: Mapping[str, Any] | None) -> bool:
         """After an `invalid_client`: whether the credential files hold a new credential now, so
@@ -294,15 +345,16 @@ class MsalClient:
             return flow
 
         try:
-            return await self._run(initiate)
+            async with self.signin_turn():
+                return await self._run_signin_step(initiate)
         except (requests.RequestException, ValueError, msal.exceptions.MsalError) as exc:
             raise IdentityProviderError("the identity provider is unavailable") from exc
 
     async def redeem(self, flow: dict[str, Any], auth_response: dict[str, str]) -> Tokens:
         """Redeem the code and apply the id_token policy. BadRequest for a callback that does not
         match its flow (state, nonce, PKCE, policy); IdentityProviderError when the provider says
-        no or cannot be reached."""
-        return await self._run(functools.partial(self._redeem, flow, auth_response))
+        no or cannot be reached. The caller holds a `signin_turn`."""
+        return await self._run_signin_step(functools.partial(self._redeem, flow, auth_response))
 
     def _redeem(self, flow: dict[str, Any], auth_response: dict[str, str]) -> Tokens:
         for attempt in (1, 2):
@@ -536,4 +588,5 @@ class MsalClient:
         """Wait for MSAL calls in flight (bounded by the timeouts), then close the connections:
         closing first would let a finishing call open a connection nobody closes."""
         await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
+        await asyncio.to_thread(self._signin_executor.shutdown, wait=True, cancel_futures=True)
         self._http.close()

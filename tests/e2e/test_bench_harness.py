@@ -1,6 +1,7 @@
 """The benchmark harness (bench/compare.py) end to end in its --quick form: every system starts,
 the sign-ins to msal-gateway and Apache work, wrk runs against each system, the report names
-every row and target, and nothing is left running or on disk afterwards.
+every row and target, and nothing is left running or on disk afterwards. The same for the sign-in
+storm (bench/signin_storm.py --quick): 20 browsers sign in to each system at once.
 
 Opt-in: it needs what bench/bootstrap.sh installs (apache2, mod_auth_openidc, wrk, uvloop) and
 takes about 20 s of both cores, so it runs only with MSAL_GATEWAY_BENCH=1.
@@ -18,6 +19,7 @@ import pytest
 from support.paths import BENCH
 
 COMPARE = BENCH / "compare.py"
+STORM = BENCH / "signin_storm.py"
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("MSAL_GATEWAY_BENCH") != "1",
@@ -64,6 +66,29 @@ def test_quick_run_reports_every_system_and_cleans_up(tmp_path: Path) -> None:
     assert "n/a (not measured in this run)" in text
     assert "<msal-gateway session>" in text and "<Apache session>" in text
     match = re.search(r"starting the systems in (\S+) ", result.stdout)
+    assert match is not None
+    root = match.group(1)
+    assert not Path(root).exists()
+    assert not [line for line in _command_lines() if root in line]
+
+
+def test_quick_sign_in_storm_reports_both_systems_and_cleans_up() -> None:
+    result = subprocess.run(
+        [sys.executable, str(STORM), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = result.stdout
+    for system in ("msal-gateway", "Apache + mod_auth_openidc"):
+        row = re.search(rf"^\| {re.escape(system)} \| 20 \| (\d+) \| (\S+) \|", text, re.M)
+        assert row is not None, text
+        # Every browser completed its sign-in and its first proxied request.
+        assert row.groups() == ("20", "0"), text
+    assert len(re.findall(r": (PASS|FAIL) \(", text)) == 3, text
+    match = re.search(r"starting the systems in (\S+) ", text)
     assert match is not None
     root = match.group(1)
     assert not Path(root).exists()
