@@ -100,11 +100,11 @@ class SessionSettings(SettingsGroup):
         description="Most sessions one process keeps in its cache (about 13 KB each, decoded).",
     )
     compress: bool = Field(
-        True,
+        False,
         description="Deflate stored records (session, token cache) before sealing them: about "
-        "45% of the bytes in Redis. Every version from this one reads both forms; upgrading "
-        "replicas of an older version, roll out with false first, then true (see the operations "
-        "guide).",
+        "45% of the bytes in Redis. Every version from this one reads both forms, older ones "
+        "read neither deflated form: turn it on once every replica runs this version (off by "
+        "default so that a rolling upgrade keeps every session; see the operations guide).",
     )
     cookie_domain: str | None = Field(
         None,

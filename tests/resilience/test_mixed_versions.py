@@ -191,8 +191,9 @@ async def test_garbage_helpers_write_what_they_say(
 
 # ---- the two record formats across a rolling upgrade (docs/operations.md) ----
 # A replica with GATEWAY_SESSION__COMPRESS=false writes records byte for byte as versions before
-# compression did (format 0x01); step 1 of the upgrade runs such replicas beside old ones, step 2
-# turns compression on. Every replica of this version reads both formats, whichever it writes.
+# compression did (format 0x01), as the default does, so a rolling upgrade runs them beside old
+# ones; then compression is turned on. Every replica of this version reads both formats,
+# whichever it writes.
 
 SCOPE: Final = "api://upstream/read"
 
@@ -225,8 +226,8 @@ async def test_plain_and_compressing_replicas_read_each_others_records(
         "cookie_secret": secret,
         "scopes": SCOPE,
     }
-    plain = await launch(**common, session={"compress": False, "cache_seconds": 0})
-    compressing = await launch(**common, session={"cache_seconds": 0})
+    plain = await launch(**common, session={"cache_seconds": 0})  # the default: 0x01
+    compressing = await launch(**common, session={"compress": True, "cache_seconds": 0})
     sealer = Sealer(secret.encode())
 
     await signed_in(plain)
