@@ -4,10 +4,12 @@ all, on uvloop, in as many processes as the gateway, sharing one port through SO
 It does what any honest streaming proxy must and nothing more: the request's method, path, query
 and end-to-end headers go upstream (hop-by-hop headers, and those the client names in
 `Connection`, do not), the body is streamed both ways over one pooled keep-alive ClientSession,
-and the upstream's status, reason and end-to-end headers come back. No access log.
+and the upstream's status, reason and end-to-end headers come back. With --access-log, aiohttp's
+own access logger writes a line per request to stderr (its default format, through `logging`),
+as a plain aiohttp service would in production; without it, no access log.
 
     .venv/bin/python bench/bare_proxy.py --listen 127.0.0.1:9000 \\
-        --upstream http://127.0.0.1:8080 [--workers 2] [--loop uvloop|asyncio]
+        --upstream http://127.0.0.1:8080 [--workers 2] [--loop uvloop|asyncio] [--access-log]
 
 With more than one worker the first process only starts the workers and passes SIGTERM/SIGINT
 on to them.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import signal
 import socket
 import subprocess
@@ -107,8 +110,12 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve(host: str, port: int, upstream: str) -> None:
-    runner = web.AppRunner(make_app(upstream), access_log=None, handle_signals=False)
+async def serve(host: str, port: int, upstream: str, access_log: bool) -> None:
+    logger = None
+    if access_log:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+        logger = logging.getLogger("aiohttp.access")
+    runner = web.AppRunner(make_app(upstream), access_log=logger, handle_signals=False)
     await runner.setup()
     await web.SockSite(runner, listening_socket(host, port)).start()
     stop = asyncio.Event()
@@ -127,10 +134,10 @@ def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
     return asyncio.new_event_loop
 
 
-def run_worker(listen: str, upstream: str, loop: str) -> None:
+def run_worker(listen: str, upstream: str, loop: str, access_log: bool) -> None:
     host, _, port = listen.rpartition(":")
     with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
-        runner.run(serve(host, int(port), upstream))
+        runner.run(serve(host, int(port), upstream, access_log))
 
 
 def run_workers(argv: list[str], workers: int) -> int:
@@ -160,12 +167,15 @@ def main() -> None:
     parser.add_argument("--upstream", required=True, help="http://host:port")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    parser.add_argument("--access-log", action="store_true", help="aiohttp's access log to stderr")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker or args.workers <= 1:
-        run_worker(args.listen, args.upstream, args.loop)
+        run_worker(args.listen, args.upstream, args.loop, args.access_log)
         return
     own = ["--listen", args.listen, "--upstream", args.upstream, "--loop", args.loop]
+    if args.access_log:
+        own.append("--access-log")
     sys.exit(run_workers(own, args.workers))
 
 

@@ -202,6 +202,7 @@ class Stack:
             self.upstream.url,
             "--workers",
             str(self.gateway_workers),
+            *(["--access-log"] if self.access_logs else []),
         ]
         directory = self.root / "bare"
         directory.mkdir()
