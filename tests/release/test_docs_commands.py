@@ -526,6 +526,12 @@ COVERED_BY: Final[Mapping[str, tuple[Proof, ...]]] = {
     ".venv/bin/python bench/compare.py --quick": (
         (BENCH_TEST, '[sys.executable, str(COMPARE), "--quick", "--output", str(output)]'),
     ),
+    # The one-process passes of docs/benchmarks.md: the same harness, options it parses.
+    ".venv/bin/python bench/compare.py --gateway-workers 1 --duration 8 --only msal Apache bare": (
+        (BENCH_TEST, '[sys.executable, str(COMPARE), "--quick", "--output", str(output)]'),
+        ("bench/compare.py", '"--gateway-workers",'),
+        ("bench/compare.py", '"--only",'),
+    ),
     # The full storm is a measurement; the harness test runs its --quick form (opt-in).
     ".venv/bin/python bench/signin_storm.py": (
         (BENCH_TEST, '[sys.executable, str(STORM), "--quick"]'),
