@@ -1,7 +1,8 @@
 """The benchmark harness (bench/compare.py) end to end in its --quick form: every system starts,
 the sign-ins to msal-gateway and Apache work, wrk runs against each system, the report names
 every row and target, and nothing is left running or on disk afterwards. The same for the sign-in
-storm (bench/signin_storm.py --quick): 20 browsers sign in to each system at once.
+storm (bench/signin_storm.py --quick): 20 browsers sign in to each system at once. And the whole
+second performance round in one command (bench/round2.py --quick), for the shape of its report.
 
 Opt-in: it needs what bench/bootstrap.sh installs (apache2, mod_auth_openidc, wrk, uvloop) and
 takes about 20 s of both cores, so it runs only with MSAL_GATEWAY_BENCH=1.
@@ -93,3 +94,37 @@ def test_quick_sign_in_storm_reports_both_systems_and_cleans_up() -> None:
     root = match.group(1)
     assert not Path(root).exists()
     assert not [line for line in _command_lines() if root in line]
+
+
+ROUND2 = BENCH / "round2.py"
+ROUND2_PARTS = (
+    "hot path, access logs off",
+    "hot path, access logs on",
+    "access log (json)",
+    "access log (text)",
+    "one idle process",
+    "two workers",
+    "sign-in storm",
+    "growth",
+)
+
+
+def test_every_round_two_target_in_one_command(tmp_path: Path) -> None:
+    """bench/round2.py --quick runs every part and writes a verdict per target of each; the
+    figures of a quick run mean nothing, so only the report's shape is checked (exit 0 when every
+    target passed, 1 when one failed, never a part that did not run)."""
+    output = tmp_path / "ROUND2.md"
+    result = subprocess.run(
+        [sys.executable, str(ROUND2), "--quick", "--output", str(output)],
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        check=False,
+    )
+    assert result.returncode in (0, 1), result.stdout[-3000:] + result.stderr[-3000:]
+    lines = [line for line in output.read_text().splitlines() if line.startswith("- ")]
+    verdicts = [line for line in lines if re.search(r"\*\*(PASS|FAIL|n/a)\*\*", line)]
+    assert verdicts, output.read_text()
+    for part in ROUND2_PARTS:
+        assert any(line.startswith(f"- {part}: ") for line in verdicts), (part, verdicts)
+    assert not [line for line in verdicts if "did not run" in line], verdicts

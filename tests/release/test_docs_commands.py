@@ -532,6 +532,13 @@ COVERED_BY: Final[Mapping[str, tuple[Proof, ...]]] = {
         ("bench/compare.py", '"--gateway-workers",'),
         ("bench/compare.py", '"--only",'),
     ),
+    # Every part of the second round; the harness test runs its --quick form (opt-in).
+    ".venv/bin/python bench/round2.py": (
+        (BENCH_TEST, '[sys.executable, str(ROUND2), "--quick", "--output", str(output)]'),
+    ),
+    ".venv/bin/python bench/round2.py --quick": (
+        (BENCH_TEST, '[sys.executable, str(ROUND2), "--quick", "--output", str(output)]'),
+    ),
     # The full storm is a measurement; the harness test runs its --quick form (opt-in).
     ".venv/bin/python bench/signin_storm.py": (
         (BENCH_TEST, '[sys.executable, str(STORM), "--quick"]'),
