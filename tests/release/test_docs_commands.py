@@ -48,6 +48,7 @@ DOCS: Final = (
 )
 NOT_DOCS: Final[Mapping[str, str]] = {
     "bench/RESULTS.md": "written by bench/compare.py: measured figures, no instructions",
+    "bench/ROUND2.md": "written by bench/round2.py: verdicts and figures, no instructions",
 }
 SHELL_FENCES: Final = frozenset({"sh", "bash", "console", "shell"})
 # Programs whose name starts a command in an inline code span.
