@@ -41,7 +41,8 @@ from support.procfs import rss_kib
 from support.upstream import make_upstream_app
 
 from devidp.config import DevIdpConfig
-from gateway.app import METRICS, build_app
+from gateway.app import build_app
+from gateway.keys import METRICS
 from gateway.server.connections import BoundedAppRunner, ClientConnections
 
 WS_PATH: Final = "/_ws"
@@ -66,21 +67,9 @@ async def _peer() -> None:
         if line[0] == "open":
             url, count = line[1], int(line[2])
             gate = asyncio.Semaphore(PARALLEL)
-            failed = 0
-
-            async def one() -> None:
-                nonlocal failed
-                async with gate:
-                    try:
-                        ws = await client.ws_connect(
-                            url + WS_PATH, protocols=("echo.v1",), heartbeat=None
-                        )
-                        await ws.receive_json(timeout=10)  # the application's greeting
-                        sockets.append(ws)
-                    except (aiohttp.ClientError, TimeoutError, ValueError):
-                        failed += 1
-
-            await asyncio.gather(*(one() for _ in range(count)))
+            opened = await asyncio.gather(*(_open_one(client, url, gate) for _ in range(count)))
+            sockets += [ws for ws in opened if ws is not None]
+            failed = opened.count(None)
             print(f"opened {len(sockets)} failed {failed}", flush=True)
         elif line[0] == "close":
             await asyncio.gather(*(ws.close() for ws in sockets))
@@ -90,9 +79,21 @@ async def _peer() -> None:
     await runner.cleanup()
 
 
+async def _open_one(
+    client: aiohttp.ClientSession, url: str, gate: asyncio.Semaphore
+) -> aiohttp.ClientWebSocketResponse | None:
+    async with gate:
+        try:
+            ws = await client.ws_connect(url + WS_PATH, protocols=("echo.v1",), heartbeat=None)
+            await ws.receive_json(timeout=10)  # the application's greeting
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return None
+        return ws
+
+
 class Peer:
     def __init__(self) -> None:
-        self.process = subprocess.Popen(
+        self.process = subprocess.Popen(  # noqa: S603 - this interpreter, this script
             [sys.executable, __file__, "--peer"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -186,11 +187,11 @@ async def measure(peer: Peer, settings: Any, count: int, top: int) -> dict[str, 
         await asyncio.sleep(0.5)
         with_kib, with_objects = _settle(), _objects()
         tasks_with = len(asyncio.all_tasks())
-        running = Counter(t.get_coro().__qualname__ for t in asyncio.all_tasks())
+        running = Counter(getattr(t.get_coro(), "__qualname__", "?") for t in asyncio.all_tasks())
         await peer.close()
         await asyncio.sleep(0.5)
 
-        tracemalloc.start(1)
+        tracemalloc.start(30)
         start = tracemalloc.take_snapshot()
         traced_held = await peer.open(url, count)
         await asyncio.sleep(0.5)
@@ -203,6 +204,9 @@ async def measure(peer: Peer, settings: Any, count: int, top: int) -> dict[str, 
         await runner.cleanup()
     ignore = [tracemalloc.Filter(False, tracemalloc.__file__)]
     diff = end.filter_traces(ignore).compare_to(start.filter_traces(ignore), "lineno")
+    callers: Counter[str] = Counter()
+    for stat in end.filter_traces(ignore).compare_to(start.filter_traces(ignore), "traceback"):
+        callers[_caller(stat.traceback)] += stat.size_diff
     objects = with_objects.copy()
     objects.subtract(before_objects)
     return {
@@ -213,11 +217,29 @@ async def measure(peer: Peer, settings: Any, count: int, top: int) -> dict[str, 
         "objects_per_socket": sum(objects.values()) / max(held, 1),
         "objects": [(name, n / max(held, 1)) for name, n in objects.most_common(top)],
         "traced_per_socket": sum(d.size_diff for d in diff) / max(traced_held, 1),
+        "callers": [(where, size / traced_held) for where, size in callers.most_common(top)],
         "traced": [
-            (f"{_short(d.traceback[0].filename)}:{d.traceback[0].lineno}", d.size_diff / traced_held)
+            (
+                f"{_short(d.traceback[-1].filename)}:{d.traceback[-1].lineno}",
+                d.size_diff / traced_held,
+            )
             for d in sorted(diff, key=lambda d: -d.size_diff)[:top]
         ],
     }
+
+
+def _caller(traceback: tracemalloc.Traceback) -> str:
+    """The innermost line of the gateway's own code that led to an allocation (else the
+    allocation's own line)."""
+    frames = list(reversed(traceback))  # tracemalloc lists the oldest frame first
+    for frame in frames:
+        if "/gateway/" in frame.filename:
+            return f"{_short(frame.filename)}:{frame.lineno}"
+    return f"(no gateway frame) {_short(frames[0].filename)}:{frames[0].lineno}"
+
+
+def _where(frame: tracemalloc.Frame) -> str:
+    return f"{_short(frame.filename)}:{frame.lineno}"
 
 
 def _short(path: str) -> str:
@@ -238,6 +260,9 @@ def report(result: dict[str, Any], loop_name: str) -> None:
     print("\n| allocated at | B per socket |\n|---|---:|")
     for where, size in result["traced"]:
         print(f"| {where} | {size:,.0f} |")
+    print("\n| gateway line that led to it | B per socket |\n|---|---:|")
+    for where, size in result["callers"]:
+        print(f"| {where} | {size:,.0f} |")
     print("\n| object type | per socket |\n|---|---:|")
     for name, n in result["objects"]:
         print(f"| {name} | {n:.2f} |")
@@ -252,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     parser.add_argument("--peer", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if args.peer:
         asyncio.run(_peer())
