@@ -186,25 +186,13 @@ class StormStack(Stack):
             env["GATEWAY_SIGNIN__MAX_STARTS_PER_MINUTE"] = str(self.starts_per_minute)
         return env
 
-    def _start_apache(self, port: int) -> None:
-        assert self.idp_address is not None and self.upstream is not None
-        oidc = apache.OidcClient(
-            discovery_url=f"{self.idp_address.authority}/v2.0/.well-known/openid-configuration",
-            client_id=APACHE_CLIENT_ID,
-            client_secret=self.client_secret,
-            ca_file=self.idp_ca,
-            scopes=f"openid profile email offline_access {UPSTREAM_SCOPE}",
-        )
-        self.apache = apache.start(
-            self.root / "apache",
-            self.group,
-            port=port,
-            upstream_url=self.upstream.url,
-            redis_address=f"127.0.0.1:{self.redis_port}" if self.store == "redis" else None,
-            oidc=oidc,
-            user=self.user,
-            access_log=self.access_logs,
-        )
+    def idp_authority(self) -> str:
+        assert self.idp_address is not None
+        return self.idp_address.authority
+
+    def apache_redis_address(self) -> str | None:
+        # Apache's cache of the same kind as the gateway's store: shared memory beside memory.
+        return f"127.0.0.1:{self.redis_port}" if self.store == "redis" else None
 
     def idp_cpu_seconds(self) -> float:
         assert self._idp_process is not None and self._idp_process.pid is not None

@@ -253,10 +253,19 @@ class Stack:
         ready = f"{self.gateway_url}/.auth/readyz"
         wait_until(lambda: _http_ok(ready), self.gateway, f"not ready at {ready}", 30)
 
+    def idp_authority(self) -> str:
+        """The identity provider's authority URL, as Apache's discovery needs it."""
+        assert self.idp is not None
+        return self.idp.authority
+
+    def apache_redis_address(self) -> str | None:
+        """Where Apache keeps its session cache (None: shared memory)."""
+        return f"127.0.0.1:{self.redis_port}"
+
     def _start_apache(self, port: int) -> None:
-        assert self.idp is not None and self.upstream is not None
+        assert self.upstream is not None
         oidc = apache.OidcClient(
-            discovery_url=f"{self.idp.authority}/v2.0/.well-known/openid-configuration",
+            discovery_url=f"{self.idp_authority()}/v2.0/.well-known/openid-configuration",
             client_id=APACHE_CLIENT_ID,
             client_secret=self.client_secret,
             ca_file=self.idp_ca,
@@ -267,7 +276,7 @@ class Stack:
             self.group,
             port=port,
             upstream_url=self.upstream.url,
-            redis_address=f"127.0.0.1:{self.redis_port}",
+            redis_address=self.apache_redis_address(),
             oidc=oidc,
             user=self.user,
             access_log=self.access_logs,

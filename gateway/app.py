@@ -31,7 +31,7 @@ from gateway.config.rotation import secret_ring
 from gateway.config.settings import Settings
 from gateway.endpoints import health, oauth2_proxy, principal, signin
 from gateway.endpoints.admin_token import AdminToken
-from gateway.errors import GatewayError, NotFound
+from gateway.errors import GatewayError, NotFound, OutsidePrefix
 from gateway.keys import (
     ACCESS,
     ADMIN_TOKEN,
@@ -407,7 +407,7 @@ async def _reserved(request: web.Request) -> web.StreamResponse:
 
 
 async def _outside_prefix(request: web.Request) -> web.StreamResponse:
-    raise NotFound("there is nothing at this address: this application lives under another path")
+    raise OutsidePrefix
 
 
 async def _not_relayed(request: web.Request) -> web.StreamResponse:

@@ -106,6 +106,15 @@ class NotFound(GatewayError):
     status, code, expose, title = 404, "not_found", True, "Not found"
 
 
+class OutsidePrefix(NotFound):
+    """A path outside the public URL's path prefix: neither the gateway's nor its application's."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "there is nothing at this address: this application lives under another path"
+        )
+
+
 class TooManyRequests(GatewayError):
     status, code, expose, title = 429, "too_many_requests", True, "Too many requests"
 

@@ -17,7 +17,7 @@ from gateway.auth.challenges import ClaimsChallenge, challenge_inspector
 from gateway.auth.cookies import read_id
 from gateway.auth.identity import ApiCallerIdentity, Identity, SessionIdentity
 from gateway.config.settings import Settings
-from gateway.errors import GatewayError, NotFound
+from gateway.errors import GatewayError, OutsidePrefix
 from gateway.keys import (
     ACCESS,
     API_CALLERS,
@@ -55,9 +55,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     if prefix and not (raw == prefix or raw.startswith(prefix + "/")):
         # Routed here on the decoded path ("/pay%72oll/x"), but not what a browser sends for
         # the prefix: refused, so that the prefix the application sees is never in doubt.
-        raise NotFound(
-            "there is nothing at this address: this application lives under another path"
-        )
+        raise OutsidePrefix
     decision = await app[ACCESS].decide(
         request, request.method, request.raw_path, identify_public=True
     )
