@@ -18,7 +18,11 @@ def http_session(settings: Settings) -> requests.Session:
     # Env vars such as REQUESTS_CA_BUNDLE would silently replace `verify` (ENTRA.md c.1).
     session.trust_env = False
     session.verify = str(settings.ca_bundle) if settings.ca_bundle else True
-    session.mount("https://", HTTPAdapter(max_retries=1))
+    # One kept-alive connection per thread that may call at once (token refreshes and sign-in
+    # steps): with fewer, urllib3 discards the surplus after each call, and a sign-in storm pays a
+    # TLS handshake to the identity provider for most code redemptions.
+    threads = settings.msal.worker_threads + settings.signin.max_concurrent
+    session.mount("https://", HTTPAdapter(max_retries=1, pool_maxsize=threads))
     timeout = (settings.msal.connect_timeout_seconds, settings.msal.read_timeout_seconds)
     # MSAL passes no timeout of its own to a custom http_client (ENTRA.md c.7).
     session.request = functools.partial(session.request, timeout=timeout)  # type: ignore[method-assign]

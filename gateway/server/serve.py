@@ -102,6 +102,7 @@ async def _serve(settings: Settings, worker: bool) -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+    gc.enable()  # off during start-up (gateway/__main__.py)
     log.info(
         "%s listening on %s:%d, %s",
         build_info.describe(),

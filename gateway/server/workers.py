@@ -305,6 +305,7 @@ def supervise(
         # collector's sight, so that no collection in a worker writes to (and copies) its pages.
         gc.collect()
         gc.freeze()
+        gc.enable()  # off during start-up (gateway/__main__.py)
         proxy = settings.proxy
         # Workers drain and finish their requests first; the margin covers their start-up.
         grace = proxy.drain_seconds + proxy.shutdown_grace_seconds + 5
