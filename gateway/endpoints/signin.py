@@ -49,6 +49,7 @@ from gateway.keys import (
     SIGNIN_LIMITS,
     TOKEN_CACHES,
 )
+from gateway.oidc.turns import Step
 from gateway.sessions.ending import end_session
 from gateway.sessions.flows import PendingSignIn
 from gateway.telemetry.logs import user_var
@@ -154,7 +155,7 @@ async def finish(request: web.Request) -> web.StreamResponse:
     try:
         # A turn before the pending sign-in is taken: a callback refused for want of one (503,
         # Retry-After) leaves its sign-in pending, and sending it again completes it.
-        async with request.app[MSAL].signin_turn():
+        async with request.app[MSAL].signin_turn(Step.CALLBACK):
             response = await _finish(request)
     except GatewayError as error:
         request.app[METRICS].signins.labels(error.code).inc()

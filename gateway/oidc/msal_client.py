@@ -44,6 +44,7 @@ from gateway.oidc import credentials
 from gateway.oidc.credential_files import Expiry, LiveCredential
 from gateway.oidc.discovery import Provider
 from gateway.oidc.graph import GraphError, transitive_group_ids
+from gateway.oidc.turns import Step, Turns
 from gateway.tokens import id_tokens
 from gateway.tokens.id_tokens import IdTokenPolicy
 
@@ -119,7 +120,7 @@ class MsalClient:
         self._signin_executor = ThreadPoolExecutor(
             max_workers=settings.signin.max_concurrent, thread_name_prefix="msal-signin"
         )
-        self._signin_turns = asyncio.Semaphore(settings.signin.max_concurrent)
+        self._signin_turns = Turns(settings.signin.max_concurrent)
         _skip_absent_extension_probe()
         self._http = credentials.http_session(settings)
         self._credential = LiveCredential(settings, self._http, observe_expiry)
@@ -170,24 +171,26 @@ class MsalClient:
             return await asyncio.get_running_loop().run_in_executor(self._executor, func)
 
     @contextlib.asynccontextmanager
-    async def signin_turn(self) -> AsyncIterator[None]:
+    async def signin_turn(self, step: Step) -> AsyncIterator[None]:
         """A turn for one sign-in step (a start, or a callback from before its pending sign-in is
-        taken until its session is written). SignInQueueFull (503, Retry-After) when none comes
-        free within GATEWAY_SIGNIN__QUEUE_SECONDS: waiting callbacks never pile up unbounded."""
+        taken until its session is written); waiting callbacks go before waiting starts
+        (oidc/turns.py). SignInQueueFull (503, Retry-After) when none comes free within
+        GATEWAY_SIGNIN__QUEUE_SECONDS: waiting steps never pile up unbounded."""
         try:
             async with asyncio.timeout(self._settings.signin.queue_seconds):
-                await self._signin_turns.acquire()
+                await self._signin_turns.take(step)
         except TimeoutError:
             log.warning(
-                "sign-in refused: all GATEWAY_SIGNIN__MAX_CONCURRENT sign-in turns stayed busy "
+                "sign-in %s refused: all GATEWAY_SIGNIN__MAX_CONCURRENT sign-in turns stayed busy "
                 "for GATEWAY_SIGNIN__QUEUE_SECONDS",
+                step.value,
                 extra={"event": "sign_in_queue_full"},
             )
             raise SignInQueueFull("too many sign-ins are in progress; try again shortly") from None
         try:
             yield
         finally:
-            self._signin_turns.release()
+            self._signin_turns.give_back()
 
     async def _run_signin_step(self, func: Callable[[], T]) -> T:
         """`func` on the sign-in pool; the caller holds a `signin_turn`."""
@@ -345,7 +348,7 @@ class MsalClient:
             return flow
 
         try:
-            async with self.signin_turn():
+            async with self.signin_turn(Step.START):
                 return await self._run_signin_step(initiate)
         except (requests.RequestException, ValueError, msal.exceptions.MsalError) as exc:
             raise IdentityProviderError("the identity provider is unavailable") from exc
