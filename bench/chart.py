@@ -42,10 +42,24 @@ def read_rows(markdown: str) -> dict[str, dict[str, tuple[float, str]]]:
     return rows
 
 
-def svg(rows: dict[str, dict[str, tuple[float, str]]], title: str) -> str:
+FOOTER: Final = (
+    "GET, 100-byte body, wrk -t2, one run on one 2-core machine; nginx and the direct rows are in "
+    "bench/RESULTS.md."
+)
+
+Series = tuple[tuple[str, str, str], ...]  # (key, colour, legend)
+
+
+def svg(
+    rows: dict[str, dict[str, tuple[float, str]]],
+    title: str,
+    series_of: Series = SERIES,
+    footer: str = FOOTER,
+) -> str:
+    """Bars of req/s (labelled with their p99) per system, one bar per entry of `series_of`."""
     most = max((rate for series in rows.values() for rate, _ in series.values()), default=1.0)
     scale = (WIDTH - LABEL_WIDTH - 180) / most
-    group = len(SERIES) * BAR_HEIGHT + ROW_GAP
+    group = len(series_of) * BAR_HEIGHT + ROW_GAP
     height = 60 + group * len(rows) + 30
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
@@ -53,7 +67,7 @@ def svg(rows: dict[str, dict[str, tuple[float, str]]], title: str) -> str:
         f'<rect width="{WIDTH}" height="{height}" fill="#ffffff"/>',
         f'<text x="10" y="22" font-size="14" font-weight="600">{escape(title)}</text>',
     ]
-    for index, (_, colour, name) in enumerate(SERIES):
+    for index, (_, colour, name) in enumerate(series_of):
         x = 10 + index * 150
         parts.append(f'<rect x="{x}" y="32" width="12" height="12" fill="{colour}"/>')
         parts.append(f'<text x="{x + 18}" y="42">{name}</text>')
@@ -63,7 +77,7 @@ def svg(rows: dict[str, dict[str, tuple[float, str]]], title: str) -> str:
             f'<text x="{LABEL_WIDTH - 8}" y="{y + BAR_HEIGHT + 2}" text-anchor="end">'
             f"{escape(system)}</text>"
         )
-        for offset, (key, colour, _) in enumerate(SERIES):
+        for offset, (key, colour, _) in enumerate(series_of):
             if key not in series:
                 continue
             rate, p99 = series[key]
@@ -78,10 +92,7 @@ def svg(rows: dict[str, dict[str, tuple[float, str]]], title: str) -> str:
                 f"{rate:,.0f}/s, p99 {escape(p99)}</text>"
             )
         y += group
-    parts.append(
-        f'<text x="10" y="{height - 10}" fill="#555">GET, 100-byte body, wrk -t2, one run on one '
-        "2-core machine; nginx and the direct rows are in bench/RESULTS.md.</text>"
-    )
+    parts.append(f'<text x="10" y="{height - 10}" fill="#555">{escape(footer)}</text>')
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
 

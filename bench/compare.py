@@ -124,7 +124,7 @@ def _echoed(body: bytes) -> dict[str, str]:
     return {name: value for name, value in (p for p in pairs if len(p) == 2)}
 
 
-async def _sign_in_and_verify(stack: Stack) -> tuple[str, str]:
+async def sign_in_and_verify(stack: Stack) -> tuple[str, str]:
     """Signs in to the gateway and to Apache; checks bodies, headers and redirects through every
     system. Returns the Cookie header values (gateway, Apache)."""
     assert stack.idp is not None and stack.apache is not None and stack.upstream is not None
@@ -443,7 +443,7 @@ def report(
 def measure(stack: Stack, args: argparse.Namespace) -> tuple[list[Row], Measurer, list[str]]:
     assert stack.upstream is not None and stack.nginx_proxy is not None
     assert stack.apache is not None and stack.bare is not None and stack.gateway is not None
-    gateway_cookie, apache_cookie = asyncio.run(_sign_in_and_verify(stack))
+    gateway_cookie, apache_cookie = asyncio.run(sign_in_and_verify(stack))
     print("signed in to msal-gateway and Apache; one request through every system checked")
     systems = [
         System(DIRECT, stack.upstream.url, stack.upstream.process),

@@ -13,9 +13,10 @@ After one idle second, every gateway process's resident memory (VmRSS) and propo
 (Pss, /proc/PID/smaps_rollup: shared pages divided among the processes sharing them) are read.
 Prints each run and the medians.
 
-The gateway's modules are byte-compiled first, as the image's `pip install --compile` and any
-wheel install leave them: a checkout run with PYTHONDONTWRITEBYTECODE would otherwise compile
-every module from source at each start (about 80 ms here), which no installed gateway does.
+The gateway's modules are byte-compiled first, as the image's install (pip, with `--compile`)
+and any wheel install leave them: a checkout run with PYTHONDONTWRITEBYTECODE would otherwise
+compile every module from source at each start (about 80 ms here), which no installed gateway
+does.
 """
 
 from __future__ import annotations

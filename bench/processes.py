@@ -78,6 +78,18 @@ def _read_stat(pid: int) -> list[str] | None:
     return text[text.rfind(")") + 2 :].split()
 
 
+def tree_pids(pid: int) -> list[int]:
+    """`pid` and its live descendants (a server's workers)."""
+    children = _children_index()
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        if _read_stat(current) is not None:
+            found.append(current)
+            pending.extend(children.get(current, []))
+    return found
+
+
 def tree_cpu_seconds(pid: int) -> float:
     """User + system CPU of `pid` and all its live descendants, threads included, plus what
     their already reaped children used (cutime/cstime), so workers that a server replaced

@@ -2,15 +2,18 @@
 line per target: the hot path with access logs off and on for every system (bench/compare.py,
 medians of several passes), the access log's CPU per line (bench/access_log.py), the idle sidecar
 and its start (bench/footprint.py, one process and two workers), a sign-in storm
-(bench/signin_storm.py) and the cost as the work grows (bench/growth.py).
+(bench/signin_storm.py) and the cost as the work grows (bench/growth.py), and each system's memory
+idle and under load beside the peers' (bench/peer_footprint.py).
 
     .venv/bin/python bench/round2.py            # the full form, about 40 minutes on 2 cores
     .venv/bin/python bench/round2.py --quick    # every part in its quick form, one pass
 
 Each part runs as its own process, one after the other, so that nothing else is busy while one
-measures; run it on a quiet machine. The summary goes to stdout and to bench/ROUND2.md (or
---output); the exit status is 0 only when every target passed. A part that fails to run is a FAIL
-of its targets, with its output's last lines.
+measures; run it on a quiet machine. The summary (a PASS/FAIL line per target, then each part's
+tables) goes to stdout and to bench/ROUND2.md (or --output); the exit status is 0 only when every
+target passed. A part that fails to run is a FAIL of its targets, with its output's last lines.
+The full form also rewrites the README's performance section (between its `round2` markers) and
+its chart, docs/assets/bench-round2.svg, from the hot-path medians of the run.
 """
 
 from __future__ import annotations
@@ -26,7 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from chart import svg
+
 BENCH: Final = Path(__file__).resolve().parent
+README: Final = BENCH.parent / "README.md"
+CHART: Final = BENCH.parent / "docs" / "assets" / "bench-round2.svg"
+README_BEGIN: Final = "<!-- round2:begin (written by bench/round2.py) -->"
+README_END: Final = "<!-- round2:end -->"
+MODES: Final = ("off", "on")
 PYTHON: Final = sys.executable
 SYSTEMS: Final = ("msal-gateway", "Apache + mod_auth_openidc", "bare aiohttp proxy")
 # The issue's targets.
@@ -76,24 +86,43 @@ def failed_to_run(part: str, target: str, output: str) -> Verdict:
     return Verdict(part, target, False, f"did not run: {tail[:300]}")
 
 
-def table_rows(markdown: str) -> dict[tuple[str, str, str], int]:
-    """{(system, body, connections): req/s} from bench/compare.py's results table."""
+@dataclass(frozen=True, slots=True)
+class Cells:
+    rate: int
+    p99: str
+    cpu: str
+
+
+def table_rows(markdown: str) -> dict[tuple[str, str, str], Cells]:
+    """{(system, body, connections): req/s, p99, proxy CPU per request} from bench/compare.py's
+    results table."""
     rows = {}
     for line in markdown.splitlines():
         cells = [cell.strip().strip("*") for cell in line.strip().strip("|").split("|")]
-        if len(cells) >= 4 and cells[0] in SYSTEMS:
+        if len(cells) >= 10 and cells[0] in SYSTEMS:
             try:
-                rows[(cells[0], cells[1], cells[2])] = int(cells[3].replace(",", ""))
+                rate = int(cells[3].replace(",", ""))
             except ValueError:
                 continue
+            rows[(cells[0], cells[1], cells[2])] = Cells(rate, cells[5], cells[9])
     return rows
 
 
-def hot_path(passes: int, quick: bool) -> list[Verdict]:
+# {access-log mode: {system: one Cells per pass}}
+HotPathFigures = dict[str, dict[str, list[Cells]]]
+
+
+def median_pass(passes: list[Cells]) -> Cells:
+    """The pass whose req/s is the median (the lower middle one of an even count)."""
+    return sorted(passes, key=lambda cells: cells.rate)[(len(passes) - 1) // 2]
+
+
+def hot_path(passes: int, quick: bool, figures: HotPathFigures) -> list[Verdict]:
     verdicts = []
-    for logs in ("off", "on"):
+    for logs in MODES:
         part = f"hot path, access logs {logs}"
         rates: dict[str, list[int]] = {system: [] for system in SYSTEMS}
+        figures[logs] = {system: [] for system in SYSTEMS}
         for index in range(passes):
             with tempfile.NamedTemporaryFile(suffix=".md") as output:
                 arguments = [
@@ -113,9 +142,10 @@ def hot_path(passes: int, quick: bool) -> list[Verdict]:
                 _, text = run(f"{part}, pass {index + 1}", *arguments)
                 rows = table_rows(Path(output.name).read_text())
             for system in SYSTEMS:
-                rate = rows.get((system, "100 B", "32"))
-                if rate is not None:
-                    rates[system].append(rate)
+                found = rows.get((system, "100 B", "32"))
+                if found is not None:
+                    rates[system].append(found.rate)
+                    figures[logs][system].append(found)
         if not all(rates.values()):
             target = f"msal-gateway >= {VS_APACHE:g}x Apache and >= {VS_BARE:g}x the bare proxy"
             verdicts.append(failed_to_run(part, target, text))
@@ -223,19 +253,127 @@ def script_verdicts(part: str, status: int, text: str) -> list[Verdict]:
     return found
 
 
+def hot_path_table(figures: HotPathFigures) -> list[str]:
+    lines = [
+        "| access logs | system | req/s, median (each pass) | p99 | proxy CPU per request |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for mode, systems in figures.items():
+        for system, passes in systems.items():
+            if not passes:
+                continue
+            middle = median_pass(passes)
+            each = " / ".join(f"{cells.rate:,}" for cells in passes)
+            lines.append(
+                f"| {mode} | {system} | {middle.rate:,} ({each}) | {middle.p99} | {middle.cpu} |"
+            )
+    return lines
+
+
+def output_tables(text: str) -> list[str]:
+    """A part's Markdown tables and their headings, headings one level down."""
+    kept = []
+    for line in text.splitlines():
+        if line.startswith("|"):
+            kept.append(line)
+        elif line.startswith("## "):
+            kept += ["", "#" + line, ""]
+        elif kept and kept[-1].startswith("|"):
+            kept.append("")
+    return kept
+
+
+def readme_section(figures: HotPathFigures, passes: int, date: str, verdicts: list[Verdict]) -> str:
+    medians = {
+        mode: {system: median_pass(p).rate for system, p in systems.items() if p}
+        for mode, systems in figures.items()
+    }
+    rows = []
+    for mode in MODES:
+        rate = medians.get(mode, {})
+        if len(rate) != len(SYSTEMS):
+            continue
+        ours, apache, bare = (rate[system] for system in SYSTEMS)
+        rows.append(
+            f"| {mode} for every system | {ours:,} req/s | {apache:,} req/s | {bare:,} req/s | "
+            f"{ours / apache:.2f}x | {ours / bare:.2f}x |"
+        )
+    passed = sum(1 for verdict in verdicts if verdict.passed)
+    return "\n".join(
+        [
+            README_BEGIN,
+            "On a 2-core machine, with the production defaults (one process, Redis, sealed "
+            "sessions, identity",
+            "headers, a bearer token, metrics on), medians of "
+            f"{passes} passes of `bench/compare.py --gateway-workers 1`,",
+            f"run by `bench/round2.py` on {date}, authenticated GET of 100 B at 32 connections:",
+            "",
+            "![Requests per second with access logs off and on: msal-gateway, Apache + "
+            "mod_auth_openidc and a bare aiohttp proxy](docs/assets/bench-round2.svg)",
+            "",
+            "| access logs | msal-gateway | Apache + mod_auth_openidc | bare aiohttp proxy "
+            "| vs Apache | vs bare proxy |",
+            "|---|---:|---:|---:|---:|---:|",
+            *rows,
+            "",
+            "The bare proxy does no authentication at all. The same run's other figures (start-up, "
+            "memory beside",
+            "the peers, a sign-in storm, growth) and every target of the round, "
+            f"{passed} of {len(verdicts)} met, are in",
+            "[bench/ROUND2.md](bench/ROUND2.md); the harness and earlier runs: "
+            "[benchmarks](docs/benchmarks.md).",
+            README_END,
+        ]
+    )
+
+
+def rewrite_readme(section: str) -> None:
+    text = README.read_text()
+    begin, end = text.find(README_BEGIN), text.find(README_END)
+    if begin < 0 or end < begin:
+        raise RuntimeError(f"README.md has no {README_BEGIN!r} ... {README_END!r} markers")
+    README.write_text(text[:begin] + section + text[end + len(README_END) :])
+
+
+def draw_chart(figures: HotPathFigures, date: str) -> None:
+    rows: dict[str, dict[str, tuple[float, str]]] = {}
+    for mode, systems in figures.items():
+        for system, passes in systems.items():
+            if passes:
+                middle = median_pass(passes)
+                rows.setdefault(system, {})[mode] = (float(middle.rate), middle.p99)
+    series = (("off", "#0f6cbd", "access logs off"), ("on", "#8a5cd1", "access logs on"))
+    footer = (
+        f"GET, 100-byte body, 32 connections, wrk -t2, one process each, medians of passes; "
+        f"2 cores, {date}"
+    )
+    CHART.write_text(svg(rows, "Requests per second (higher is better)", series, footer))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="every part in its quick form")
     parser.add_argument("--passes", type=int, help="passes of the hot path per mode (3; quick 1)")
     parser.add_argument("--output", type=Path, default=BENCH / "ROUND2.md")
+    parser.add_argument(
+        "--no-readme", action="store_true", help="leave README.md and its chart alone"
+    )
     args = parser.parse_args()
     passes = args.passes or (1 if args.quick else 3)
     quick = ["--quick"] if args.quick else []
-    verdicts = [*hot_path(passes, args.quick), *access_log(args.quick), *footprint(args.quick)]
-    verdicts += script_verdicts(
-        "sign-in storm", *run("sign-in storm", str(BENCH / "signin_storm.py"), *quick)
-    )
-    verdicts += script_verdicts("growth", *run("growth", str(BENCH / "growth.py"), *quick))
+    figures: HotPathFigures = {}
+    verdicts = [
+        *hot_path(passes, args.quick, figures),
+        *access_log(args.quick),
+        *footprint(args.quick),
+    ]
+    peers_arguments = ["--duration", "2"] if args.quick else []
+    _, peers = run("memory beside the peers", str(BENCH / "peer_footprint.py"), *peers_arguments)
+    storm_status, storm = run("sign-in storm", str(BENCH / "signin_storm.py"), *quick)
+    verdicts += script_verdicts("sign-in storm", storm_status, storm)
+    growth_status, growth = run("growth", str(BENCH / "growth.py"), *quick)
+    verdicts += script_verdicts("growth", growth_status, growth)
+    date = time.strftime("%Y-%m-%d", time.gmtime())
     summary = "\n".join(
         [
             "# Performance round 2: every target",
@@ -245,10 +383,29 @@ def main() -> int:
             "",
             *(verdict.line() for verdict in verdicts),
             "",
+            "## The hot path (100 B at 32 connections)",
+            "",
+            *hot_path_table(figures),
+            "",
+            "## Memory beside the peers",
+            "",
+            *output_tables(peers),
+            "",
+            "## Sign-in storm",
+            "",
+            *output_tables(storm),
+            "",
+            "## Growth",
+            *output_tables(growth),
+            "",
         ]
     )
     print("\n" + summary)
     args.output.write_text(summary)
+    if not args.quick and not args.no_readme:
+        rewrite_readme(readme_section(figures, passes, date, verdicts))
+        draw_chart(figures, date)
+        print(f"README.md's performance section and {CHART.name} rewritten from this run")
     return 0 if all(v.passed is not False for v in verdicts) else 1
 
 

@@ -109,11 +109,13 @@ ROUND2_PARTS = (
 )
 
 
+@pytest.mark.timeout(1500)
 def test_every_round_two_target_in_one_command(tmp_path: Path) -> None:
     """bench/round2.py --quick runs every part and writes a verdict per target of each; the
     figures of a quick run mean nothing, so only the report's shape is checked (exit 0 when every
     target passed, 1 when one failed, never a part that did not run)."""
     output = tmp_path / "ROUND2.md"
+    readme = (BENCH.parent / "README.md").read_text()
     result = subprocess.run(
         [sys.executable, str(ROUND2), "--quick", "--output", str(output)],
         capture_output=True,
@@ -128,3 +130,15 @@ def test_every_round_two_target_in_one_command(tmp_path: Path) -> None:
     for part in ROUND2_PARTS:
         assert any(line.startswith(f"- {part}: ") for line in verdicts), (part, verdicts)
     assert not [line for line in verdicts if "did not run" in line], verdicts
+    report = output.read_text()
+    hot_path = report.split("## The hot path", 1)[1].split("\n## ", 1)[0]
+    for mode in ("off", "on"):
+        for system in ("msal-gateway", "Apache + mod_auth_openidc", "bare aiohttp proxy"):
+            assert f"| {mode} | {system} | " in hot_path, (mode, system, hot_path)
+    peers = report.split("## Memory beside the peers", 1)[1].split("\n## ", 1)[0]
+    for system in ("msal-gateway", "Apache + mod_auth_openidc", "nginx proxy_pass"):
+        assert re.search(rf"^\| {re.escape(system)} \| \d+ ", peers, re.MULTILINE), (system, peers)
+    assert "| msal-gateway | 500 |" not in report  # the quick storm has 20 browsers
+    assert re.search(r"^\| msal-gateway \| 20 \| 20 \|", report, re.MULTILINE), report
+    # Only the full form rewrites the README's performance section.
+    assert (BENCH.parent / "README.md").read_text() == readme

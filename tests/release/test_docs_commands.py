@@ -474,6 +474,7 @@ RUNS: Final[Mapping[str, Runner]] = {
     ".venv/bin/python bench/idle_connections.py": run_help,
     ".venv/bin/python bench/access_log.py": run_help,
     ".venv/bin/python bench/footprint.py": run_help,
+    ".venv/bin/python bench/peer_footprint.py": run_help,
     ".venv/bin/python bench/growth.py": run_help,
     ".venv/bin/python scripts/settings_table.py --write": run_settings_table_write,
     ".venv/bin/mkdocs build --strict": run_docs_build,
