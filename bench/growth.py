@@ -635,12 +635,12 @@ async def hold_connections(
         Verdict(
             "hot-path p99 with the idle keep-alive connections held, within 10%",
             keep_p99 <= idle_p99 * (1 + FLAT) and flood.failed == 0,
-            f"{_ms(keep_p99)} against {_ms(idle_p99)} ({held:,} held)",
+            f"{_ms(keep_p99)} against {_ms(idle_p99)}, {held:,} held",
         ),
         Verdict(
             "hot-path p99 with the idle WebSockets held, within 10%",
             ws_p99 <= base_p99 * (1 + FLAT),
-            f"{_ms(ws_p99)} against {_ms(base_p99)} ({len(sockets):,} held)",
+            f"{_ms(ws_p99)} against {_ms(base_p99)}, {len(sockets):,} held",
         ),
     ]
     await stream_bodies(sockets_gateway, driver.cookie_name, active[0], args.body_mib, verdicts)

@@ -271,15 +271,18 @@ def hot_path_table(figures: HotPathFigures) -> list[str]:
 
 
 def output_tables(text: str) -> list[str]:
-    """A part's Markdown tables and their headings, headings one level down."""
-    kept = []
+    """A part's Markdown tables under their headings (one level down); the other lines, and
+    headings with no table under them, left out."""
+    sections: list[tuple[str | None, list[str]]] = [(None, [])]
     for line in text.splitlines():
-        if line.startswith("|"):
-            kept.append(line)
-        elif line.startswith("## "):
-            kept += ["", "#" + line, ""]
-        elif kept and kept[-1].startswith("|"):
-            kept.append("")
+        if line.startswith("## "):
+            sections.append(("#" + line, []))
+        elif line.startswith("|"):
+            sections[-1][1].append(line)
+    kept = []
+    for heading, rows in sections:
+        if rows:
+            kept += ["", heading, "", *rows] if heading else ["", *rows]
     return kept
 
 
