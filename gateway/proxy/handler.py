@@ -60,8 +60,18 @@ async def handle(request: web.Request) -> web.StreamResponse:
         request, request.method, request.raw_path, identify_public=True
     )
     identity, scopes = decision.identity, decision.scopes
+    del decision
     if isinstance(identity, ApiCallerIdentity):
         return await send_for_api_caller(request, identity, scopes)
+    if is_websocket(request):
+        # A WebSocket may stay open for hours: while it does, its frames hold nothing of its
+        # session but the lease (a decoded record is about 13 KB, and the session cache may have
+        # let it go long ago). The coroutine takes the identity over; this frame lets go first.
+        sending = send_upstream(
+            request, upstream_headers(request, identity, scopes, settings), identity
+        )
+        del identity
+        return await sending
     inspect = None
     if identity is not None and scopes:
         signed_in = identity
@@ -117,6 +127,7 @@ async def send_upstream(
             lease = None
             if is_websocket(request):
                 lease = app[SOCKETS].open(identity)  # 429 or 503 here, before the upgrade
+                identity = None  # not held while the socket is open (handle)
                 send = functools.partial(
                     forward_websocket,
                     client=app[UPSTREAM],

@@ -132,14 +132,17 @@ async def forward_websocket(
         raise
     if timing is not None:
         timing.upstream_answered()
+    request_id = headers.get(_REQUEST_ID)
+    # Sent: not kept for the socket's life (identity headers, a bearer token: a few KB).
+    headers.clear()
     downstream = web.WebSocketResponse(
         protocols=(upstream.protocol,) if upstream.protocol else (),
         autoping=True,
         heartbeat=heartbeat,
         max_msg_size=max_msg_size,
     )
-    if _REQUEST_ID in headers:
-        downstream.headers[_REQUEST_ID] = headers[_REQUEST_ID]
+    if request_id is not None:
+        downstream.headers[_REQUEST_ID] = request_id
     try:
         await downstream.prepare(request)
     except BaseException:
