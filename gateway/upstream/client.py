@@ -553,8 +553,12 @@ class UpstreamPool:
                     ) from exc
                 raise
             finally:
-                with contextlib.suppress(ValueError):
-                    self._waiters.remove(waiter)
+                if not waiter.done() or waiter.cancelled():
+                    # Left the line unserved (a timeout, a cancellation): out of it. A served
+                    # waiter was taken off by put_back or _wake_one already, and searching a
+                    # line of hundreds for it on every handover would cost more than the wait.
+                    with contextlib.suppress(ValueError):
+                        self._waiters.remove(waiter)
             if handed is not None:
                 if not handed.closed and not _closing(handed):
                     return handed
