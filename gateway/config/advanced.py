@@ -201,8 +201,9 @@ class SignInSettings(SettingsGroup):
         gt=0,
         le=60,
         description="How long a sign-in start or callback waits for a turn when "
-        "GATEWAY_SIGNIN__MAX_CONCURRENT are busy; then 503 with Retry-After. A refused callback "
-        "leaves its sign-in pending, so sending it again completes it.",
+        "GATEWAY_SIGNIN__MAX_CONCURRENT are busy; then 503 with Retry-After. Waiting callbacks "
+        "get turns before waiting starts. A refused callback leaves its sign-in pending, so "
+        "sending it again completes it.",
     )
     clock_skew_seconds: int = Field(
         120, ge=0, le=300, description="Leeway for id_token time claims (at most 5 minutes)."
