@@ -303,7 +303,8 @@ def supervise(
         preload()
         # Everything imported and built so far lives as long as every worker: out of the
         # collector's sight, so that no collection in a worker writes to (and copies) its pages.
-        gc.collect()
+        # Frozen without a full collection first, as serve.py does: the start-up's garbage
+        # (class-building leftovers, no descriptors) is never visited again, never copied.
         gc.freeze()
         gc.enable()  # off during start-up (gateway/__main__.py)
         proxy = settings.proxy
