@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import compileall
 import http.client
-import os
 import secrets
 import statistics
 import subprocess
@@ -34,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from processes import children_of
 from support.gateway import env_for, settings_for
 from support.idp import ThreadedDevIdp
 from support.ports import free_port
@@ -55,21 +55,6 @@ def pss_kib(pid: int) -> int:
             if line.startswith("Pss:"):
                 return int(line.split()[1])
     raise RuntimeError(f"no Pss for process {pid}")
-
-
-def children(pid: int) -> list[int]:
-    """The live child processes of `pid` (a supervisor's workers)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stat:
-                    fields = stat.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                found.append(int(entry))
-    return sorted(found)
 
 
 def ready(port: int) -> bool:
@@ -113,10 +98,10 @@ def one_run(env: dict[str, str], port: int) -> Run:
                 raise RuntimeError("the gateway was not ready within 30 s")
             time.sleep(POLL_SECONDS)
         ready_seconds = time.monotonic() - started
-        pids = [gateway.pid, *children(gateway.pid)]
+        pids = [gateway.pid, *children_of(gateway.pid)]
         cpu = sum(cpu_seconds(pid) for pid in pids)
         time.sleep(IDLE_SECONDS)
-        workers = children(gateway.pid)
+        workers = children_of(gateway.pid)
         roles = [("supervisor" if workers else "gateway", gateway.pid)]
         roles += [(f"worker {index + 1}", pid) for index, pid in enumerate(workers)]
         processes = [Process(role, rss_kib(pid), pss_kib(pid)) for role, pid in roles]

@@ -291,18 +291,10 @@ class Systems:
             threading.Thread(target=gateway.process.stderr.read, daemon=True).start()
         return await gateway.ready()
 
-    def stop_gateway(self, gateway: GatewayProcess) -> None:
-        gateway.process.terminate()
-        try:
-            gateway.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            gateway.process.kill()
-            gateway.process.wait()
-
     def stop(self) -> None:
         for gateway in self.gateways:
             if gateway.process.poll() is None:
-                self.stop_gateway(gateway)
+                gateway.halt()
         self.group.stop_all()
         if self.app_upstream is not None:
             self.app_upstream.stop()
@@ -614,7 +606,7 @@ async def hold_connections(
         keeping, f"{held:,} idle keep-alive connections ({flood.failed} failed)"
     )
     flood.close()
-    systems.stop_gateway(keeping)
+    keeping.halt()
 
     count = websocket_count(args.idle, nofile)
     print(f"\n## {count:,} idle WebSockets held by one gateway process\n")

@@ -78,32 +78,34 @@ def _read_stat(pid: int) -> list[str] | None:
     return text[text.rfind(")") + 2 :].split()
 
 
-def tree_pids(pid: int) -> list[int]:
-    """`pid` and its live descendants (a server's workers)."""
+def children_of(pid: int) -> list[int]:
+    """The live child processes of `pid` (a supervisor's workers), in pid order."""
+    return sorted(_children_index().get(pid, []))
+
+
+def _tree_stats(pid: int) -> list[tuple[int, list[str]]]:
+    """`pid` and its live descendants, each with its stat fields (see _read_stat)."""
     children = _children_index()
     found, pending = [], [pid]
     while pending:
         current = pending.pop()
-        if _read_stat(current) is not None:
-            found.append(current)
+        stat = _read_stat(current)
+        if stat is not None:
+            found.append((current, stat))
             pending.extend(children.get(current, []))
     return found
+
+
+def tree_pids(pid: int) -> list[int]:
+    """`pid` and its live descendants (a server's workers)."""
+    return [member for member, _ in _tree_stats(pid)]
 
 
 def tree_cpu_seconds(pid: int) -> float:
     """User + system CPU of `pid` and all its live descendants, threads included, plus what
     their already reaped children used (cutime/cstime), so workers that a server replaced
     during a run still count."""
-    children = _children_index()
-    ticks = 0
-    pending = [pid]
-    while pending:
-        current = pending.pop()
-        stat = _read_stat(current)
-        if stat is None:
-            continue
-        ticks += sum(int(v) for v in stat[11:15])
-        pending.extend(children.get(current, []))
+    ticks = sum(int(v) for _, stat in _tree_stats(pid) for v in stat[11:15])
     return ticks / CLOCK_TICKS
 
 

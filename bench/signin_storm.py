@@ -54,12 +54,12 @@ import apache
 import nginx
 from aiohttp import CookieJar
 from processes import MissingTool, tree_cpu_seconds
-from stack import APACHE_CLIENT_ID, GATEWAY_CALLBACK, GATEWAY_CLIENT_ID, UPSTREAM_SCOPE, Stack
+from stack import GATEWAY_CALLBACK, GATEWAY_CLIENT_ID, UPSTREAM_SCOPE, Stack
 from support.browser import NAVIGATE, parse_form
 from support.ports import free_port
 from yarl import URL
 
-from devidp import Client, DevIdpConfig, User
+from devidp import DevIdpConfig, User
 from gateway.config.settings import Settings
 
 GATEWAY: Final = "msal-gateway"
@@ -139,15 +139,7 @@ class StormStack(Stack):
         self._start_apache(apache_port)
 
     def _start_idp_process(self, apache_port: int) -> None:
-        clients = (
-            Client(GATEWAY_CLIENT_ID, self.client_secret, redirect_uris=(GATEWAY_CALLBACK,)),
-            Client(
-                APACHE_CLIENT_ID,
-                self.client_secret,
-                redirect_uris=(f"http://127.0.0.1:{apache_port}{apache.REDIRECT_PATH}",),
-                display_name="Apache mod_auth_openidc (benchmark)",
-            ),
-        )
+        clients = self.idp_clients(apache_port)
         config = DevIdpConfig(
             port=0, state_dir=self.root / "devidp", clients=clients, users=self.users
         )

@@ -174,8 +174,9 @@ class Stack:
         wait_for_port(self.redis_port, self.redis)
         wait_until(lambda: _redis_ping(self.redis_port), self.redis, "does not answer", 10)
 
-    def _start_idp(self, apache_port: int) -> None:
-        clients = (
+    def idp_clients(self, apache_port: int) -> tuple[Client, ...]:
+        """The identity provider's registrations: the gateway's, and Apache's on `apache_port`."""
+        return (
             Client(GATEWAY_CLIENT_ID, self.client_secret, redirect_uris=(GATEWAY_CALLBACK,)),
             Client(
                 APACHE_CLIENT_ID,
@@ -184,6 +185,9 @@ class Stack:
                 display_name="Apache mod_auth_openidc (benchmark)",
             ),
         )
+
+    def _start_idp(self, apache_port: int) -> None:
+        clients = self.idp_clients(apache_port)
         config = DevIdpConfig(port=0, state_dir=self.root / "devidp", clients=clients)
         self._idp_thread = ThreadedDevIdp(config)
         self.idp = self._idp_thread.start()

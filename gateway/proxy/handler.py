@@ -68,7 +68,10 @@ async def handle(request: web.Request) -> web.StreamResponse:
         # session but the lease (a decoded record is about 13 KB, and the session cache may have
         # let it go long ago). The coroutine takes the identity over; this frame lets go first.
         sending = send_upstream(
-            request, upstream_headers(request, identity, scopes, settings), identity
+            request,
+            upstream_headers(request, identity, scopes, settings),
+            identity,
+            websocket=True,
         )
         del identity
         return await sending
@@ -84,14 +87,21 @@ async def handle(request: web.Request) -> web.StreamResponse:
         inspect = challenge_inspector(request.method, request.body_exists, on_challenge)
     try:
         return await send_upstream(
-            request, upstream_headers(request, identity, scopes, settings), identity, inspect
+            request,
+            upstream_headers(request, identity, scopes, settings),
+            identity,
+            inspect,
+            websocket=False,
         )
     except ClaimsChallenge as challenge:
         assert identity is not None  # only raised when inspect was given
         identity = await app[REFRESHER].refresh(identity, scopes, claims=challenge.claims)
         # Once: a second challenge goes to the client.
         return await send_upstream(
-            request, upstream_headers(request, identity, scopes, settings), identity
+            request,
+            upstream_headers(request, identity, scopes, settings),
+            identity,
+            websocket=False,
         )
 
 
@@ -102,7 +112,7 @@ async def send_for_api_caller(
     behalf) goes upstream only when configured."""
     token = await request.app[API_CALLERS].upstream_token(identity, scopes)
     headers = upstream_headers(request, identity, scopes, request.app[SETTINGS], api_token=token)
-    return await send_upstream(request, headers, identity)
+    return await send_upstream(request, headers, identity, websocket=is_websocket(request))
 
 
 async def send_upstream(
@@ -110,6 +120,8 @@ async def send_upstream(
     headers: CIMultiDict[str],
     identity: Identity | None,
     inspect_head: HeadInspector | None = None,
+    *,
+    websocket: bool,
 ) -> web.StreamResponse:
     """Forward the request. A WebSocket holds a lease while it runs (auth/sockets.py: closed when
     its session ends, counted against its user's cap) and is registered for a clean close at
@@ -125,7 +137,7 @@ async def send_upstream(
                 headers["traceparent"] = traced
             send: Callable[..., Awaitable[web.StreamResponse]]
             lease = None
-            if is_websocket(request):
+            if websocket:
                 lease = app[SOCKETS].open(identity)  # 429 or 503 here, before the upgrade
                 identity = None  # not held while the socket is open (handle)
                 send = functools.partial(

@@ -177,6 +177,16 @@ class GatewayProcess:
         """SIGTERM without waiting: the gateway starts draining."""
         self.process.terminate()
 
+    def halt(self, timeout: float = 15) -> None:
+        """SIGTERM and wait, SIGKILL after `timeout` seconds; stderr is left to whoever has been
+        reading it (a LogTail, a draining thread)."""
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
     def stop(self) -> str:
         """SIGTERM, then the process's stderr; `returncode` tells how it ended."""
         self.process.terminate()

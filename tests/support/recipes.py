@@ -235,12 +235,7 @@ def gateway_in_front(
 
 
 def _end(process: GatewayProcess, logs: LogTail) -> None:
-    process.process.terminate()
-    try:
-        process.process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.process.kill()
-        process.process.wait()
+    process.halt(15)
     logs.join()
     assert process.process.stderr is not None
     process.process.stderr.close()

@@ -5,7 +5,6 @@ it), and the check that a clean request still gets its own answer after an attac
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -61,12 +60,7 @@ def session_cookie(url: str, idp: Any, user: str = "alice") -> str:
 
 def stop_gateway(process: GatewayProcess, log: LogTail) -> None:
     """SIGTERM and wait; the LogTail has been reading stderr all along (no communicate())."""
-    process.process.terminate()
-    try:
-        process.process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.process.kill()
-        process.process.wait()
+    process.halt(10)
     log.join()
     if process.process.stderr is not None:
         process.process.stderr.close()
