@@ -7,6 +7,11 @@ that a request that waited finds the work done, writes the token cache with comp
 holder whose lock lapsed cannot overwrite a newer cache, and persists everything before it
 returns, i.e. before any response byte is streamed. A refresh token refused as invalid is checked
 against a fresh read of the cache first: another replica may have rotated it.
+
+The stored MSAL cache holds no access tokens (sessions/token_cache.py): the record's token is the
+one a failed renewal falls back to, as MSAL would to its cached one. A renewal the provider cannot
+make keeps the token while it is usable; one it refuses keeps it only while MSAL would have (more
+than five minutes left, and the renewal was merely due, not asked for), then ends the session.
 """
 
 from __future__ import annotations
@@ -26,9 +31,29 @@ from gateway.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-# A token with less than this left is not worth keeping when its refresh fails.
+# A token with less than this left is not worth keeping when the provider fails to renew it.
 MIN_USABLE_SECONDS: Final = 10.0
+# When the provider refuses to renew a token (a revoked refresh token, say), it is kept only while
+# it has more than this left: MSAL's bound, below which it counts a cached token as expired.
+AGING_MIN_SECONDS: Final = 300.0
 RETRY_AFTER_FAILURE_SECONDS: Final = 30.0
+
+
+def _kept(
+    record: SessionRecord,
+    scopes: tuple[str, ...],
+    now: float,
+    min_left: float,
+    error: GatewayError,
+) -> SessionRecord | None:
+    """The record keeping its current token for `scopes`, to be renewed again in a while, if it
+    has more than `min_left` seconds to go; None otherwise."""
+    current = record.token(scopes)
+    if current is None or current.expires_at - now <= min_left:
+        return None
+    log.warning("token renewal failed (%s); keeping the current token for now", error)
+    retry_at = min(now + RETRY_AFTER_FAILURE_SECONDS, current.expires_at - min_left)
+    return record.with_token(scopes, replace(current, refresh_at=retry_at))
 
 
 class SessionRefresher:
@@ -73,28 +98,29 @@ class SessionRefresher:
             if not force and claims is None and not refresh_due(record, scopes, now):
                 return SessionIdentity(session_id, record)  # another request refreshed meanwhile
             stored = await self._load_cache(session_id)
+            chosen = force or claims is not None  # renewal asked for, not merely due
             try:
                 tokens, stored = await self._acquire(
                     session_id, record, stored, scopes, force, claims
                 )
-            except StepUpRequired as error:
+            except SignInRequired as error:  # StepUpRequired among them
                 self._metrics.refreshes.labels(error.code).inc()
-                raise  # only these scopes or claims need the user: the session stays
-            except SignInRequired as error:
-                self._metrics.refreshes.labels(error.code).inc()
-                await self._end(session_id)
-                raise
+                # Refused while the token still has a while to go (an early renewal, as Entra's
+                # refresh_in asks for): MSAL's own rule is to keep using it until then.
+                kept = None if chosen else _kept(record, scopes, now, AGING_MIN_SECONDS, error)
+                if kept is None:
+                    if not isinstance(error, StepUpRequired):
+                        await self._end(session_id)
+                    raise  # a step-up: only these scopes or claims need the user
+                tokens, updated = None, kept
             except GatewayError as error:
                 self._metrics.refreshes.labels(error.code).inc()
-                current = record.token(scopes)
-                if force or current is None or current.expires_at - now < MIN_USABLE_SECONDS:
-                    raise
                 # The provider is failing but the token is still good: use it, try again later,
                 # and do not make every request wait for (or hammer) the provider meanwhile.
-                log.warning("refresh failed (%s); keeping the current token for now", error)
-                retry_at = min(now + RETRY_AFTER_FAILURE_SECONDS, current.expires_at)
-                tokens = None
-                updated = record.with_token(scopes, replace(current, refresh_at=retry_at))
+                kept = None if force else _kept(record, scopes, now, MIN_USABLE_SECONDS, error)
+                if kept is None:
+                    raise
+                tokens, updated = None, kept
             if tokens is not None:
                 self._metrics.refreshes.labels("success").inc()
                 if tokens.cache is not None and not await self._token_caches.replace(

@@ -5,9 +5,14 @@ MSAL reports a change. Deleted with the session. During a cookie-secret rotation
 up under the other secrets' names too, and one a previous secret sealed or named is moved under the
 current name when it is next written, or at once when its session record moves (`adopt`).
 
-What MSAL serializes is stored compact and less its id tokens: the session record keeps the
-current id_token (the hot path forwards it and reads its `sid`), and MSAL never reads one from its
-cache to acquire tokens silently; a refresh that returns a new id_token hands it to the record.
+What MSAL serializes is stored compact, and less its id tokens and access tokens: what MSAL needs
+to acquire tokens silently (the account, the refresh token, the app metadata) is kept. The session
+record keeps the current id_token (the hot path forwards it and reads its `sid`) and the access
+token of each scope set it uses, with the time it is due for renewal; the refresher asks MSAL only
+once that time has come, when a cached access token would be passed over anyway, and keeps the
+record's token itself when a renewal fails (oidc/refresher.py). A refresh that returns a new
+id_token hands it to the record. Dropping the access tokens also keeps the cache from growing with
+every scope set a session is given a token for.
 """
 
 from __future__ import annotations
@@ -22,8 +27,8 @@ from gateway.store.storage import Storage
 
 TOKENS_PREFIX: Final = "gw:tokens:"
 LOCK_PREFIX: Final = "gw:lock:refresh:"
-# Sections of MSAL's serialized cache not worth storing (see the module docstring): a third of it.
-_UNSTORED_SECTIONS: Final = ("IdToken",)
+# Sections of MSAL's serialized cache not worth storing (see the module docstring): most of it.
+_UNSTORED_SECTIONS: Final = ("IdToken", "AccessToken")
 
 
 def storable(serialized: str) -> str:

@@ -250,6 +250,28 @@ async def test_provider_outage_keeps_a_still_valid_token(launch: Launch, idp: An
     assert len(idp.token_requests("refresh_token")) == 1
 
 
+@pytest.mark.threat("F-13")
+async def test_refused_renewal_of_a_nearly_expired_token_ends_the_session(
+    launch: Launch, idp: Any
+) -> None:
+    """A refresh token refused (revoked) when the token has five minutes or less to go: nothing
+    is kept, as MSAL would keep nothing (a refusal earlier keeps the token: test_proxy.py)."""
+    idp.set_lifetimes(expires_in=302)  # due after 2 s (the default 300 s skew), 300 s left
+    running = await launch(scopes=SCOPE)
+    await signed_in(running)
+    assert (await running.browser.get("/a", headers=API)).status == 200
+    idp.revoke_refresh_tokens("alice")
+    idp.clear_log()
+    await asyncio.sleep(2.2)
+    answer = await running.browser.get("/b", headers=API)
+    assert answer.status == 401
+    assert (await answer.json())["error"] == "sign_in_required"
+    assert len(idp.token_requests("refresh_token")) == 1
+    page = await running.browser.get("/c")  # the session is over, not merely refused once
+    assert page.status == 302 and page.headers["Location"].startswith("/.auth/login/aad")
+    assert len(idp.token_requests("refresh_token")) == 1
+
+
 async def test_auth_refresh_renews_every_token_the_session_holds(launch: Launch, idp: Any) -> None:
     running = await launch(
         scopes=SCOPE, tokens={"routes": [{"path": "/reports/", "scopes": "api://reports/Read"}]}

@@ -1,6 +1,7 @@
 """What a session's MSAL token cache stores (gateway.sessions.token_cache.storable): MSAL's
-serialization, compact and without the id tokens the session record keeps anyway; everything MSAL
-acquires tokens with (accounts, refresh and access tokens, app metadata) is kept as it was."""
+serialization, compact and without the id and access tokens the session record keeps anyway;
+everything MSAL acquires tokens silently with (accounts, refresh tokens, app metadata) is kept as it
+was."""
 
 from __future__ import annotations
 
@@ -21,16 +22,19 @@ MSAL_CACHE: Final[dict[str, Any]] = {
 }
 
 
-def test_id_tokens_and_indentation_are_dropped_and_nothing_else() -> None:
+UNSTORED: Final = ("IdToken", "AccessToken")
+
+
+def test_id_and_access_tokens_and_indentation_are_dropped_and_nothing_else() -> None:
     serialized = json.dumps(MSAL_CACHE, indent=4)  # as MSAL serializes
     kept = storable(serialized)
-    assert json.loads(kept) == {k: v for k, v in MSAL_CACHE.items() if k != "IdToken"}
+    assert json.loads(kept) == {k: v for k, v in MSAL_CACHE.items() if k not in UNSTORED}
     assert "\n" not in kept
     assert len(kept) < len(serialized) / 2
 
 
-def test_a_cache_without_id_tokens_keeps_its_content() -> None:
-    without = {k: v for k, v in MSAL_CACHE.items() if k != "IdToken"}
+def test_a_cache_without_id_or_access_tokens_keeps_its_content() -> None:
+    without = {k: v for k, v in MSAL_CACHE.items() if k not in UNSTORED}
     assert json.loads(storable(json.dumps(without, indent=4))) == without
     assert storable(storable(json.dumps(MSAL_CACHE))) == storable(json.dumps(MSAL_CACHE))
 
