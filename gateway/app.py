@@ -291,6 +291,7 @@ async def _msal(app: web.Application) -> AsyncIterator[None]:
         lock_wait=2 * msal_timeouts + 5,
         clock=time.time,
         metrics=app[METRICS],
+        refresh_skew=settings.tokens.refresh_skew_seconds,
     )
     app[SIGN_IN] = SignInCompleter(
         settings=settings,

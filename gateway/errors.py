@@ -64,6 +64,11 @@ class SessionExpired(SignInRequired):
     title = "Your session has ended"
 
 
+class RenewalRefused(SignInRequired):
+    """The identity provider refused to renew the session's tokens (invalid_grant: a revoked or
+    expired refresh token). Shown to the user as any other sign-in requirement."""
+
+
 class StepUpRequired(SignInRequired):
     """The user must visit the identity provider for more: consent to `scopes`, or satisfy a
     claims challenge (Conditional Access). The session is still valid for everything else."""

@@ -36,6 +36,7 @@ from gateway.config.settings import Settings
 from gateway.errors import (
     BadRequest,
     IdentityProviderError,
+    RenewalRefused,
     SignInQueueFull,
     SignInRequired,
     StepUpRequired,
@@ -540,7 +541,7 @@ class MsalClient:
                 claims=result.get("claims") or claims,
             )
         if error in INTERACTION_ERRORS:
-            raise SignInRequired("please sign in again")
+            raise RenewalRefused("please sign in again")
         raise _refused("token refresh failed", result)
 
     # ---- group overage ----

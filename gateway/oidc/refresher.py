@@ -11,7 +11,8 @@ against a fresh read of the cache first: another replica may have rotated it.
 The stored MSAL cache holds no access tokens (sessions/token_cache.py): the record's token is the
 one a failed renewal falls back to, as MSAL would to its cached one. A renewal the provider cannot
 make keeps the token while it is usable; one it refuses keeps it only while MSAL would have (more
-than five minutes left, and the renewal was merely due, not asked for), then ends the session.
+than five minutes and the refresh skew left, and the renewal merely due, not asked for: Entra's
+refresh_in), then ends the session (or, for a step-up, sends the user to the provider).
 """
 
 from __future__ import annotations
@@ -21,7 +22,13 @@ from dataclasses import replace
 from typing import Final
 
 from gateway.auth.identity import SessionIdentity, refresh_due
-from gateway.errors import CorruptRecordError, GatewayError, SignInRequired, StepUpRequired
+from gateway.errors import (
+    CorruptRecordError,
+    GatewayError,
+    RenewalRefused,
+    SignInRequired,
+    StepUpRequired,
+)
 from gateway.oidc.msal_client import MsalClient, Tokens
 from gateway.sessions.ending import end_session
 from gateway.sessions.store import SessionRecord, SessionStore, UpstreamToken, session_claims
@@ -33,10 +40,13 @@ log = logging.getLogger(__name__)
 
 # A token with less than this left is not worth keeping when the provider fails to renew it.
 MIN_USABLE_SECONDS: Final = 10.0
-# When the provider refuses to renew a token (a revoked refresh token, say), it is kept only while
-# it has more than this left: MSAL's bound, below which it counts a cached token as expired.
+# When the provider refuses to renew a token that was merely due (a revoked refresh token, say),
+# the token is kept only while it has more than this left, and more than the refresh skew: MSAL's
+# bound, below which it counts a cached token as expired and falls back to nothing.
 AGING_MIN_SECONDS: Final = 300.0
 RETRY_AFTER_FAILURE_SECONDS: Final = 30.0
+# The refresh outcome of a refusal that kept the token (not a failure the operator must act on).
+KEPT_AFTER_REFUSAL: Final = "kept_after_refusal"
 
 
 def _kept(
@@ -51,7 +61,12 @@ def _kept(
     current = record.token(scopes)
     if current is None or current.expires_at - now <= min_left:
         return None
-    log.warning("token renewal failed (%s); keeping the current token for now", error)
+    log.warning(
+        "token renewal %s (%s); keeping the current token until %.0f s before it expires",
+        "refused" if isinstance(error, SignInRequired) else "failed",
+        error.code,
+        min_left,
+    )
     retry_at = min(now + RETRY_AFTER_FAILURE_SECONDS, current.expires_at - min_left)
     return record.with_token(scopes, replace(current, refresh_at=retry_at))
 
@@ -70,7 +85,10 @@ class SessionRefresher:
         lock_wait: float,
         clock: Clock,
         metrics: Metrics,
+        refresh_skew: float,
     ) -> None:
+        """`refresh_skew`: GATEWAY_TOKENS__REFRESH_SKEW_SECONDS, how long before expiry a token
+        is renewed at the latest."""
         self._storage = storage
         self._sessions = sessions
         self._token_caches = token_caches
@@ -79,6 +97,7 @@ class SessionRefresher:
         self._lock_wait = lock_wait
         self._clock = clock
         self._metrics = metrics
+        self._refused_min_left = max(AGING_MIN_SECONDS, refresh_skew)
 
     async def refresh(
         self,
@@ -104,14 +123,18 @@ class SessionRefresher:
                     session_id, record, stored, scopes, force, claims
                 )
             except SignInRequired as error:  # StepUpRequired among them
-                self._metrics.refreshes.labels(error.code).inc()
                 # Refused while the token still has a while to go (an early renewal, as Entra's
-                # refresh_in asks for): MSAL's own rule is to keep using it until then.
-                kept = None if chosen else _kept(record, scopes, now, AGING_MIN_SECONDS, error)
+                # refresh_in asks for): MSAL's own rule is to keep using it until then. A session
+                # whose cache cannot renew at all (no account, no refresh token) is not kept.
+                kept = None
+                if not chosen and isinstance(error, RenewalRefused | StepUpRequired):
+                    kept = _kept(record, scopes, now, self._refused_min_left, error)
                 if kept is None:
+                    self._metrics.refreshes.labels(error.code).inc()
                     if not isinstance(error, StepUpRequired):
                         await self._end(session_id)
                     raise  # a step-up: only these scopes or claims need the user
+                self._metrics.refreshes.labels(KEPT_AFTER_REFUSAL).inc()
                 tokens, updated = None, kept
             except GatewayError as error:
                 self._metrics.refreshes.labels(error.code).inc()

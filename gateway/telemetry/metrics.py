@@ -196,7 +196,8 @@ class Metrics:
         )
         self.refreshes = Counter(
             "msal_gateway_token_refreshes",
-            "Token refreshes that reached MSAL, by outcome (success or an error code).",
+            "Token refreshes that reached MSAL, by outcome (success, an error code, or "
+            "kept_after_refusal: refused early, the current token kept while it is good).",
             ["outcome"],
             registry=self.registry,
         )

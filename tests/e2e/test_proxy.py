@@ -151,8 +151,9 @@ async def test_revoked_refresh_token_keeps_the_valid_token_then_ends_the_session
     idp.clear_log()
     await asyncio.sleep(1.2)
     for _ in range(5):
-        # The refresh fails, but the access token is still valid: MSAL falls back to it, and the
-        # gateway waits before trying again instead of calling the provider on every request.
+        # The early renewal is refused, but the access token is still valid for long: it is kept
+        # (as MSAL keeps its cached one), and the gateway waits before trying again instead of
+        # calling the provider on every request.
         answer = await running.browser.get("/t", headers=API)
         assert answer.status == 200
         assert upstream_headers(await answer.json())["authorization"] == before["authorization"]

@@ -23,6 +23,8 @@ from support.gateway import (
     settings_for,
     shared_redis,
 )
+from support.metrics import sample, scrape
+from support.ports import free_port
 from support.redis_server import RedisServer
 from support.threaded import ThreadedServer
 from support.upstream import upstream_headers
@@ -270,6 +272,49 @@ async def test_refused_renewal_of_a_nearly_expired_token_ends_the_session(
     page = await running.browser.get("/c")  # the session is over, not merely refused once
     assert page.status == 302 and page.headers["Location"].startswith("/.auth/login/aad")
     assert len(idp.token_requests("refresh_token")) == 1
+
+
+@pytest.mark.threat("F-13")
+async def test_refused_renewal_within_a_long_refresh_skew_ends_the_session(
+    launch: Launch, idp: Any
+) -> None:
+    """A renewal due because of GATEWAY_TOKENS__REFRESH_SKEW_SECONDS, not an early renewal the
+    provider asked for: a refusal ends the session at once, however long the token has left."""
+    running = await launch(scopes=SCOPE, tokens={"refresh_skew_seconds": 3599})
+    await signed_in(running)
+    assert (await running.browser.get("/a", headers=API)).status == 200
+    idp.revoke_refresh_tokens("alice")
+    idp.clear_log()
+    await asyncio.sleep(1.1)
+    assert (await running.browser.get("/b", headers=API)).status == 401
+    assert (await running.browser.get("/c", headers=API)).status == 401
+    assert len(idp.token_requests("refresh_token")) == 1
+
+
+@pytest.mark.threat("F-13")
+async def test_step_up_refused_early_renewal_keeps_the_token_for_now(
+    launch: Launch, idp: Any
+) -> None:
+    """An early renewal (refresh_in) answered interaction_required: the token, good for an hour,
+    stays in use and the renewal is retried later; nobody is sent to the provider yet."""
+    idp.set_lifetimes(refresh_in=1)
+    port = free_port()
+    running = await launch(scopes=SCOPE, metrics_listen=f"127.0.0.1:{port}")
+    await signed_in(running)
+    before = upstream_headers(await (await running.browser.get("/a", headers=API)).json())
+    idp.clear_log()
+    idp.fail("token", 400, {"error": "interaction_required"}, times=None)
+    try:
+        await asyncio.sleep(1.2)
+        for i in range(3):
+            answer = await running.browser.get(f"/b/{i}", headers=API)
+            assert answer.status == 200
+            assert upstream_headers(await answer.json())["authorization"] == before["authorization"]
+    finally:
+        idp.clear_faults()
+    assert len(idp.token_requests("refresh_token")) == 1
+    text = await scrape(port)
+    assert sample(text, 'msal_gateway_token_refreshes_total{outcome="kept_after_refusal"}') == 1
 
 
 async def test_auth_refresh_renews_every_token_the_session_holds(launch: Launch, idp: Any) -> None:
