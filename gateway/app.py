@@ -157,11 +157,17 @@ async def _stores(app: web.Application) -> AsyncIterator[None]:
     )
     app[STORAGE] = storage
     app[SEALER] = sealer
-    # Only Redis has replicas, whose cached copies and open WebSockets need the notice feed.
+    # Only Redis has replicas, whose cached copies and open WebSockets need the notice feed; the
+    # memory store's one process makes every change itself.
     notices = None if isinstance(backend, MemoryStorage) else backend
     cache: SessionCache[SessionRecord] | None = None
-    if notices is not None and settings.session.cache_seconds > 0:
-        cache = SessionCache(settings.session.cache_seconds, settings.session.cache_max_entries)
+    cache_seconds, idle_ttl = settings.session.cache_seconds, settings.session.idle_ttl_seconds
+    if notices is not None and cache_seconds > 0:
+        cache = SessionCache(cache_seconds, settings.session.cache_max_entries)
+    elif cache_seconds > 0 and not 0 < idle_ttl <= cache_seconds:
+        # Reads served by the cache do not slide the idle TTL: an idle TTL this short (settings
+        # refuse it beside Redis) leaves the memory store uncached, as it always was.
+        cache = SessionCache.for_one_process(cache_seconds, settings.session.cache_max_entries)
     sessions = app[SESSIONS] = SessionStore(
         storage,
         sealer,

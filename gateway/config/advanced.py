@@ -91,9 +91,11 @@ class SessionSettings(SettingsGroup):
     )
     cache_seconds: NonNegativeFloat = Field(
         5.0,
-        description="With the redis store, a session read is reused in-process for this long; "
+        description="A session read is reused in-process for this long. With the redis store, "
         "sign-out and revocation reach every replica's copy at once via Redis pub/sub, and in "
-        "the worst case (a lost notice) within this time. 0 turns the cache off.",
+        "the worst case (a lost notice) within this time; the memory store's one process drops "
+        "its copy itself. 0 turns the cache off; so does an idle TTL no longer than this with "
+        "the memory store (with Redis, that is refused).",
     )
     cache_max_entries: PositiveInt = Field(
         5_000,

@@ -10,6 +10,10 @@ So a revoked session stops working on every replica within milliseconds while th
 within `ttl` seconds in the worst case (a notice lost on a connection that died silently).
 
 A read that was in flight while a notice arrived is not cached: its answer may predate the change.
+
+In front of the memory store (`for_one_process`) there is no feed and nothing to miss: that store
+lives in this one process, so every change to a record is made by this process's SessionStore,
+which drops its copy at once.
 """
 
 from __future__ import annotations
@@ -33,6 +37,16 @@ class SessionCache(Generic[V]):
         self._entries: dict[str, tuple[float, V]] = {}
         self._generation = 0  # bumped by every notice: reads that straddle one are not kept
         self.following = False  # the notice feed is confirmed up
+        self.local = False  # in front of a store no other process writes (for_one_process)
+
+    @classmethod
+    def for_one_process(
+        cls, ttl: float, max_entries: int, clock: Callable[[], float] = time.monotonic
+    ) -> SessionCache[V]:
+        """A cache in front of a store that only this process writes: no notice feed to follow."""
+        cache = cls(ttl, max_entries, clock)
+        cache.following = cache.local = True
+        return cache
 
     @property
     def max_entries(self) -> int:
@@ -79,6 +93,7 @@ class SessionCache(Generic[V]):
 
     def feed_changed(self, following: bool) -> None:
         """The notice feed went up or down: either way, notices may have been missed."""
+        assert not self.local, "a cache for one process follows no feed"
         self._generation += 1
         self._entries.clear()
         self.following = following

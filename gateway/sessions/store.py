@@ -168,10 +168,10 @@ class StoredSession:
 class SessionStore:
     """Load, save and delete session records. Absent, expired and corrupt records read as None.
 
-    With a cache (and the notice feed that keeps it honest, sessions/cache.py), a recently read
-    record is served from memory; every change made here drops it locally and, through a notice,
-    on every other process. Listeners (`on_change`) hear of every change made in this process:
-    the store key and whether the session is gone."""
+    With a cache (and, for a shared store, the notice feed that keeps it honest:
+    sessions/cache.py), a recently read record is served from memory; every change made here drops
+    it locally and, through a notice, on every other process. Listeners (`on_change`) hear of
+    every change made in this process: the store key and whether the session is gone."""
 
     def __init__(
         self,
@@ -183,7 +183,9 @@ class SessionStore:
         cache: SessionCache[SessionRecord] | None = None,
         notices: Notices | None = None,
     ) -> None:
-        assert cache is None or notices is not None, "a cache is only safe with its notices"
+        assert cache is None or notices is not None or cache.local, (
+            "a cache in front of a shared store is only safe with its notices"
+        )
         self._storage = storage
         self._sealer = sealer
         self._idle_ttl = idle_ttl

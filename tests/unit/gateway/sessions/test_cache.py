@@ -126,3 +126,31 @@ async def test_concurrent_misses_for_one_session_read_the_store_once() -> None:
     loaded = await asyncio.gather(*(sessions.load("s" * 43) for _ in range(50)))
     assert all(one == record for one in loaded)
     assert gets() == 1
+
+
+async def test_in_front_of_the_memory_store_every_change_here_reaches_the_copy() -> None:
+    """One process, no feed: the copy serves at once, and a save or a delete made through the
+    store drops it, so nothing stale is ever served (the feed-less cache of the memory store)."""
+    storage = MeasuredStorage(MemoryStorage(), Metrics())
+    cache: SessionCache[SessionRecord] = SessionCache.for_one_process(5.0, 100)
+    sessions = SessionStore(storage, Sealer(b"k" * 32), 3600, time.time, cache=cache)
+    now = time.time()
+    session_id = "s" * 43
+    first = SessionRecord("u", "h", {"oid": "u", "name": "A"}, now, now + 3600)
+    await sessions.save(session_id, first)
+    assert await sessions.load(session_id) == first
+    assert len(cache) == 1
+    assert await sessions.load(session_id) is await sessions.load(session_id)  # the copy
+    second = SessionRecord("u", "h", {"oid": "u", "name": "B"}, now, now + 3600)
+    await sessions.save(session_id, second)
+    assert await sessions.load(session_id) == second
+    await sessions.delete(session_id)
+    assert await sessions.load(session_id) is None
+    with pytest.raises(AssertionError):
+        cache.feed_changed(False)  # there is no feed to lose
+
+
+def test_a_cache_without_notices_is_refused_in_front_of_a_shared_store() -> None:
+    cache: SessionCache[SessionRecord] = SessionCache(5.0, 100)
+    with pytest.raises(AssertionError, match="notices"):
+        SessionStore(MemoryStorage(), Sealer(b"k" * 32), 3600, time.time, cache=cache)
