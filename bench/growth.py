@@ -13,7 +13,9 @@ runs. One real sign-in gives the session record every seeded session is a copy o
 session has its own id, store key and seal (a valid record, so every lookup hits), written with
 pipelined SETs. wrk then sends each request with the cookie of a session picked at random from an
 active set of `--active` sessions (the same count at every size, drawn from all seeded so far, so
-that only the stored population grows). Prints each step and a PASS/FAIL line per target.
+that only the stored population grows). Each figure is the median of `--passes` wrk runs (3; this
+machine's single runs swing by ±20%), and a held-connections figure is compared with the median of
+a baseline measured before and one after. Prints each step and a PASS/FAIL line per target.
 
 Needs wrk, nginx and redis-server (bench/bootstrap.sh). Holding the idle connections needs more
 open files than the usual limit: the script raises its own RLIMIT_NOFILE (and so the gateway's) as
@@ -122,15 +124,31 @@ class Verdict:
 
 @dataclass
 class Load:
+    """The passes of one size and connection count: medians, and errors of all passes."""
+
     sessions: int
     connections: int
-    result: wrk.WrkResult
+    passes: list[wrk.WrkResult]
     not_proxied: int
     gateway_rss_kib: int
 
     @property
+    def requests_per_second(self) -> float:
+        return statistics.median(p.requests_per_second for p in self.passes)
+
+    @property
+    def p99(self) -> float:
+        return statistics.median(p.p99 for p in self.passes)
+
+    @property
     def errors(self) -> int:
-        return self.result.errors + self.not_proxied
+        return sum(p.errors for p in self.passes) + self.not_proxied
+
+    def each(self) -> str:
+        """Each pass's req/s and p99, for the table."""
+        if len(self.passes) == 1:
+            return ""
+        return " (" + " / ".join(f"{p.requests_per_second:,.0f}" for p in self.passes) + ")"
 
 
 # ---- seeding ----
@@ -448,6 +466,8 @@ async def grow(
     loads: list[Load] = []
     print("\n## Live sessions in Redis\n")
     print(f"(one gateway process; each request uses one of {args.active:,} active sessions)\n")
+    if args.passes > 1:
+        print(f"(medians of {args.passes} passes of {args.duration} s; each pass's req/s)\n")
     print(
         "| sessions | seeded in | Redis used_memory | conn | req/s | p99 | errors | gateway RSS |"
     )
@@ -459,22 +479,26 @@ async def grow(
         if args.warmup:
             driver.run(gateway, active, 32, duration=args.warmup, counted=False)
         for connections in args.connections:
-            result, not_proxied = driver.run(gateway, active, connections)
-            load = Load(size, connections, result, not_proxied, rss_kib(pid))
+            passes, not_proxied = [], 0
+            for _ in range(args.passes):
+                result, unproxied = driver.run(gateway, active, connections)
+                passes.append(result)
+                not_proxied += unproxied
+                if result.errors or unproxied:
+                    detail = result.socket_detail or "no socket errors"
+                    print(f"  errors: {detail}; {result.bad_status} 4xx/5xx; {unproxied} unproxied")
+            load = Load(size, connections, passes, not_proxied, rss_kib(pid))
             loads.append(load)
-            if load.errors:
-                detail = result.socket_detail or "no socket errors"
-                print(f"  errors: {detail}; {result.bad_status} 4xx/5xx; {not_proxied} unproxied")
             print(
                 f"| {size:,} | {seeded:.1f} s | {used / MIB:,.0f} MiB | {connections} "
-                f"| {result.requests_per_second:,.0f} | {_ms(result.p99)} | {load.errors} "
-                f"| {_kib(load.gateway_rss_kib)} |",
+                f"| {load.requests_per_second:,.0f}{load.each()} | {_ms(load.p99)} "
+                f"| {load.errors} | {_kib(load.gateway_rss_kib)} |",
                 flush=True,
             )
     for connections in args.connections:
         rows = [load for load in loads if load.connections == connections]
-        rps = _flat([load.result.requests_per_second for load in rows])
-        p99 = _flat([load.result.p99 for load in rows])
+        rps = _flat([load.requests_per_second for load in rows])
+        p99 = _flat([load.p99 for load in rows])
         errors = sum(load.errors for load in rows)
         verdicts.append(
             Verdict(
@@ -586,26 +610,35 @@ async def hold_connections(
         driver.run(gateway, active, 32, duration=max(1, args.warmup), counted=False)
         return gateway
 
-    def probe(gateway: GatewayProcess, label: str) -> tuple[int, float]:
-        result, _ = driver.run(gateway, active, 32, counted=False)
+    def probe(gateway: GatewayProcess, label: str) -> tuple[int, list[float]]:
+        """RSS, and the p99 of each pass (the median is printed)."""
+        passes = [driver.run(gateway, active, 32, counted=False)[0] for _ in range(args.passes)]
         kib = rss_kib(gateway.process.pid)
+        rps = statistics.median(p.requests_per_second for p in passes)
+        p99s = [p.p99 for p in passes]
         print(
             f"| {label} | {_kib(kib)} | {open_fds(gateway.process.pid)} "
-            f"| {result.requests_per_second:,.0f} | {_ms(result.p99)} |",
+            f"| {rps:,.0f} | {_ms(statistics.median(p99s))} |",
             flush=True,
         )
-        return kib, result.p99
+        return kib, p99s
 
     # The default bound (4,096 per process) would close the longest-idle ones.
     keeping = await gateway_for({"GATEWAY_PROXY__MAX_CLIENT_CONNECTIONS": str(args.idle + 1000)})
-    idle_kib, idle_p99 = probe(keeping, "nothing held")
+    idle_kib, idle_p99s = probe(keeping, "nothing held")
     flood = Flood(keeping.port, "keepalive", 200)
     await flood.open(args.idle)
     held = await flood.still_open()
-    keep_kib, keep_p99 = probe(
+    keep_kib, keep_p99s = probe(
         keeping, f"{held:,} idle keep-alive connections ({flood.failed} failed)"
     )
     flood.close()
+    # The baseline again, so that drift of the machine while the connections were held does
+    # not pass for their cost: the comparison is against the median of both baselines.
+    await asyncio.sleep(1)
+    _, after_p99s = probe(keeping, "nothing held, again")
+    idle_p99 = statistics.median(idle_p99s + after_p99s)
+    keep_p99 = statistics.median(keep_p99s)
     keeping.halt()
 
     count = websocket_count(args.idle, nofile)
@@ -631,14 +664,18 @@ async def hold_connections(
     # all once before the baseline, so that the difference is the sockets' and not the cache
     # filling. Users with a socket open are active users, whose sessions are cached anyway.
     await read_each_session(sockets_gateway.url, driver.cookie_name, users)
-    base_kib, base_p99 = probe(
+    base_kib, base_p99s = probe(
         sockets_gateway, f"nothing held, the {count:,} sessions read once (in the cache)"
     )
     client, sockets, failed = await _websockets(sockets_gateway.url, driver.cookie_name, users, 50)
-    ws_kib, ws_p99 = probe(sockets_gateway, f"{len(sockets):,} idle WebSockets ({failed} failed)")
+    ws_kib, ws_p99s = probe(sockets_gateway, f"{len(sockets):,} idle WebSockets ({failed} failed)")
     for ws in sockets:
         await ws.close()
     await client.close()
+    await asyncio.sleep(1)
+    _, after_p99s = probe(sockets_gateway, "nothing held, again")
+    base_p99 = statistics.median(base_p99s + after_p99s)
+    ws_p99 = statistics.median(ws_p99s)
     per_keepalive = (keep_kib - idle_kib) * 1024 / max(held, 1)
     per_socket = (ws_kib - base_kib) * 1024 / max(len(sockets), 1)
     print(f"\nper idle keep-alive connection: {per_keepalive:,.0f} B of gateway RSS")
@@ -754,6 +791,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sizes", type=_counts, help="live sessions (1e3,1e5,1e6)")
     parser.add_argument("--connections", type=_counts, default=[32, 512], help="wrk (32,512)")
     parser.add_argument("--duration", type=int, help="seconds per wrk run (10; quick 2)")
+    parser.add_argument(
+        "--passes", type=int, help="wrk runs per measurement, medians reported (3; quick 1)"
+    )
     parser.add_argument("--warmup", type=int, help="seconds before each size (2; quick 1)")
     parser.add_argument("--active", type=int, default=1_000, help="sessions in use (1,000)")
     parser.add_argument("--idle", type=int, help="idle connections and WebSockets (10,000)")
@@ -771,6 +811,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     quick = args.quick
     args.sizes = args.sizes or ([1_000, 10_000] if quick else [1_000, 100_000, 1_000_000])
     args.duration = args.duration or (2 if quick else 10)
+    args.passes = args.passes or (1 if quick else 3)
     args.warmup = args.warmup if args.warmup is not None else (1 if quick else 2)
     args.idle = args.idle or (1_000 if quick else 10_000)
     args.body_mib = args.body_mib or (100 if quick else 1024)
