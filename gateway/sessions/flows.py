@@ -8,7 +8,7 @@ planted in another browser signs no one in. It holds the PKCE verifier and nonce
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Final
 
 from gateway.errors import CorruptRecordError, StoreUnavailable
@@ -28,7 +28,14 @@ class PendingSignIn:
     scopes: tuple[str, ...] = ()  # what the flow asked for; its token is stored under them
 
     def encode(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+        # Field by field, not dataclasses.asdict, which deep-copies the flow first.
+        data = {
+            "msal_flow": self.msal_flow,
+            "return_to": self.return_to,
+            "browser_binding": self.browser_binding,
+            "scopes": self.scopes,
+        }
+        return json.dumps(data, separators=(",", ":")).encode()
 
     @classmethod
     def decode(cls, raw: bytes) -> PendingSignIn:
