@@ -127,6 +127,7 @@ class MsalClient:
         self._credential = LiveCredential(settings, self._http, observe_expiry)
         self._seed_cache: dict[str, Any] = {}
         self._seeded_at = time.monotonic()
+        self._starter: tuple[float, msal.ConfidentialClientApplication] | None = None
         self._provider: Provider | None = None
         self._loaded = asyncio.Event()
         self._policy: IdTokenPolicy | None = None
@@ -152,6 +153,21 @@ class MsalClient:
             client_capabilities=list(settings.tokens.client_capabilities) or None,
             **where,
         )
+
+    def _flow_starter(self) -> msal.ConfidentialClientApplication:
+        """The application every sign-in start uses. Starting a flow reads only the authority's
+        endpoints and the registration's settings (no credential, token cache or network), so one
+        application serves them all, without a construction and a copy of the discovery seed per
+        start; it is rebuilt with the seed, so that renewed endpoints reach it."""
+        starter = self._starter
+        if (
+            starter is None
+            or starter[0] != self._seeded_at
+            or time.monotonic() - self._seeded_at > SEED_MAX_AGE_SECONDS
+        ):
+            app = self._application(msal.SerializableTokenCache())  # renews an old seed first
+            starter = self._starter = (self._seeded_at, app)
+        return starter[1]
 
     def _seed_copy(self) -> dict[str, Any]:
         """A copy of the discovery cache. MSAL keeps discovery for 24 h; the seed is renewed
@@ -337,8 +353,7 @@ class MsalClient:
             raise IdentityProviderError("the identity provider's metadata is not loaded yet")
 
         def initiate() -> dict[str, Any]:
-            app = self._application(msal.SerializableTokenCache())
-            flow: dict[str, Any] = app.initiate_auth_code_flow(
+            flow: dict[str, Any] = self._flow_starter().initiate_auth_code_flow(
                 list(scopes),
                 redirect_uri=settings.redirect_uri,
                 response_mode=settings.response_mode,
