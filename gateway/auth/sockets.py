@@ -216,10 +216,17 @@ class SocketRegistry:
                 self.changed(key)
 
     async def run(self) -> None:
-        """The periodic check, until cancelled."""
+        """The periodic check, until cancelled: every session with open sockets once per round,
+        the round spread over the interval rather than run in one burst, so that thousands of
+        sockets never hold the event loop for long at a time."""
         while True:
-            await asyncio.sleep(self._interval)
-            for key in list(self._by_session):
+            keys = list(self._by_session)
+            if not keys:
+                await asyncio.sleep(self._interval)
+                continue
+            gap = self._interval / len(keys)
+            for key in keys:
+                await asyncio.sleep(gap)
                 await self._check(key)
 
     async def close(self) -> None:
@@ -245,7 +252,7 @@ class SocketRegistry:
         for lease in session.leases:
             lease.active = False
         try:
-            record = await self._sessions.current(session.session_id, slide=active)
+            stored = await self._sessions.stored(session.session_id, slide=active)
         except StoreUnavailable:
             if time.monotonic() - session.confirmed_at > 2 * self._interval:
                 self._end(session, SESSION_UNCHECKED)
@@ -256,7 +263,7 @@ class SocketRegistry:
             log.exception("an open WebSocket's session check failed")
             return
         session.confirmed_at = time.monotonic()
-        if record is None:
+        if not stored:
             self._end(session, SESSION_ENDED)
 
     def _end(self, session: _Session, ending: Ending) -> None:

@@ -285,12 +285,21 @@ class SessionStore:
         from the store (a cached copy may be older than what a compare-and-set must match)."""
         return await self._find(session_id)
 
-    async def current(self, session_id: str, *, slide: bool) -> SessionRecord | None:
-        """The record as the store holds it now, never a cached copy. The idle TTL slides only
-        with `slide`: an open WebSocket's check (auth/sockets.py) keeps its session alive while
-        messages pass, not merely because the socket is open."""
-        loaded = await self._find(session_id, slide=slide)
-        return loaded.record if loaded is not None else None
+    async def stored(self, session_id: str, *, slide: bool) -> bool:
+        """Whether the store holds the session now (not signed out, revoked or idle-expired),
+        never from the cache, under any name a configured secret gives it; the record is not
+        opened. An open WebSocket's check (auth/sockets.py) needs no more, and makes it for every
+        session with sockets every few seconds: thousands of them must not cost an AEAD open and
+        a decode each. The idle TTL slides only with `slide`: a socket keeps its session alive
+        while messages pass, not merely because it is open."""
+        slide_ttl = self._idle_ttl if slide else None
+        if await self._storage.get(self.key(session_id), slide_ttl=slide_ttl) is not None:
+            return True
+        if self._sealer.rotating:
+            for name, _ in self._sealer.older_digests(session_id):
+                if await self._storage.get(SESSION_PREFIX + name, slide_ttl=slide_ttl) is not None:
+                    return True
+        return False
 
     async def _find(self, session_id: str, *, slide: bool = True) -> StoredSession | None:
         """The record under its current name; during a rotation (and only when that misses, so
