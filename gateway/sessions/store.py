@@ -13,7 +13,7 @@ import base64
 import functools
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
@@ -293,24 +293,28 @@ class SessionStore:
         a decode each. The idle TTL slides only with `slide`: a socket keeps its session alive
         while messages pass, not merely because it is open."""
         slide_ttl = self._idle_ttl if slide else None
-        if await self._storage.get(self.key(session_id), slide_ttl=slide_ttl) is not None:
-            return True
-        if self._sealer.rotating:
-            for name, _ in self._sealer.older_digests(session_id):
-                if await self._storage.get(SESSION_PREFIX + name, slide_ttl=slide_ttl) is not None:
-                    return True
+        for key, _ in self._names(session_id):
+            if await self._storage.get(key, slide_ttl=slide_ttl) is not None:
+                return True
         return False
+
+    def _names(self, session_id: str) -> Iterator[tuple[str, bool]]:
+        """The session's store key under the current secret, then, during a rotation, under the
+        other secrets, each with whether it is a previous secret's (to be moved from)."""
+        yield self.key(session_id), False
+        if self._sealer.rotating:
+            for name, stale in self._sealer.older_digests(session_id):
+                yield SESSION_PREFIX + name, stale
 
     async def _find(self, session_id: str, *, slide: bool = True) -> StoredSession | None:
         """The record under its current name; during a rotation (and only when that misses, so
         the hot path costs one read as before) under the names the other secrets give it. A
         record a previous secret sealed or named is re-sealed under the current name here."""
-        found = await self._read(self.key(session_id), slide=slide)
-        if found is None and self._sealer.rotating:
-            for name, stale in self._sealer.older_digests(session_id):
-                found = await self._read(SESSION_PREFIX + name, slide=slide, stale=stale)
-                if found is not None:
-                    break
+        found = None
+        for key, stale in self._names(session_id):
+            found = await self._read(key, slide=slide, stale=stale)
+            if found is not None:
+                break
         if found is not None and found.stale:
             return await self._reseal(session_id, found)
         return found
